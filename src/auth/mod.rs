@@ -1,0 +1,421 @@
+//! Who is calling: JWT verification and the extractors routes use.
+//!
+//! [`KeySource`] is what the configuration says the keys are; [`Verifier`]
+//! checks a token against them and yields the [`Caller`]; [`AuthUser`] and
+//! [`AdminUser`] are the axum extractors that make a handler require a user
+//! or an admin simply by naming them in its arguments.
+//!
+//! Signature, algorithm allow-list, `iss` and `aud` are checked by the
+//! `jsonwebtoken` crate; `exp` and `nbf` are checked here against the
+//! service's [`Clock`], so tests can expire a token by moving time.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
+use serde_json::{Map, Value};
+
+use crate::clock::{Clock, duration_ms};
+use crate::config::{ConfigError, JwtArgs};
+use crate::domain::UserId;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+mod token;
+
+pub use token::{MintError, mint};
+
+/// Key material that must never reach a log line: `Debug` prints a
+/// placeholder.
+#[derive(Clone)]
+pub struct Secret(Arc<[u8]>);
+
+impl Secret {
+    /// Wraps key bytes.
+    pub fn new(bytes: impl Into<Arc<[u8]>>) -> Self {
+        Self(bytes.into())
+    }
+
+    /// A random 256-bit key, for demo mode.
+    pub fn random() -> Self {
+        let bytes: [u8; 32] = rand::random();
+        Self(Arc::new(bytes))
+    }
+
+    /// The key bytes.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Where verification keys come from; exactly one source.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// No key configured: a random per-process HS256 secret.
+    Demo(Secret),
+    /// `JWT_SECRET`.
+    Hmac(Secret),
+    /// `JWT_PUBLIC_KEY_FILE`, already read and parsed.
+    PublicKey {
+        /// The file it came from.
+        path: PathBuf,
+        /// The PEM text.
+        pem: Arc<[u8]>,
+        /// RSA, EC or Ed.
+        family: AlgorithmFamily,
+    },
+}
+
+impl KeySource {
+    /// Reads the key settings.
+    ///
+    /// # Errors
+    /// Both key sources set, an empty secret, an unreadable or unparsable
+    /// key file, or an algorithm outside the key's family.
+    pub fn from_args(args: &JwtArgs) -> Result<Self, ConfigError> {
+        let source = match (&args.jwt_secret, &args.jwt_public_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(config_error(
+                    "JWT_SECRET",
+                    "set JWT_SECRET or JWT_PUBLIC_KEY_FILE, not both",
+                ));
+            }
+            (Some(secret), None) if secret.is_empty() => {
+                return Err(config_error("JWT_SECRET", "must not be empty"));
+            }
+            (Some(secret), None) => Self::Hmac(Secret::new(secret.as_bytes())),
+            (None, Some(path)) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    config_error(
+                        "JWT_PUBLIC_KEY_FILE",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                let family = pem_family(&pem).ok_or_else(|| {
+                    config_error(
+                        "JWT_PUBLIC_KEY_FILE",
+                        format!(
+                            "{} is not a PEM RSA, EC or Ed25519 public key",
+                            path.display()
+                        ),
+                    )
+                })?;
+                Self::PublicKey {
+                    path: path.clone(),
+                    pem: pem.into(),
+                    family,
+                }
+            }
+            (None, None) => Self::Demo(Secret::random()),
+        };
+        if let Some(bad) = args
+            .jwt_algorithms
+            .iter()
+            .find(|a| a.family() != source.family())
+        {
+            return Err(config_error(
+                "JWT_ALGORITHMS",
+                format!(
+                    "{bad:?} does not fit the configured key, which takes {}",
+                    names(source.family().algorithms())
+                ),
+            ));
+        }
+        Ok(source)
+    }
+
+    /// The algorithm family the key belongs to.
+    pub fn family(&self) -> AlgorithmFamily {
+        match self {
+            Self::Demo(_) | Self::Hmac(_) => AlgorithmFamily::Hmac,
+            Self::PublicKey { family, .. } => *family,
+        }
+    }
+
+    /// The HS256 secret, when the key is one (tokens can be minted).
+    pub fn secret(&self) -> Option<&Secret> {
+        match self {
+            Self::Demo(s) | Self::Hmac(s) => Some(s),
+            Self::PublicKey { .. } => None,
+        }
+    }
+
+    /// True in demo mode.
+    pub fn is_demo(&self) -> bool {
+        matches!(self, Self::Demo(_))
+    }
+
+    fn decoding_key(&self) -> Result<DecodingKey, jsonwebtoken::errors::Error> {
+        match self {
+            Self::Demo(s) | Self::Hmac(s) => DecodingKey::from_secret(s.expose()),
+            Self::PublicKey { pem, family, .. } => match family {
+                AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(pem),
+                AlgorithmFamily::Ec => DecodingKey::from_ec_pem(pem),
+                AlgorithmFamily::Ed | AlgorithmFamily::Hmac => DecodingKey::from_ed_pem(pem),
+            },
+        }
+    }
+}
+
+fn config_error(variable: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable,
+        message: message.into(),
+    }
+}
+
+fn names(algorithms: &[Algorithm]) -> String {
+    algorithms
+        .iter()
+        .map(|a| format!("{a:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Which family a PEM public key belongs to, if any.
+fn pem_family(pem: &[u8]) -> Option<AlgorithmFamily> {
+    if DecodingKey::from_rsa_pem(pem).is_ok() {
+        Some(AlgorithmFamily::Rsa)
+    } else if DecodingKey::from_ec_pem(pem).is_ok() {
+        Some(AlgorithmFamily::Ec)
+    } else if DecodingKey::from_ed_pem(pem).is_ok() {
+        Some(AlgorithmFamily::Ed)
+    } else {
+        None
+    }
+}
+
+/// The verified identity behind a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// From the user claim.
+    pub user: UserId,
+    /// Whether the token carries the admin role.
+    pub admin: bool,
+}
+
+/// Why a token was refused; every variant is a 401.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization: Bearer` header (or `access_token` where allowed).
+    #[error("missing bearer token: send `Authorization: Bearer <token>`")]
+    Missing,
+    /// Not a well-formed JWT, bad signature, algorithm not allowed, wrong
+    /// issuer or audience.
+    #[error("invalid token: {0}")]
+    Invalid(&'static str),
+    /// `exp` (plus leeway) has passed.
+    #[error("token expired")]
+    Expired,
+    /// `nbf` (minus leeway) is still ahead.
+    #[error("token not valid yet (nbf)")]
+    NotYetValid,
+    /// No `exp` while `JWT_REQUIRE_EXP=true`.
+    #[error("token has no exp claim")]
+    MissingExp,
+    /// The user claim is absent, empty, too long or not a string/integer.
+    #[error("token has no usable user id in claim `{0}`")]
+    NoUser(String),
+}
+
+/// Checks tokens; built once at start-up and shared.
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+    clock: Arc<dyn Clock>,
+    leeway_s: i64,
+    require_exp: bool,
+    user_claim: String,
+    admin_role: String,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier")
+            .field("algorithms", &self.validation.algorithms)
+            .field("user_claim", &self.user_claim)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// A verifier for `keys` with the token settings of `args`.
+    ///
+    /// # Errors
+    /// The key cannot be used (already checked by [`KeySource::from_args`],
+    /// so only on an inconsistent hand-built `KeySource`).
+    pub fn new(
+        keys: &KeySource,
+        args: &JwtArgs,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ConfigError> {
+        let key = keys
+            .decoding_key()
+            .map_err(|e| config_error("JWT_PUBLIC_KEY_FILE", format!("unusable key: {e}")))?;
+        let algorithms = if args.jwt_algorithms.is_empty() {
+            match keys.family() {
+                AlgorithmFamily::Hmac => vec![Algorithm::HS256],
+                family => family.algorithms().to_vec(),
+            }
+        } else {
+            args.jwt_algorithms.clone()
+        };
+        let mut validation = Validation::new(algorithms[0]);
+        validation.algorithms = algorithms;
+        // Time claims are checked against our clock in `verify`.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.required_spec_claims.clear();
+        validation.validate_aud = false;
+        if let Some(iss) = &args.jwt_issuer {
+            validation.set_issuer(&[iss]);
+            validation.required_spec_claims.insert("iss".into());
+        }
+        if let Some(aud) = &args.jwt_audience {
+            validation.set_audience(&[aud]);
+            validation.validate_aud = true;
+            validation.required_spec_claims.insert("aud".into());
+        }
+        Ok(Self {
+            key,
+            validation,
+            clock,
+            leeway_s: duration_ms(args.jwt_leeway) / 1000,
+            require_exp: args.jwt_require_exp,
+            user_claim: args.jwt_user_claim.clone(),
+            admin_role: args.jwt_admin_role.clone(),
+        })
+    }
+
+    /// Verifies `token` and says who it is.
+    ///
+    /// # Errors
+    /// Every reason of [`AuthError`].
+    pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        use jsonwebtoken::errors::ErrorKind;
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
+            .map_err(|e| {
+            AuthError::Invalid(match e.kind() {
+                ErrorKind::InvalidSignature => "bad signature",
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                    "algorithm not allowed"
+                }
+                ErrorKind::InvalidIssuer => "wrong issuer",
+                ErrorKind::InvalidAudience => "wrong audience",
+                ErrorKind::MissingRequiredClaim(c) if c == "iss" => "missing issuer",
+                ErrorKind::MissingRequiredClaim(c) if c == "aud" => "missing audience",
+                _ => "malformed token",
+            })
+        })?;
+        let claims = data.claims;
+        let now_s = self.clock.now_ms().div_euclid(1000);
+        match claims.get("exp") {
+            Some(exp) => {
+                let exp = numeric_date(exp).ok_or(AuthError::Invalid("exp is not a number"))?;
+                if now_s > exp.saturating_add(self.leeway_s) {
+                    return Err(AuthError::Expired);
+                }
+            }
+            None if self.require_exp => return Err(AuthError::MissingExp),
+            None => {}
+        }
+        if let Some(nbf) = claims.get("nbf") {
+            let nbf = numeric_date(nbf).ok_or(AuthError::Invalid("nbf is not a number"))?;
+            if now_s < nbf.saturating_sub(self.leeway_s) {
+                return Err(AuthError::NotYetValid);
+            }
+        }
+        let user = self
+            .user_id(&claims)
+            .ok_or_else(|| AuthError::NoUser(self.user_claim.clone()))?;
+        let admin = claims.get("role").and_then(Value::as_str) == Some(&self.admin_role)
+            || claims
+                .get("roles")
+                .and_then(Value::as_array)
+                .is_some_and(|roles| roles.iter().any(|r| r.as_str() == Some(&self.admin_role)));
+        Ok(Caller { user, admin })
+    }
+
+    fn user_id(&self, claims: &Map<String, Value>) -> Option<UserId> {
+        let fallbacks: &[&str] = if self.user_claim == "sub" {
+            &["sub", "userId", "id"]
+        } else {
+            &[]
+        };
+        let value = std::iter::once(self.user_claim.as_str())
+            .chain(fallbacks.iter().copied())
+            .find_map(|name| claims.get(name).filter(|v| !v.is_null()))?;
+        match value {
+            Value::String(s) => UserId::parse(s),
+            Value::Number(n) if n.is_i64() || n.is_u64() => UserId::parse(&n.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// A JWT NumericDate: whole seconds (fractions are truncated).
+fn numeric_date(v: &Value) -> Option<i64> {
+    v.as_i64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.is_finite())
+            // Saturating float-to-int cast: out-of-range dates clamp.
+            .map(|f| f as i64)
+    })
+}
+
+/// The bearer token of a request, from the `Authorization` header.
+fn bearer(parts: &Parts) -> Result<&str, AuthError> {
+    let header = parts.headers.get(AUTHORIZATION).ok_or(AuthError::Missing)?;
+    let value = header
+        .to_str()
+        .map_err(|_| AuthError::Invalid("Authorization header is not ASCII"))?;
+    let (scheme, token) = value.split_once(' ').ok_or(AuthError::Invalid(
+        "expected `Authorization: Bearer <token>`",
+    ))?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(AuthError::Invalid(
+            "expected `Authorization: Bearer <token>`",
+        ));
+    }
+    Ok(token.trim())
+}
+
+/// A handler argument that requires a valid token; yields the caller.
+#[derive(Debug, Clone)]
+pub struct AuthUser(pub Caller);
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts)?;
+        Ok(Self(state.verifier.verify(token)?))
+    }
+}
+
+/// A handler argument that requires a valid token with the admin role.
+#[derive(Debug, Clone)]
+pub struct AdminUser(pub Caller);
+
+impl FromRequestParts<AppState> for AdminUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let AuthUser(caller) = AuthUser::from_request_parts(parts, state).await?;
+        if caller.admin {
+            Ok(Self(caller))
+        } else {
+            Err(ApiError::Forbidden)
+        }
+    }
+}

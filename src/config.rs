@@ -1,0 +1,394 @@
+//! Configuration: every setting is an environment variable and a flag.
+//!
+//! [`Cli`] is the command line as clap sees it (`long, env` on every field,
+//! so `SESSION_TTL=5m` and `--session-ttl 5m` are the same setting).
+//! [`ServeArgs::into_config`] then checks what one field cannot check alone
+//! (a key source, the heartbeat interval against the TTL) and yields the
+//! [`Config`] the service runs with. Any bad value is one line on stderr
+//! naming the variable, and exit status 2 ([`ConfigError`]).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::auth::KeySource;
+use crate::domain::Modules;
+
+/// Live presence for a web product: who is active in which module, now,
+/// today and ever.
+#[derive(Debug, Parser)]
+#[command(name = "presence", version, about, long_about = None, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to do; with none, `serve`.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The settings of `serve`, when no subcommand is given.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (the default).
+    Serve(Box<ServeArgs>),
+    /// Mint a token with the configured `JWT_SECRET`, for manual checks.
+    Token(TokenArgs),
+}
+
+/// Settings of `presence serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to serve on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+    pub listen_addr: SocketAddr,
+
+    /// Token checks.
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+
+    /// Cadence suggested to clients (`nextHeartbeatMs`); must be under
+    /// SESSION_TTL.
+    #[arg(long, env = "HEARTBEAT_INTERVAL", default_value = "45s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// A session without a heartbeat for this long is gone.
+    #[arg(long, env = "SESSION_TTL", default_value = "5m", value_parser = parse_duration)]
+    pub session_ttl: Duration,
+
+    /// How often expired sessions are removed from memory.
+    #[arg(long, env = "SWEEP_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub sweep_interval: Duration,
+
+    /// The module registry, as code:statsKey pairs.
+    #[arg(long, env = "MODULES", default_value = "pms:procurement,ih:innovation", value_parser = Modules::parse)]
+    pub modules: Modules,
+
+    /// IANA time zone where "today" starts.
+    #[arg(long, env = "STATS_TIMEZONE", default_value = "UTC", value_parser = parse_timezone)]
+    pub stats_timezone: Tz,
+
+    /// Where sessions are kept.
+    #[arg(long, env = "STORE", value_enum, default_value_t = StoreKind::Memory)]
+    pub store: StoreKind,
+
+    /// Comma-separated origins allowed by CORS.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
+
+    /// Per-user heartbeat rate limit: burst, then one more per period.
+    #[arg(long, env = "RATE_LIMIT", default_value = "20,2s", value_parser = RateLimit::parse)]
+    pub rate_limit: RateLimit,
+
+    /// Most live sessions (tabs, devices) one user may hold.
+    #[arg(long, env = "MAX_SESSIONS_PER_USER", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub max_sessions_per_user: u16,
+
+    /// `false` puts /metrics behind the admin role.
+    #[arg(long, env = "METRICS_PUBLIC", default_value_t = true, action = clap::ArgAction::Set)]
+    pub metrics_public: bool,
+
+    /// Log output format; `RUST_LOG` sets levels.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+}
+
+/// Settings of `presence token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The user id to put in the user claim.
+    #[arg(long)]
+    pub user: String,
+    /// A role claim, e.g. `admin`.
+    #[arg(long)]
+    pub role: Option<String>,
+    /// How long the token is valid.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// The key and claims to sign with.
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+}
+
+/// How tokens are checked (contract section 2).
+#[derive(Clone, Args)]
+pub struct JwtArgs {
+    /// HS256 key. With no key at all the service runs in demo mode.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM public key for RS*, PS*, ES* or EdDSA tokens.
+    #[arg(long, env = "JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// Accepted algorithms, comma-separated [default: HS256, or the key's
+    /// family].
+    #[arg(long, env = "JWT_ALGORITHMS", value_delimiter = ',', value_parser = parse_algorithm)]
+    pub jwt_algorithms: Vec<jsonwebtoken::Algorithm>,
+
+    /// Required `iss`, when set.
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud`, when set.
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[arg(long, env = "JWT_LEEWAY", default_value = "30s", value_parser = parse_duration)]
+    pub jwt_leeway: Duration,
+
+    /// Claim holding the user id (`sub` falls back to `userId`, then `id`).
+    #[arg(long, env = "JWT_USER_CLAIM", default_value = "sub")]
+    pub jwt_user_claim: String,
+
+    /// Role value that grants admin (claim `role`, or in claim `roles`).
+    #[arg(long, env = "JWT_ADMIN_ROLE", default_value = "admin")]
+    pub jwt_admin_role: String,
+
+    /// Reject tokens without `exp`.
+    #[arg(long, env = "JWT_REQUIRE_EXP", default_value_t = true, action = clap::ArgAction::Set)]
+    pub jwt_require_exp: bool,
+}
+
+impl fmt::Debug for JwtArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtArgs")
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("jwt_public_key_file", &self.jwt_public_key_file)
+            .field("jwt_algorithms", &self.jwt_algorithms)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_leeway", &self.jwt_leeway)
+            .field("jwt_user_claim", &self.jwt_user_claim)
+            .field("jwt_admin_role", &self.jwt_admin_role)
+            .field("jwt_require_exp", &self.jwt_require_exp)
+            .finish()
+    }
+}
+
+/// Which store backend to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// This process's memory.
+    Memory,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A per-user token bucket: `burst` requests at once, then one per `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Requests allowed at once.
+    pub burst: u32,
+    /// Time to earn one more.
+    pub period: Duration,
+}
+
+impl RateLimit {
+    /// Parses `20,2s`.
+    ///
+    /// # Errors
+    /// What the value should look like.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let expected = || format!("expected BURST,PERIOD like `20,2s`, got `{s}`");
+        let (burst, period) = s.split_once(',').ok_or_else(expected)?;
+        let burst: u32 = burst.trim().parse().map_err(|_| expected())?;
+        let period = parse_duration(period.trim()).map_err(|_| expected())?;
+        if burst == 0 || period.is_zero() {
+            return Err(format!("burst and period must be above zero, got `{s}`"));
+        }
+        Ok(Self { burst, period })
+    }
+}
+
+/// Everything `presence serve` runs with, checked as a whole.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The raw settings.
+    pub args: ServeArgs,
+    /// Where token keys come from.
+    pub keys: KeySource,
+}
+
+/// A setting that stops start-up: one line naming the variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}: {message}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub variable: &'static str,
+    /// What it expects.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// The exit status for a bad configuration.
+    pub const EXIT_CODE: i32 = 2;
+
+    fn new(variable: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            variable,
+            message: message.into(),
+        }
+    }
+}
+
+impl ServeArgs {
+    /// Checks the settings that depend on each other.
+    ///
+    /// # Errors
+    /// The first setting that is wrong.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        if self.session_ttl.is_zero() {
+            return Err(ConfigError::new("SESSION_TTL", "must be above zero"));
+        }
+        if self.heartbeat_interval.is_zero() || self.heartbeat_interval >= self.session_ttl {
+            return Err(ConfigError::new(
+                "HEARTBEAT_INTERVAL",
+                format!(
+                    "must be above zero and under SESSION_TTL ({})",
+                    humantime::format_duration(self.session_ttl)
+                ),
+            ));
+        }
+        if self.sweep_interval.is_zero() {
+            return Err(ConfigError::new("SWEEP_INTERVAL", "must be above zero"));
+        }
+        for origin in &self.cors_allowed_origins {
+            if axum::http::HeaderValue::from_str(origin).is_err() || !origin.contains("://") {
+                return Err(ConfigError::new(
+                    "CORS_ALLOWED_ORIGINS",
+                    format!("`{origin}` is not an origin like https://app.example.com"),
+                ));
+            }
+        }
+        let keys = KeySource::from_args(&self.jwt)?;
+        Ok(Config { args: self, keys })
+    }
+}
+
+/// Parses a humantime duration (`45s`, `5m`, `1h 30m`).
+///
+/// # Errors
+/// What a duration looks like.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("expected a duration like 45s or 5m ({e})"))
+}
+
+fn parse_timezone(s: &str) -> Result<Tz, String> {
+    s.trim()
+        .parse::<Tz>()
+        .map_err(|_| format!("expected an IANA time zone like Europe/Berlin, got `{s}`"))
+}
+
+fn parse_algorithm(s: &str) -> Result<jsonwebtoken::Algorithm, String> {
+    s.trim().parse().map_err(|_| {
+        format!("`{s}` is not one of HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA")
+    })
+}
+
+/// Turns a clap error into the contract's one-line message where the error
+/// is about a value; other errors (help, version, unknown flags) are clap's.
+pub fn one_line(err: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        err.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return None;
+    }
+    let arg = match err.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) => s.clone(),
+        _ => return None,
+    };
+    // `--session-ttl <SESSION_TTL>` names the variable in its value name.
+    let flag = arg.split_whitespace().next().unwrap_or(&arg).to_owned();
+    let variable = arg
+        .split_once('<')
+        .and_then(|(_, rest)| rest.split_once('>'))
+        .map_or_else(|| flag.clone(), |(name, _)| name.to_owned());
+    let value = match err.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    let why = std::error::Error::source(err).map_or_else(
+        || match err.get(ContextKind::ValidValue) {
+            Some(ContextValue::Strings(v)) => format!("expected one of {}", v.join(", ")),
+            _ => "invalid value".to_owned(),
+        },
+        ToString::to_string,
+    );
+    Some(format!(
+        "{variable} ({flag}): invalid value `{value}`: {why}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> Result<Config, String> {
+        let mut argv = vec!["presence", "serve"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).map_err(|e| one_line(&e).unwrap_or(e.to_string()))?;
+        match cli.command {
+            Some(Command::Serve(args)) => args.into_config().map_err(|e| e.to_string()),
+            _ => Err("not serve".into()),
+        }
+    }
+
+    #[test]
+    fn bad_duration_names_the_variable_on_one_line() {
+        let err = serve(&["--session-ttl", "soon"]).unwrap_err();
+        assert!(err.starts_with("SESSION_TTL (--session-ttl)"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn heartbeat_interval_must_be_under_the_ttl() {
+        let err = serve(&["--heartbeat-interval", "5m", "--session-ttl", "5m"]).unwrap_err();
+        assert!(err.starts_with("HEARTBEAT_INTERVAL:"), "{err}");
+    }
+
+    #[test]
+    fn rate_limit_parses_burst_and_period() {
+        assert_eq!(
+            RateLimit::parse("20,2s"),
+            Ok(RateLimit {
+                burst: 20,
+                period: Duration::from_secs(2)
+            })
+        );
+        assert!(RateLimit::parse("20").is_err());
+        assert!(RateLimit::parse("0,2s").is_err());
+        assert!(RateLimit::parse("x,2s").is_err());
+    }
+
+    #[test]
+    fn unknown_store_lists_the_possible_values() {
+        let err = serve(&["--store", "redis"]).unwrap_err();
+        assert!(err.starts_with("STORE (--store)"), "{err}");
+        assert!(err.contains("memory"), "{err}");
+    }
+
+    #[test]
+    fn secret_is_not_in_debug_output() {
+        let cfg = serve(&["--jwt-secret", "hunter2-very-secret"]).unwrap();
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+    }
+}

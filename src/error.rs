@@ -1,0 +1,197 @@
+//! The one error type of the HTTP API, and the extractors that produce it.
+//!
+//! Every failure a client can see is an [`ApiError`]; its status and `code`
+//! are fixed per variant, and it renders as the contract's body
+//! `{"success": false, "error": "...", "code": "..."}`. Details of 5xx
+//! errors are logged, never sent.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRequestParts, OriginalUri};
+use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::auth::AuthError;
+use crate::store::StoreError;
+
+/// Everything that can go wrong in a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 `invalid_module`: missing, non-string or unknown module.
+    #[error("{0}")]
+    InvalidModule(String),
+    /// 400 `invalid_body`: empty, malformed, not an object, bad field.
+    #[error("{0}")]
+    InvalidBody(String),
+    /// 400 `invalid_query`: a bad query string or path parameter.
+    #[error("{0}")]
+    InvalidQuery(String),
+    /// 401 `unauthorized`, with `WWW-Authenticate: Bearer`.
+    #[error(transparent)]
+    Unauthorized(#[from] AuthError),
+    /// 403 `forbidden`: a valid token without the admin role.
+    #[error("this endpoint needs the admin role")]
+    Forbidden,
+    /// 404 `not_found`.
+    #[error("no such endpoint: {0}")]
+    NotFound(String),
+    /// 405 `method_not_allowed`.
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
+    /// 413 `payload_too_large`.
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// 415 `unsupported_media_type`.
+    #[error("send the body as application/json")]
+    UnsupportedMediaType,
+    /// 429 `rate_limited`, with `Retry-After`.
+    #[error("too many heartbeats; retry in {} s", retry_after_secs(*.0))]
+    RateLimited(Duration),
+    /// 503 `store_unavailable`.
+    #[error("session store unavailable, retry shortly")]
+    StoreUnavailable(#[source] StoreError),
+    /// 500 `internal`; the detail is logged, not sent.
+    #[error("internal error")]
+    Internal(String),
+}
+
+/// The contract's error body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Always false.
+    pub success: bool,
+    /// For humans.
+    #[schema(example = "module must be one of: pms, ih")]
+    pub error: String,
+    /// For programs, snake_case.
+    #[schema(example = "invalid_module")]
+    pub code: &'static str,
+}
+
+impl ApiError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidModule(_) | Self::InvalidBody(_) | Self::InvalidQuery(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The contract's `code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidModule(_) => "invalid_module",
+            Self::InvalidBody(_) => "invalid_body",
+            Self::InvalidQuery(_) => "invalid_query",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::RateLimited(_) => "rate_limited",
+            Self::StoreUnavailable(_) => "store_unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+/// Whole seconds to wait, rounded up and at least one.
+fn retry_after_secs(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero()))
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            Self::Internal(detail) => tracing::error!(%detail, "internal error"),
+            Self::StoreUnavailable(e) => tracing::warn!(error = %e, "store unavailable"),
+            _ => {}
+        }
+        let body = ErrorBody {
+            success: false,
+            error: self.to_string(),
+            code: self.code(),
+        };
+        let mut response = (self.status(), Json(body)).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            Self::Unauthorized(_) => {
+                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::RateLimited(wait) => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(*wait)));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => Self::StoreUnavailable(e),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        Self::InvalidQuery(e.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        Self::InvalidQuery(e.body_text())
+    }
+}
+
+/// `Query<T>` whose rejection is an [`ApiError`].
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+/// `Path<T>` whose rejection is an [`ApiError`].
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+/// The router's fallback: a JSON 404 for any unknown path.
+pub async fn not_found(OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::NotFound(uri.path().to_owned())
+}
+
+/// A JSON 405 for a known path with another method.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1999)), 2);
+        assert_eq!(retry_after_secs(Duration::from_secs(2)), 2);
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+    }
+}

@@ -1,0 +1,148 @@
+//! presence: who is using which part of a web product, live.
+//!
+//! # Layout
+//! - [`config`]: every setting as a flag and an environment variable.
+//! - [`auth`]: JWT verification and the `AuthUser` / `AdminUser` extractors.
+//! - [`domain`]: validated values (module, client id, page, resource).
+//! - [`store`]: the session store trait and its backends.
+//! - [`routes`]: the HTTP API, one file per resource, and its OpenAPI.
+//! - [`sweeper`]: the task that removes expired sessions from memory.
+//! - [`telemetry`]: logs and request spans.
+//! - [`error`]: the API's one error type and its JSON body.
+//! - [`clock`]: the time source, replaceable in tests.
+//!
+//! [`app`] builds the router for a state; [`serve`] runs it on a listener
+//! until a shutdown future completes. Both take their inputs as arguments so
+//! tests run the real service on port 0 with their own clock and keys.
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod routes;
+pub mod state;
+pub mod store;
+pub mod sweeper;
+pub mod telemetry;
+
+pub use state::AppState;
+
+/// How long in-flight requests may take to finish after a shutdown signal.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole HTTP service for `state`. `cors_origins` empty: no CORS headers.
+pub fn app(state: AppState, cors_origins: &[String]) -> Router {
+    let (api, _doc) = routes::api();
+    let mut router = api
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(routes::heartbeat::MAX_BODY_BYTES))
+        .with_state(state);
+    if !cors_origins.is_empty() {
+        let origins: Vec<HeaderValue> = cors_origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        router = router.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(origins))
+                .allow_methods([Method::GET, Method::POST, Method::DELETE])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+                .max_age(Duration::from_secs(3600)),
+        );
+    }
+    router.layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(telemetry::request_span)
+                    .on_response(DefaultOnResponse::new().level(Level::INFO)),
+            )
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
+    )
+}
+
+/// Serves `router` on `listener`, sweeping `state`'s store every
+/// `sweep_interval`, until `shutdown` completes; then stops accepting and
+/// lets in-flight requests finish for up to [`DRAIN_TIMEOUT`].
+///
+/// # Errors
+/// Accepting connections failed.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    sweep_interval: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let cancel = CancellationToken::new();
+    let sweeper = tokio::spawn(sweeper::run(state, sweep_interval, cancel.clone()));
+    let signal = cancel.clone();
+    let server = axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections, draining in-flight requests");
+            signal.cancel();
+        })
+        .into_future();
+    let mut server = std::pin::pin!(server);
+    let result = tokio::select! {
+        result = &mut server => result,
+        () = cancel.cancelled() => match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(timeout = ?DRAIN_TIMEOUT, "requests still in flight after the drain timeout; closing");
+                Ok(())
+            }
+        },
+    };
+    cancel.cancel();
+    let _ = sweeper.await;
+    result
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,161 @@
+//! The `presence` binary: parse the command line, then serve or mint a token.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use presence::auth::{KeySource, mint};
+use presence::clock::{Clock, SystemClock};
+use presence::config::{
+    Cli, Command, Config, ConfigError, ServeArgs, StoreKind, TokenArgs, one_line,
+};
+use presence::store::{MemoryStore, Store, memory::MemoryConfig};
+use presence::{AppState, telemetry};
+
+fn main() -> ExitCode {
+    // Variables already in the environment win over `.env`; a missing
+    // `.env` is the normal case.
+    let _ = dotenvy::dotenv();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => match one_line(&e) {
+            Some(line) => return config_failure(&line),
+            None => e.exit(),
+        },
+    };
+    match cli.command {
+        Some(Command::Token(args)) => token(&args),
+        Some(Command::Serve(args)) => serve(*args),
+        None => serve(cli.serve),
+    }
+}
+
+fn config_failure(line: &str) -> ExitCode {
+    eprintln!("presence: configuration error: {line}");
+    ExitCode::from(2)
+}
+
+fn token(args: &TokenArgs) -> ExitCode {
+    let keys = match KeySource::from_args(&args.jwt) {
+        Ok(KeySource::Demo(_)) => {
+            return config_failure(
+                "JWT_SECRET: not set; a demo-mode server signs with a random key of its own, \
+                 so use the token it prints at start-up, or set JWT_SECRET for both",
+            );
+        }
+        Ok(keys) => keys,
+        Err(e) => return config_failure(&e.to_string()),
+    };
+    match mint(
+        &keys,
+        &args.jwt,
+        &args.user,
+        args.role.as_deref(),
+        args.ttl,
+        SystemClock.now_ms(),
+    ) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => config_failure(&e.to_string()),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let config = match args.into_config() {
+        Ok(config) => config,
+        Err(e) => return config_failure(&e.to_string()),
+    };
+    telemetry::init(config.args.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("presence: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> ExitCode {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let args = &config.args;
+    let store = match args.store {
+        StoreKind::Memory => Store::Memory(MemoryStore::new(
+            MemoryConfig {
+                modules: args.modules.clone(),
+                session_ttl: args.session_ttl,
+                timezone: args.stats_timezone,
+                max_sessions_per_user: usize::from(args.max_sessions_per_user),
+            },
+            clock.clone(),
+        )),
+    };
+    let state = match AppState::new(&config, store, clock.clone()) {
+        Ok(state) => state,
+        Err(e) => return config_failure(&e.to_string()),
+    };
+    let listener = match tokio::net::TcpListener::bind(args.listen_addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            return config_failure(
+                &ConfigError {
+                    variable: "LISTEN_ADDR",
+                    message: format!("cannot listen on {}: {e}", args.listen_addr),
+                }
+                .to_string(),
+            );
+        }
+    };
+    let addr = listener.local_addr().unwrap_or(args.listen_addr);
+    tracing::info!(%addr, store = state.store.kind(), "presence listening");
+    if config.keys.is_demo() {
+        print_demo_banner(&config, addr, clock.now_ms());
+    }
+    let router = presence::app(state.clone(), &args.cors_allowed_origins);
+    match presence::serve(
+        listener,
+        router,
+        state,
+        args.sweep_interval,
+        presence::shutdown_signal(),
+    )
+    .await
+    {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Demo mode: warn, and print a token and a curl line that work as printed.
+fn print_demo_banner(config: &Config, addr: std::net::SocketAddr, now_ms: i64) {
+    tracing::warn!(
+        "demo mode: no JWT_SECRET or JWT_PUBLIC_KEY_FILE is set, so tokens are signed with a \
+         random key that changes at every start; do not use this in production"
+    );
+    let ttl = std::time::Duration::from_secs(24 * 3600);
+    let Ok(token) = mint(
+        &config.keys,
+        &config.args.jwt,
+        "demo",
+        Some("admin"),
+        ttl,
+        now_ms,
+    ) else {
+        return;
+    };
+    println!("Demo token (user \"demo\", role admin, valid 24h):");
+    println!("  {token}");
+    println!("Try:");
+    println!(
+        "  curl -s -X POST http://{addr}/api/stats/heartbeat -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{{\"module\":\"pms\"}}'"
+    );
+    println!("  curl -s http://{addr}/api/stats/modules -H 'Authorization: Bearer {token}'");
+}

@@ -1,0 +1,293 @@
+//! `POST` and `DELETE /api/stats/heartbeat`: record activity, end sessions.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::within_deadline;
+use crate::auth::{AuthUser, Caller};
+use crate::clock::rfc3339;
+use crate::domain::{ClientId, MAX_PAGE_LEN, MAX_RESOURCE_LEN, ModuleId, Page, ResourceId};
+use crate::error::{ApiError, ApiQuery, ErrorBody};
+use crate::state::AppState;
+use crate::store::{Heartbeat, Leave, SessionStore};
+
+/// The largest heartbeat body accepted.
+pub const MAX_BODY_BYTES: usize = 4096;
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(heartbeat_create, heartbeat_delete))
+}
+
+/// The heartbeat body, as documented; parsing goes through [`HeartbeatBody`].
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+struct HeartbeatRequest {
+    /// A configured module code, e.g. `pms`.
+    #[schema(example = "pms")]
+    module: String,
+    /// One browser tab or device: 1 to 64 of `[A-Za-z0-9_-]`.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "tab-3f9c")]
+    client_id: Option<String>,
+    /// The route the user is on: 1 to 256 characters.
+    #[schema(min_length = 1, max_length = 256, example = "/requests/123")]
+    page: Option<String>,
+    /// What the user is viewing: 1 to 128 characters.
+    #[schema(min_length = 1, max_length = 128, example = "request:123")]
+    resource: Option<String>,
+}
+
+/// 200 to a heartbeat.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct HeartbeatResponse {
+    /// Always true.
+    success: bool,
+    /// Distinct users active in any module after this heartbeat.
+    active_users: u64,
+    /// When it was recorded.
+    #[schema(example = "2026-01-14T09:30:00.123Z")]
+    timestamp: String,
+    /// When to send the next heartbeat.
+    next_heartbeat_ms: u64,
+}
+
+/// Records that the caller is active in a module.
+#[utoipa::path(
+    post,
+    path = "/api/stats/heartbeat",
+    tag = "stats",
+    request_body = HeartbeatRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Recorded", body = HeartbeatResponse),
+        (status = 400, description = "`invalid_module` or `invalid_body`", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 413, description = "Body over 4 KiB", body = ErrorBody),
+        (status = 415, description = "Body is not application/json", body = ErrorBody),
+        (status = 429, description = "Per-user rate limit; see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    )
+)]
+async fn heartbeat_create(
+    State(state): State<AppState>,
+    LimitedUser(caller): LimitedUser,
+    HeartbeatBody(body): HeartbeatBody,
+) -> Result<Json<HeartbeatResponse>, ApiError> {
+    let beat = Heartbeat {
+        user: caller.user,
+        client: body.client,
+        module: body.module,
+        page: body.page,
+        resource: body.resource,
+    };
+    let ack = within_deadline(state.store.heartbeat(beat)).await?;
+    Ok(Json(HeartbeatResponse {
+        success: true,
+        active_users: ack.active_users,
+        timestamp: rfc3339(ack.at),
+        next_heartbeat_ms: next_heartbeat_ms(&state),
+    }))
+}
+
+/// The interval less up to 10 % at random: reconnect bursts spread out,
+/// and a client that follows it never beats later than the interval.
+fn next_heartbeat_ms(state: &AppState) -> u64 {
+    let interval = u64::try_from(state.heartbeat_interval.as_millis()).unwrap_or(u64::MAX);
+    let jitter = rand::random_range(0..=interval / 10);
+    interval - jitter
+}
+
+/// Which sessions a `DELETE` ends.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+struct LeaveQuery {
+    /// End this tab's session (without it, the default session).
+    client_id: Option<String>,
+    /// `true` ends every session of the caller (logout).
+    #[serde(default)]
+    all: bool,
+}
+
+/// Ends the caller's session (or all of them) now.
+#[utoipa::path(
+    delete,
+    path = "/api/stats/heartbeat",
+    tag = "stats",
+    params(LeaveQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Ended, or there was nothing to end"),
+        (status = 400, description = "`invalid_query`", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    )
+)]
+async fn heartbeat_delete(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    ApiQuery(query): ApiQuery<LeaveQuery>,
+) -> Result<StatusCode, ApiError> {
+    let which = if query.all {
+        Leave::All
+    } else {
+        let client = query
+            .client_id
+            .map(|c| {
+                ClientId::parse(&c).ok_or_else(|| {
+                    ApiError::InvalidQuery("clientId must be 1 to 64 of [A-Za-z0-9_-]".into())
+                })
+            })
+            .transpose()?;
+        Leave::Session(client)
+    };
+    within_deadline(state.store.leave(&caller.user, which)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A caller whose heartbeat fits their rate limit.
+struct LimitedUser(Caller);
+
+impl FromRequestParts<AppState> for LimitedUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let AuthUser(caller) = AuthUser::from_request_parts(parts, state).await?;
+        state.limiter.check(&caller.user)?;
+        Ok(Self(caller))
+    }
+}
+
+/// A heartbeat body, parsed into valid values.
+#[derive(Debug)]
+struct ValidBody {
+    module: ModuleId,
+    client: Option<ClientId>,
+    page: Option<Page>,
+    resource: Option<ResourceId>,
+}
+
+/// The body extractor: 415, 413, `invalid_body` and `invalid_module` as the
+/// contract orders them.
+struct HeartbeatBody(ValidBody);
+
+/// The fields we read; anything else is ignored. Types are checked by hand
+/// so each mistake gets its own message and code.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawBody {
+    module: Option<Value>,
+    client_id: Option<Value>,
+    page: Option<Value>,
+    resource: Option<Value>,
+}
+
+impl FromRequest<AppState> for HeartbeatBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        if !is_json(req.headers().get(CONTENT_TYPE)) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(MAX_BODY_BYTES)
+            } else {
+                ApiError::InvalidBody(format!("cannot read body: {}", e.body_text()))
+            }
+        })?;
+        parse_body(&bytes, state).map(Self)
+    }
+}
+
+fn is_json(content_type: Option<&axum::http::HeaderValue>) -> bool {
+    let Some(value) = content_type.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let mime = value.split(';').next().unwrap_or("").trim();
+    mime.eq_ignore_ascii_case("application/json")
+}
+
+fn parse_body(bytes: &[u8], state: &AppState) -> Result<ValidBody, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::InvalidBody(
+            r#"body is empty; send {"module": "<code>"}"#.into(),
+        ));
+    }
+    let raw: RawBody = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::InvalidBody(format!("body is not a JSON object: {e}")))?;
+    let module = match raw.module {
+        Some(Value::String(code)) => state.modules.by_code(&code).ok_or_else(|| {
+            ApiError::InvalidModule(format!(
+                "unknown module `{}`; expected one of: {}",
+                truncate(&code),
+                state.modules.codes()
+            ))
+        })?,
+        Some(_) => {
+            return Err(ApiError::InvalidModule("module must be a string".into()));
+        }
+        None => {
+            return Err(ApiError::InvalidModule(format!(
+                "module is required; expected one of: {}",
+                state.modules.codes()
+            )));
+        }
+    };
+    Ok(ValidBody {
+        module,
+        client: optional(
+            raw.client_id,
+            ClientId::parse,
+            "clientId must be a string of 1 to 64 of [A-Za-z0-9_-]",
+        )?,
+        page: optional(
+            raw.page,
+            Page::parse,
+            length_message("page", MAX_PAGE_LEN).as_str(),
+        )?,
+        resource: optional(
+            raw.resource,
+            ResourceId::parse,
+            length_message("resource", MAX_RESOURCE_LEN).as_str(),
+        )?,
+    })
+}
+
+fn length_message(field: &str, max: usize) -> String {
+    format!("{field} must be a string of 1 to {max} characters")
+}
+
+/// An optional string field: absent and `null` are `None`.
+fn optional<T>(
+    value: Option<Value>,
+    parse: impl FnOnce(&str) -> Option<T>,
+    message: &str,
+) -> Result<Option<T>, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => parse(&s)
+            .map(Some)
+            .ok_or_else(|| ApiError::InvalidBody(message.to_owned())),
+        Some(_) => Err(ApiError::InvalidBody(message.to_owned())),
+    }
+}
+
+/// Echoes at most 64 characters of client input in an error message.
+fn truncate(s: &str) -> String {
+    let mut out: String = s.chars().take(64).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
+}

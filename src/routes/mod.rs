@@ -1,0 +1,100 @@
+//! The HTTP API: one module per resource, each with its `router()`, merged
+//! here with the OpenAPI document generated from their annotations.
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::header::CONTENT_TYPE;
+use axum::routing::get;
+use utoipa::openapi::OpenApi as OpenApiDoc;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::StoreError;
+
+mod admin;
+mod health;
+pub mod heartbeat;
+pub mod modules;
+mod presence;
+
+/// How long any store call may take before the request answers 503.
+pub const STORE_DEADLINE: Duration = Duration::from_secs(1);
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "presence",
+        description = "Who is using which part of the product, live. Every /api endpoint needs `Authorization: Bearer <JWT>`."
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "stats", description = "Heartbeats and module counts"),
+        (name = "presence", description = "Who is viewing a resource"),
+        (name = "admin", description = "Needs the admin role"),
+        (name = "health", description = "Liveness and readiness"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut OpenApiDoc) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Every route of the API, and the OpenAPI document describing them.
+pub fn api() -> (Router<AppState>, OpenApiDoc) {
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(heartbeat::router())
+        .merge(modules::router())
+        .merge(presence::router())
+        .merge(admin::router())
+        .merge(health::router())
+        .split_for_parts();
+    // Rendered once: the document cannot change while the process runs.
+    let json = doc.to_json().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot render the OpenAPI document");
+        String::from("{}")
+    });
+    let router = router.route(
+        "/openapi.json",
+        get(move || {
+            let json = json.clone();
+            async move { ([(CONTENT_TYPE, "application/json")], json) }
+        }),
+    );
+    (router, doc)
+}
+
+/// Runs a store call, turning a slow store into 503 instead of a hung
+/// request.
+///
+/// # Errors
+/// The store's own error, or [`ApiError::StoreUnavailable`] past
+/// [`STORE_DEADLINE`].
+pub(crate) async fn within_deadline<T>(
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(STORE_DEADLINE, call).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(_) => Err(ApiError::from(StoreError::Unavailable(format!(
+            "no answer within {STORE_DEADLINE:?}"
+        )))),
+    }
+}

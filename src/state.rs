@@ -1,0 +1,100 @@
+//! The state every handler shares: one cheap-to-clone [`AppState`].
+//!
+//! Keys, clock and store live here rather than in globals, so a test builds
+//! its own state, mints tokens with its keys and moves its clock.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+
+use crate::auth::Verifier;
+use crate::clock::Clock;
+use crate::config::{Config, ConfigError, RateLimit};
+use crate::domain::{Modules, UserId};
+use crate::error::ApiError;
+use crate::store::Store;
+
+/// Shared by every request.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Where sessions live.
+    pub store: Store,
+    /// Checks tokens.
+    pub verifier: Arc<Verifier>,
+    /// Per-user heartbeat limit.
+    pub limiter: Arc<UserRateLimiter>,
+    /// The module registry.
+    pub modules: Modules,
+    /// The cadence suggested to clients.
+    pub heartbeat_interval: Duration,
+    /// The time source.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl AppState {
+    /// Builds the state for `config` over `store`.
+    ///
+    /// # Errors
+    /// The configured key cannot be used.
+    pub fn new(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<Self, ConfigError> {
+        let verifier = Verifier::new(&config.keys, &config.args.jwt, clock.clone())?;
+        Ok(Self {
+            store,
+            verifier: Arc::new(verifier),
+            limiter: Arc::new(UserRateLimiter::new(config.args.rate_limit)),
+            modules: config.args.modules.clone(),
+            heartbeat_interval: config.args.heartbeat_interval,
+            clock,
+        })
+    }
+}
+
+/// A token bucket per user (GCRA, from `governor`).
+///
+/// It runs on the monotonic clock rather than the service's [`Clock`]:
+/// rate limiting is about real request spacing, and moving the test clock by
+/// hours must not refill buckets.
+pub struct UserRateLimiter {
+    limiter: DefaultKeyedRateLimiter<UserId>,
+}
+
+impl std::fmt::Debug for UserRateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRateLimiter")
+            .field("tracked_users", &self.limiter.len())
+            .finish()
+    }
+}
+
+impl UserRateLimiter {
+    /// A limiter allowing `limit.burst` at once, then one per `limit.period`.
+    pub fn new(limit: RateLimit) -> Self {
+        let burst = NonZeroU32::new(limit.burst).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(limit.period)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(burst);
+        Self {
+            limiter: DefaultKeyedRateLimiter::keyed(quota),
+        }
+    }
+
+    /// Takes one request from `user`'s bucket.
+    ///
+    /// # Errors
+    /// [`ApiError::RateLimited`] with the wait until the next one is allowed.
+    pub fn check(&self, user: &UserId) -> Result<(), ApiError> {
+        self.limiter.check_key(user).map_err(|not_until| {
+            ApiError::RateLimited(not_until.wait_time_from(DefaultClock::default().now()))
+        })
+    }
+
+    /// Forgets users whose bucket is full again, so the limiter's memory
+    /// follows the active users, not every user ever seen.
+    pub fn forget_idle(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+}

@@ -1,0 +1,544 @@
+//! The in-memory store: every session in this process, behind one mutex.
+//!
+//! # Data model
+//! - `users`: each user's sessions (at most `max_sessions_per_user`), keyed by
+//!   client id; the source of truth.
+//! - `by_time`: every session ordered by its last heartbeat. The sweeper pops
+//!   expired sessions from its front in small batches (never one long lock),
+//!   and the admin list pages through it from the back.
+//! - `presence`: per module, and once for "anywhere", each user's latest
+//!   heartbeat there, also ordered by time. A count query drops the entries
+//!   that are past the TTL from the front and returns the size: exact at
+//!   query time, and amortised O(expired) instead of a walk over all sessions.
+//! - `today` and `total`: per module, the set of users seen. At the first
+//!   operation after local midnight `today` is reseeded with the users whose
+//!   session was live at midnight, so `activeNow <= today` holds across the
+//!   rollover too.
+//! - `resources`: which sessions last named each resource.
+//!
+//! # Locking
+//! One `std::sync::Mutex`: every operation is short and synchronous, and
+//! the lock is never held across an `.await` (the async methods only lock
+//! inside plain function calls), so a std mutex is both correct and cheaper
+//! than an async one.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
+
+use super::{
+    Cursor, Heartbeat, HeartbeatAck, Leave, ModuleCounts, ModuleSnapshot, ResourceViewers,
+    SessionInfo, SessionPage, SessionStore, StoreError, Viewer,
+};
+use crate::clock::{Clock, Millis, duration_ms};
+use crate::domain::{ClientId, ModuleId, Modules, Page, ResourceId, UserId};
+
+/// How many expired sessions the sweeper removes per lock acquisition.
+const SWEEP_BATCH: usize = 1024;
+
+/// What the memory store needs to know.
+#[derive(Debug, Clone)]
+pub struct MemoryConfig {
+    /// The module registry.
+    pub modules: Modules,
+    /// How long a session lives without a heartbeat.
+    pub session_ttl: Duration,
+    /// Where "today" starts.
+    pub timezone: Tz,
+    /// The most sessions one user may hold; a new one beyond it replaces the
+    /// user's least recently seen session.
+    pub max_sessions_per_user: usize,
+}
+
+/// Sessions in this process's memory. Cheap to clone: clones share state.
+#[derive(Debug, Clone)]
+pub struct MemoryStore {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    clock: Arc<dyn Clock>,
+    ttl: Millis,
+    timezone: Tz,
+    max_sessions_per_user: usize,
+}
+
+type SessionKey = (UserId, Option<ClientId>);
+
+#[derive(Debug)]
+struct Session {
+    client: Option<ClientId>,
+    module: ModuleId,
+    page: Option<Page>,
+    resource: Option<ResourceId>,
+    started_at: Millis,
+    resource_since: Millis,
+    last_seen: Millis,
+}
+
+#[derive(Debug)]
+struct State {
+    users: HashMap<UserId, Vec<Session>>,
+    by_time: BTreeSet<(Millis, SessionKey)>,
+    presence: Vec<PresenceIndex>,
+    anywhere: PresenceIndex,
+    today: Vec<HashSet<UserId>>,
+    total: Vec<HashSet<UserId>>,
+    resources: HashMap<ResourceId, HashSet<SessionKey>>,
+    day_start: Millis,
+    next_day_start: Millis,
+}
+
+/// Each user's latest heartbeat in one place, ordered by time.
+#[derive(Debug, Default)]
+struct PresenceIndex {
+    latest: HashMap<UserId, Millis>,
+    by_time: BTreeSet<(Millis, UserId)>,
+}
+
+impl PresenceIndex {
+    fn set(&mut self, user: &UserId, latest: Option<Millis>) {
+        let old = match latest {
+            Some(ts) => self.latest.insert(user.clone(), ts),
+            None => self.latest.remove(user),
+        };
+        if old == latest {
+            return;
+        }
+        if let Some(old) = old {
+            self.by_time.remove(&(old, user.clone()));
+        }
+        if let Some(ts) = latest {
+            self.by_time.insert((ts, user.clone()));
+        }
+    }
+
+    /// Forgets every entry at or before `cutoff`.
+    fn prune(&mut self, cutoff: Millis) {
+        while let Some((ts, _)) = self.by_time.first() {
+            if *ts > cutoff {
+                break;
+            }
+            if let Some((_, user)) = self.by_time.pop_first() {
+                self.latest.remove(&user);
+            }
+        }
+    }
+
+    /// Users whose latest heartbeat is after `cutoff`.
+    fn live(&mut self, cutoff: Millis) -> u64 {
+        self.prune(cutoff);
+        self.latest.len() as u64
+    }
+}
+
+impl MemoryStore {
+    /// An empty store reading time from `clock`.
+    pub fn new(config: MemoryConfig, clock: Arc<dyn Clock>) -> Self {
+        let n = config.modules.len();
+        let now = clock.now_ms();
+        let (day_start, next_day_start) = day_bounds(config.timezone, now);
+        let state = State {
+            users: HashMap::new(),
+            by_time: BTreeSet::new(),
+            presence: (0..n).map(|_| PresenceIndex::default()).collect(),
+            anywhere: PresenceIndex::default(),
+            today: vec![HashSet::new(); n],
+            total: vec![HashSet::new(); n],
+            resources: HashMap::new(),
+            day_start,
+            next_day_start,
+        };
+        Self {
+            shared: Arc::new(Shared {
+                state: Mutex::new(state),
+                clock,
+                ttl: duration_ms(config.session_ttl),
+                timezone: config.timezone,
+                max_sessions_per_user: config.max_sessions_per_user.max(1),
+            }),
+        }
+    }
+
+    /// Locks the state, rolling `today` over first if the day has changed.
+    /// Returns the guard, `now` and the liveness cutoff.
+    fn lock(&self) -> (MutexGuard<'_, State>, Millis, Millis) {
+        // A panic while holding the lock cannot leave the indexes half-updated
+        // in a way that matters more than losing the process, and every
+        // critical section is panic-free code; recover rather than cascade.
+        let mut state = self
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = self.shared.clock.now_ms();
+        let ttl = self.shared.ttl;
+        if now >= state.next_day_start || now < state.day_start {
+            state.roll_day(self.shared.timezone, now, ttl);
+        }
+        (state, now, now - ttl)
+    }
+
+    fn heartbeat_sync(&self, beat: Heartbeat) -> HeartbeatAck {
+        let (mut st, now, cutoff) = self.lock();
+        let user = beat.user;
+        let mut touched: Vec<ModuleId> = vec![beat.module];
+
+        // Sessions of this user that are already dead go first, so they
+        // neither count toward the cap nor get revived.
+        let sessions = st.users.entry(user.clone()).or_default();
+        let expired: Vec<Option<ClientId>> = sessions
+            .iter()
+            .filter(|s| s.last_seen <= cutoff)
+            .map(|s| s.client.clone())
+            .collect();
+        for client in expired {
+            if let Some(s) = st.remove_session(&user, client.as_ref()) {
+                touched.push(s.module);
+            }
+        }
+
+        let sessions = st.users.entry(user.clone()).or_default();
+        let existing = sessions.iter().position(|s| s.client == beat.client);
+        if existing.is_none() && sessions.len() >= self.shared.max_sessions_per_user {
+            let oldest = sessions
+                .iter()
+                .min_by_key(|s| s.last_seen)
+                .map(|s| s.client.clone());
+            if let Some(client) = oldest
+                && let Some(s) = st.remove_session(&user, client.as_ref())
+            {
+                touched.push(s.module);
+            }
+        }
+
+        let key: SessionKey = (user.clone(), beat.client.clone());
+        let sessions = st.users.entry(user.clone()).or_default();
+        let (old_time, old_resource) = match sessions.iter_mut().find(|s| s.client == beat.client) {
+            Some(s) => {
+                let old = (s.last_seen, s.resource.clone());
+                if s.module != beat.module {
+                    touched.push(s.module);
+                    s.module = beat.module;
+                    s.started_at = now;
+                }
+                if s.resource != beat.resource {
+                    s.resource_since = now;
+                }
+                s.resource.clone_from(&beat.resource);
+                s.page = beat.page;
+                s.last_seen = now;
+                (Some(old.0), old.1)
+            }
+            None => {
+                sessions.push(Session {
+                    client: beat.client,
+                    module: beat.module,
+                    page: beat.page,
+                    resource: beat.resource.clone(),
+                    started_at: now,
+                    resource_since: now,
+                    last_seen: now,
+                });
+                (None, None)
+            }
+        };
+        if let Some(old) = old_time {
+            st.by_time.remove(&(old, key.clone()));
+        }
+        st.by_time.insert((now, key.clone()));
+        if old_resource != beat.resource {
+            if let Some(r) = old_resource {
+                st.unindex_resource(&r, &key);
+            }
+            if let Some(r) = beat.resource {
+                st.resources.entry(r).or_default().insert(key);
+            }
+        }
+
+        touched.sort_unstable();
+        touched.dedup();
+        for module in touched {
+            st.refresh_presence(&user, Some(module));
+        }
+        st.refresh_presence(&user, None);
+        let m = beat.module.index();
+        st.today[m].insert(user.clone());
+        st.total[m].insert(user);
+        HeartbeatAck {
+            active_users: st.anywhere.live(cutoff),
+            at: now,
+        }
+    }
+
+    fn leave_sync(&self, user: &UserId, which: Leave) -> usize {
+        let (mut st, _now, cutoff) = self.lock();
+        let clients: Vec<Option<ClientId>> = match which {
+            Leave::Session(client) => vec![client],
+            Leave::All => st
+                .users
+                .get(user)
+                .map(|ss| ss.iter().map(|s| s.client.clone()).collect())
+                .unwrap_or_default(),
+        };
+        let mut ended = 0;
+        let mut touched = Vec::new();
+        for client in clients {
+            if let Some(s) = st.remove_session(user, client.as_ref()) {
+                ended += usize::from(s.last_seen > cutoff);
+                touched.push(s.module);
+            }
+        }
+        for module in touched {
+            st.refresh_presence(user, Some(module));
+        }
+        st.refresh_presence(user, None);
+        ended
+    }
+
+    fn module_counts_sync(&self) -> ModuleSnapshot {
+        let (mut st, now, cutoff) = self.lock();
+        let st = &mut *st;
+        let counts = st
+            .presence
+            .iter_mut()
+            .zip(&st.today)
+            .zip(&st.total)
+            .map(|((presence, today), total)| ModuleCounts {
+                active_now: presence.live(cutoff),
+                today: today.len() as u64,
+                total_users: total.len() as u64,
+            })
+            .collect();
+        ModuleSnapshot { counts, at: now }
+    }
+
+    fn resource_viewers_sync(&self, resource: &ResourceId) -> ResourceViewers {
+        let (st, now, cutoff) = self.lock();
+        let mut by_user: HashMap<&UserId, Viewer> = HashMap::new();
+        for (user, client) in st.resources.get(resource).into_iter().flatten() {
+            let Some(s) = st.session(user, client.as_ref()) else {
+                continue;
+            };
+            if s.last_seen <= cutoff {
+                continue;
+            }
+            by_user
+                .entry(user)
+                .and_modify(|v| {
+                    v.since = v.since.min(s.resource_since);
+                    v.last_seen = v.last_seen.max(s.last_seen);
+                })
+                .or_insert_with(|| Viewer {
+                    user: user.clone(),
+                    since: s.resource_since,
+                    last_seen: s.last_seen,
+                });
+        }
+        let mut viewers: Vec<Viewer> = by_user.into_values().collect();
+        viewers.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.user.cmp(&b.user)));
+        ResourceViewers { viewers, at: now }
+    }
+
+    fn sessions_sync(&self, limit: usize, cursor: Option<Cursor>) -> SessionPage {
+        let (st, now, cutoff) = self.lock();
+        let newest_first: Box<dyn Iterator<Item = &(Millis, SessionKey)>> = match cursor {
+            None => Box::new(st.by_time.iter().rev()),
+            Some(c) => Box::new(st.by_time.range(..(c.last_seen, (c.user, c.client))).rev()),
+        };
+        let mut sessions = Vec::with_capacity(limit.min(1024));
+        let mut more = false;
+        for (ts, (user, client)) in newest_first.take_while(|(ts, _)| *ts > cutoff) {
+            if sessions.len() == limit {
+                more = true;
+                break;
+            }
+            if let Some(s) = st.session(user, client.as_ref()) {
+                sessions.push(SessionInfo {
+                    user: user.clone(),
+                    client: client.clone(),
+                    module: s.module,
+                    page: s.page.clone(),
+                    resource: s.resource.clone(),
+                    started_at: s.started_at,
+                    last_seen: *ts,
+                });
+            }
+        }
+        let next = more.then(|| sessions.last()).flatten().map(|s| Cursor {
+            last_seen: s.last_seen,
+            user: s.user.clone(),
+            client: s.client.clone(),
+        });
+        SessionPage {
+            sessions,
+            next,
+            at: now,
+        }
+    }
+
+    /// Removes up to one batch of expired sessions; returns how many.
+    fn sweep_batch(&self) -> usize {
+        let (mut st, _now, cutoff) = self.lock();
+        let mut removed = 0;
+        while removed < SWEEP_BATCH {
+            let Some((ts, (user, client))) = st.by_time.first().cloned() else {
+                break;
+            };
+            if ts > cutoff {
+                break;
+            }
+            st.remove_session(&user, client.as_ref());
+            removed += 1;
+        }
+        // A session that left memory was past the TTL, and so is every
+        // presence entry that only it kept.
+        for p in &mut st.presence {
+            p.prune(cutoff);
+        }
+        st.anywhere.prune(cutoff);
+        removed
+    }
+}
+
+impl State {
+    fn session(&self, user: &UserId, client: Option<&ClientId>) -> Option<&Session> {
+        self.users
+            .get(user)?
+            .iter()
+            .find(|s| s.client.as_ref() == client)
+    }
+
+    /// Takes one session out of `users`, `by_time` and `resources`. The
+    /// caller refreshes presence for the session's module.
+    fn remove_session(&mut self, user: &UserId, client: Option<&ClientId>) -> Option<Session> {
+        let sessions = self.users.get_mut(user)?;
+        let i = sessions.iter().position(|s| s.client.as_ref() == client)?;
+        let session = sessions.swap_remove(i);
+        if sessions.is_empty() {
+            self.users.remove(user);
+        }
+        let key: SessionKey = (user.clone(), session.client.clone());
+        self.by_time.remove(&(session.last_seen, key.clone()));
+        if let Some(r) = &session.resource {
+            self.unindex_resource(r, &key);
+        }
+        Some(session)
+    }
+
+    fn unindex_resource(&mut self, resource: &ResourceId, key: &SessionKey) {
+        if let Some(keys) = self.resources.get_mut(resource) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.resources.remove(resource);
+            }
+        }
+    }
+
+    /// Recomputes the user's latest heartbeat in `module` (or anywhere, for
+    /// `None`) from their sessions.
+    fn refresh_presence(&mut self, user: &UserId, module: Option<ModuleId>) {
+        let latest = self.users.get(user).and_then(|ss| {
+            ss.iter()
+                .filter(|s| module.is_none_or(|m| s.module == m))
+                .map(|s| s.last_seen)
+                .max()
+        });
+        let index = match module {
+            Some(m) => &mut self.presence[m.index()],
+            None => &mut self.anywhere,
+        };
+        index.set(user, latest);
+    }
+
+    /// Starts a new day: `today` becomes the users live at its midnight.
+    fn roll_day(&mut self, timezone: Tz, now: Millis, ttl: Millis) {
+        let (start, next) = day_bounds(timezone, now);
+        self.day_start = start;
+        self.next_day_start = next;
+        let live_at_midnight = start - ttl;
+        for (today, presence) in self.today.iter_mut().zip(&self.presence) {
+            today.clear();
+            today.extend(
+                presence
+                    .latest
+                    .iter()
+                    .filter(|(_, ts)| **ts > live_at_midnight)
+                    .map(|(u, _)| u.clone()),
+            );
+        }
+    }
+}
+
+/// The start of the local day containing `now`, and of the next one.
+fn day_bounds(timezone: Tz, now: Millis) -> (Millis, Millis) {
+    let local = DateTime::<Utc>::from_timestamp_millis(now)
+        .unwrap_or_default()
+        .with_timezone(&timezone);
+    let date = local.date_naive();
+    let next = date.succ_opt().unwrap_or(date);
+    (
+        local_midnight(timezone, date),
+        local_midnight(timezone, next),
+    )
+}
+
+/// The instant the local day `date` starts in `timezone`. Where a DST change
+/// skips midnight, the day starts at the first local time that exists.
+fn local_midnight(timezone: Tz, date: NaiveDate) -> Millis {
+    (0..=3)
+        .filter_map(|h| NaiveTime::from_hms_opt(h, 0, 0))
+        .find_map(|t| timezone.from_local_datetime(&date.and_time(t)).earliest())
+        .map_or_else(
+            || date.and_time(NaiveTime::MIN).and_utc().timestamp_millis(),
+            |dt| dt.timestamp_millis(),
+        )
+}
+
+impl SessionStore for MemoryStore {
+    async fn heartbeat(&self, beat: Heartbeat) -> Result<HeartbeatAck, StoreError> {
+        Ok(self.heartbeat_sync(beat))
+    }
+
+    async fn leave(&self, user: &UserId, which: Leave) -> Result<usize, StoreError> {
+        Ok(self.leave_sync(user, which))
+    }
+
+    async fn module_counts(&self) -> Result<ModuleSnapshot, StoreError> {
+        Ok(self.module_counts_sync())
+    }
+
+    async fn resource_viewers(&self, resource: &ResourceId) -> Result<ResourceViewers, StoreError> {
+        Ok(self.resource_viewers_sync(resource))
+    }
+
+    async fn sessions(
+        &self,
+        limit: usize,
+        cursor: Option<Cursor>,
+    ) -> Result<SessionPage, StoreError> {
+        Ok(self.sessions_sync(limit, cursor))
+    }
+
+    async fn sweep(&self) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let removed = self.sweep_batch();
+            total += removed;
+            if removed < SWEEP_BATCH {
+                return Ok(total);
+            }
+            // Let heartbeats in between batches.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,246 @@
+//! Where sessions live, behind one trait that every backend satisfies.
+//!
+//! Routes and the sweeper talk to a [`Store`]; they never know which backend
+//! answers. [`SessionStore`] is the behaviour every backend must have (the
+//! suite in `tests/api/store_contract.rs` is written once against it), and
+//! [`Store`] is the closed set of backends chosen once at start-up. A closed
+//! enum that delegates keeps the async methods `Send` and static-dispatched
+//! without boxing a future per call, which matters on the heartbeat path.
+//!
+//! Time: a backend reads the clock itself and reports the instant it used
+//! (`at`), so one request never mixes two notions of "now", and a backend
+//! that has a shared clock of its own (Redis) can use it.
+
+use std::future::Future;
+
+use crate::clock::Millis;
+use crate::domain::{ClientId, ModuleId, Page, ResourceId, UserId};
+
+pub mod memory;
+
+pub use memory::MemoryStore;
+
+/// Why a store could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend cannot be reached now; the request may be retried.
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// One heartbeat, already validated.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    /// Who, from the token.
+    pub user: UserId,
+    /// Which tab or device; `None` is the user's default session.
+    pub client: Option<ClientId>,
+    /// Where the user is.
+    pub module: ModuleId,
+    /// The route the user is on, if sent.
+    pub page: Option<Page>,
+    /// What the user is viewing, if sent.
+    pub resource: Option<ResourceId>,
+}
+
+/// What a heartbeat tells the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatAck {
+    /// Distinct users live in any module after this heartbeat.
+    pub active_users: u64,
+    /// When the store recorded it.
+    pub at: Millis,
+}
+
+/// Which sessions a leave ends.
+#[derive(Debug, Clone)]
+pub enum Leave {
+    /// One session: a tab (`Some`) or the user's default session (`None`).
+    Session(Option<ClientId>),
+    /// Every session of the user (logout).
+    All,
+}
+
+/// The three counts of one module.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ModuleCounts {
+    /// Distinct users with a live session in the module now.
+    pub active_now: u64,
+    /// Distinct users seen in the module since 00:00 in `STATS_TIMEZONE`.
+    pub today: u64,
+    /// Distinct users ever seen in the module.
+    pub total_users: u64,
+}
+
+/// Counts of every module, in registry order, and when they were taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleSnapshot {
+    /// Indexed by [`ModuleId::index`].
+    pub counts: Vec<ModuleCounts>,
+    /// The instant the counts are exact for.
+    pub at: Millis,
+}
+
+/// One user viewing a resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Viewer {
+    /// Who.
+    pub user: UserId,
+    /// Since when the user has been viewing it (earliest of their sessions).
+    pub since: Millis,
+    /// Their latest heartbeat naming it.
+    pub last_seen: Millis,
+}
+
+/// The viewers of one resource and when they were listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceViewers {
+    /// One entry per user, earliest `since` first.
+    pub viewers: Vec<Viewer>,
+    /// The instant the list is exact for.
+    pub at: Millis,
+}
+
+/// One live session, for the admin list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// Whose.
+    pub user: UserId,
+    /// Which tab; `None` for the default session.
+    pub client: Option<ClientId>,
+    /// Where.
+    pub module: ModuleId,
+    /// Latest page sent.
+    pub page: Option<Page>,
+    /// Latest resource sent.
+    pub resource: Option<ResourceId>,
+    /// When the session started in this module.
+    pub started_at: Millis,
+    /// Its latest heartbeat.
+    pub last_seen: Millis,
+}
+
+/// A position in the admin session list: the last session of a page.
+/// Sessions are ordered newest `last_seen` first, then by user and client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// `last_seen` of the last session returned.
+    pub last_seen: Millis,
+    /// Its user.
+    pub user: UserId,
+    /// Its client.
+    pub client: Option<ClientId>,
+}
+
+/// One page of the admin session list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionPage {
+    /// Newest `last_seen` first.
+    pub sessions: Vec<SessionInfo>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<Cursor>,
+    /// The instant the page is exact for.
+    pub at: Millis,
+}
+
+/// The behaviour every session store has.
+///
+/// A session is live while `now - last_seen < SESSION_TTL`; every read
+/// applies that rule itself, so nothing past its TTL is ever counted or
+/// listed, whenever the sweeper last ran.
+pub trait SessionStore: Send + Sync + 'static {
+    /// Records a heartbeat: creates or refreshes the session keyed by
+    /// (user, client), moving it to the heartbeat's module.
+    fn heartbeat(
+        &self,
+        beat: Heartbeat,
+    ) -> impl Future<Output = Result<HeartbeatAck, StoreError>> + Send;
+
+    /// Ends sessions of `user` now; returns how many were live.
+    fn leave(
+        &self,
+        user: &UserId,
+        which: Leave,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// The counts of every module.
+    fn module_counts(&self) -> impl Future<Output = Result<ModuleSnapshot, StoreError>> + Send;
+
+    /// Who is viewing `resource` now.
+    fn resource_viewers(
+        &self,
+        resource: &ResourceId,
+    ) -> impl Future<Output = Result<ResourceViewers, StoreError>> + Send;
+
+    /// Up to `limit` live sessions after `cursor`.
+    fn sessions(
+        &self,
+        limit: usize,
+        cursor: Option<Cursor>,
+    ) -> impl Future<Output = Result<SessionPage, StoreError>> + Send;
+
+    /// Removes expired sessions from memory; returns how many.
+    fn sweep(&self) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// Succeeds when the store can serve requests (for `/readyz`).
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The store chosen at start-up.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// Sessions in this process's memory (`STORE=memory`).
+    Memory(MemoryStore),
+}
+
+impl Store {
+    /// The backend's name, for logs and `/readyz`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Memory(_) => "memory",
+        }
+    }
+}
+
+/// Forwards a call to whichever backend this is.
+macro_rules! delegate {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            Store::Memory($store) => $call.await,
+        }
+    };
+}
+
+impl SessionStore for Store {
+    async fn heartbeat(&self, beat: Heartbeat) -> Result<HeartbeatAck, StoreError> {
+        delegate!(self, s => s.heartbeat(beat))
+    }
+
+    async fn leave(&self, user: &UserId, which: Leave) -> Result<usize, StoreError> {
+        delegate!(self, s => s.leave(user, which))
+    }
+
+    async fn module_counts(&self) -> Result<ModuleSnapshot, StoreError> {
+        delegate!(self, s => s.module_counts())
+    }
+
+    async fn resource_viewers(&self, resource: &ResourceId) -> Result<ResourceViewers, StoreError> {
+        delegate!(self, s => s.resource_viewers(resource))
+    }
+
+    async fn sessions(
+        &self,
+        limit: usize,
+        cursor: Option<Cursor>,
+    ) -> Result<SessionPage, StoreError> {
+        delegate!(self, s => s.sessions(limit, cursor))
+    }
+
+    async fn sweep(&self) -> Result<usize, StoreError> {
+        delegate!(self, s => s.sweep())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        delegate!(self, s => s.ping())
+    }
+}
