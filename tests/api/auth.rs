@@ -1,0 +1,237 @@
+//! Contract section 2 over HTTP: every way a token is accepted or refused.
+
+use jsonwebtoken::{Algorithm, EncodingKey};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use super::helpers::{SECRET, TestApp, assert_error, sign, sign_with, spawn_app, spawn_app_with};
+
+const RSA_PRIVATE: &[u8] = include_bytes!("keys/rsa_private.pem");
+const RSA_PUBLIC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/keys/rsa_public.pem");
+const EC_PRIVATE: &[u8] = include_bytes!("keys/ec_private.pem");
+const EC_PUBLIC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/keys/ec_public.pem");
+
+async fn modules_status(app: &TestApp, token: &str) -> reqwest::Response {
+    app.client
+        .get(app.url("/api/stats/modules"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn assert_401(app: &TestApp, token: &str) -> Value {
+    let response = modules_status(app, token).await;
+    assert_eq!(response.headers().get("www-authenticate").map(|v| v.to_str().unwrap()), Some("Bearer"));
+    assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await
+}
+
+#[tokio::test]
+async fn no_token_is_401_with_www_authenticate() {
+    let app = spawn_app().await;
+    let response = app.client.get(app.url("/api/stats/modules")).send().await.unwrap();
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    let body = assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    assert!(body["error"].as_str().unwrap().contains("Bearer"), "{body}");
+    for header in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "token abc"] {
+        let response = app
+            .client
+            .get(app.url("/api/stats/modules"))
+            .header("authorization", header)
+            .send()
+            .await
+            .unwrap();
+        assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    }
+    // Every /api endpoint needs it.
+    let response = app.client.post(app.url("/api/stats/heartbeat")).json(&json!({"module": "pms"})).send().await.unwrap();
+    assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    let response = app.client.delete(app.url("/api/stats/heartbeat")).send().await.unwrap();
+    assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    let response = app.client.get(app.url("/api/presence/resources/x")).send().await.unwrap();
+    assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    let response = app.client.get(app.url("/api/admin/sessions")).send().await.unwrap();
+    assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
+}
+
+#[tokio::test]
+async fn hs256_token_is_accepted() {
+    let app = spawn_app().await;
+    assert_eq!(modules_status(&app, &app.token("1")).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn bad_signature_and_garbage_are_401() {
+    let app = spawn_app().await;
+    let other = sign_with(Algorithm::HS256, &EncodingKey::from_secret(b"another-secret").unwrap(), &json!({"sub": "1", "exp": app.now_s() + 60}));
+    assert_401(&app, &other).await;
+    let mut tampered = app.token("1");
+    tampered.pop();
+    tampered.push('A');
+    assert_401(&app, &tampered).await;
+    for garbage in ["abc", "a.b.c", "....", "eyJhbGciOiJIUzI1NiJ9.e30."] {
+        assert_401(&app, garbage).await;
+    }
+}
+
+#[tokio::test]
+async fn alg_none_is_401() {
+    let app = spawn_app().await;
+    use base64::Engine as _;
+    let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let token = format!("{}.{}.", b64(json!({"alg": "none", "typ": "JWT"})), b64(json!({"sub": "1", "exp": app.now_s() + 60})));
+    assert_401(&app, &token).await;
+}
+
+#[tokio::test]
+async fn an_algorithm_outside_the_allow_list_is_401() {
+    let app = spawn_app().await; // HS256 only
+    let token = sign_with(Algorithm::HS512, &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(), &json!({"sub": "1", "exp": app.now_s() + 60}));
+    assert_401(&app, &token).await;
+    let app = spawn_app_with(&["--jwt-secret", SECRET, "--jwt-algorithms", "HS256,HS512"]).await;
+    let token = sign_with(Algorithm::HS512, &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(), &json!({"sub": "1", "exp": app.now_s() + 60}));
+    assert_eq!(modules_status(&app, &token).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn expiry_honours_the_leeway_on_the_service_clock() {
+    let app = spawn_app().await; // leeway 30 s
+    let now = app.now_s();
+    let token = sign(&json!({"sub": "1", "exp": now - 20}));
+    assert_eq!(modules_status(&app, &token).await.status(), StatusCode::OK, "within leeway");
+    let token = sign(&json!({"sub": "1", "exp": now - 31}));
+    let body = assert_401(&app, &token).await;
+    assert!(body["error"].as_str().unwrap().contains("expired"), "{body}");
+    // Moving the clock expires a token that was good.
+    let token = sign(&json!({"sub": "1", "exp": now + 60}));
+    assert_eq!(modules_status(&app, &token).await.status(), StatusCode::OK);
+    app.clock.advance(std::time::Duration::from_secs(91));
+    assert_401(&app, &token).await;
+}
+
+#[tokio::test]
+async fn a_token_before_its_nbf_is_401() {
+    let app = spawn_app().await;
+    let now = app.now_s();
+    let future = sign(&json!({"sub": "1", "exp": now + 600, "nbf": now + 120}));
+    let body = assert_401(&app, &future).await;
+    assert!(body["error"].as_str().unwrap().contains("nbf"), "{body}");
+    let within_leeway = sign(&json!({"sub": "1", "exp": now + 600, "nbf": now + 20}));
+    assert_eq!(modules_status(&app, &within_leeway).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_token_without_exp_is_401_unless_allowed() {
+    let app = spawn_app().await;
+    let token = sign(&json!({"sub": "1"}));
+    assert_401(&app, &token).await;
+    let app = spawn_app_with(&["--jwt-secret", SECRET, "--jwt-require-exp", "false"]).await;
+    assert_eq!(modules_status(&app, &token).await.status(), StatusCode::OK);
+    let bad_exp = sign(&json!({"sub": "1", "exp": "tomorrow"}));
+    assert_401(&app, &bad_exp).await;
+}
+
+#[tokio::test]
+async fn issuer_and_audience_are_checked_when_set() {
+    let app = spawn_app_with(&["--jwt-secret", SECRET, "--jwt-issuer", "main-backend", "--jwt-audience", "presence"]).await;
+    let exp = app.now_s() + 60;
+    let good = sign(&json!({"sub": "1", "exp": exp, "iss": "main-backend", "aud": "presence"}));
+    assert_eq!(modules_status(&app, &good).await.status(), StatusCode::OK);
+    let aud_list = sign(&json!({"sub": "1", "exp": exp, "iss": "main-backend", "aud": ["other", "presence"]}));
+    assert_eq!(modules_status(&app, &aud_list).await.status(), StatusCode::OK);
+    for claims in [
+        json!({"sub": "1", "exp": exp, "iss": "evil", "aud": "presence"}),
+        json!({"sub": "1", "exp": exp, "iss": "main-backend", "aud": "other"}),
+        json!({"sub": "1", "exp": exp, "aud": "presence"}),
+        json!({"sub": "1", "exp": exp, "iss": "main-backend"}),
+    ] {
+        assert_401(&app, &sign(&claims)).await;
+    }
+    // Unset, they are not checked.
+    let app = spawn_app().await;
+    assert_eq!(modules_status(&app, &sign(&json!({"sub": "1", "exp": exp, "iss": "x", "aud": "y"}))).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn missing_or_empty_user_claim_is_401() {
+    let app = spawn_app().await;
+    let exp = app.now_s() + 60;
+    for claims in [
+        json!({"exp": exp}),
+        json!({"sub": "", "exp": exp}),
+        json!({"sub": null, "exp": exp}),
+        json!({"sub": 4.5, "exp": exp}),
+        json!({"sub": ["1"], "exp": exp}),
+        json!({"sub": "x".repeat(129), "exp": exp}),
+    ] {
+        assert_401(&app, &sign(&claims)).await;
+    }
+}
+
+#[tokio::test]
+async fn integer_and_string_sub_are_one_user() {
+    let app = spawn_app().await;
+    let exp = app.now_s() + 60;
+    let as_int = sign(&json!({"sub": 42, "exp": exp}));
+    let as_str = sign(&json!({"sub": "42", "exp": exp}));
+    assert_eq!(app.beat(&as_int, json!({"module": "pms"})).await.status(), StatusCode::OK);
+    let body: Value = app.beat(&as_str, json!({"module": "pms"})).await.json().await.unwrap();
+    assert_eq!(body["activeUsers"], json!(1));
+    assert_eq!(app.counts("procurement").await, [1, 1, 1]);
+}
+
+#[tokio::test]
+async fn user_claim_falls_back_to_user_id_then_id() {
+    let app = spawn_app().await;
+    let exp = app.now_s() + 60;
+    app.beat(&sign(&json!({"userId": 7, "exp": exp})), json!({"module": "pms"})).await;
+    app.beat(&sign(&json!({"id": "7", "exp": exp})), json!({"module": "pms"})).await;
+    assert_eq!(app.counts("procurement").await[2], 1, "userId 7 and id \"7\" are one user");
+    // A configured claim has no fallback.
+    let app = spawn_app_with(&["--jwt-secret", SECRET, "--jwt-user-claim", "uid"]).await;
+    assert_401(&app, &sign(&json!({"sub": "7", "exp": exp}))).await;
+    assert_eq!(modules_status(&app, &sign(&json!({"uid": "7", "exp": exp}))).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn admin_endpoints_need_the_admin_role() {
+    let app = spawn_app().await;
+    let exp = app.now_s() + 60;
+    let (status, body) = app.get("/api/admin/sessions", &app.token("1")).await;
+    assert_eq!((status, body["code"].clone()), (StatusCode::FORBIDDEN, json!("forbidden")));
+    for claims in [json!({"sub": "1", "exp": exp, "role": "admin"}), json!({"sub": "1", "exp": exp, "roles": ["user", "admin"]})] {
+        let (status, _) = app.get("/api/admin/sessions", &sign(&claims)).await;
+        assert_eq!(status, StatusCode::OK, "{claims}");
+    }
+    for claims in [json!({"sub": "1", "exp": exp, "role": "Admin"}), json!({"sub": "1", "exp": exp, "roles": "admin"})] {
+        let (status, _) = app.get("/api/admin/sessions", &sign(&claims)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{claims}");
+    }
+    let app = spawn_app_with(&["--jwt-secret", SECRET, "--jwt-admin-role", "ops"]).await;
+    let (status, _) = app.get("/api/admin/sessions", &sign(&json!({"sub": "1", "exp": exp, "role": "ops"}))).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn rs256_with_a_public_key_file() {
+    let app = spawn_app_with(&["--jwt-public-key-file", RSA_PUBLIC]).await;
+    let claims = json!({"sub": "1", "exp": app.now_s() + 60});
+    let rs = sign_with(Algorithm::RS256, &EncodingKey::from_rsa_pem(RSA_PRIVATE).unwrap(), &claims);
+    assert_eq!(modules_status(&app, &rs).await.status(), StatusCode::OK);
+    // Algorithm confusion: HS256 signed with the public key as the secret.
+    let public = std::fs::read(RSA_PUBLIC).unwrap();
+    let confused = sign_with(Algorithm::HS256, &EncodingKey::from_secret(&public).unwrap(), &claims);
+    assert_401(&app, &confused).await;
+    // A token signed with our HS secret is nothing to an RS256 service.
+    assert_401(&app, &sign(&claims)).await;
+}
+
+#[tokio::test]
+async fn es256_with_a_public_key_file() {
+    let app = spawn_app_with(&["--jwt-public-key-file", EC_PUBLIC]).await;
+    let claims = json!({"sub": "1", "exp": app.now_s() + 60});
+    let es = sign_with(Algorithm::ES256, &EncodingKey::from_ec_pem(EC_PRIVATE).unwrap(), &claims);
+    assert_eq!(modules_status(&app, &es).await.status(), StatusCode::OK);
+    let rs = sign_with(Algorithm::RS256, &EncodingKey::from_rsa_pem(RSA_PRIVATE).unwrap(), &claims);
+    assert_401(&app, &rs).await;
+}

@@ -1,0 +1,1 @@
+//! The built binary itself: demo mode, config errors, graceful shutdown.

@@ -1,0 +1,204 @@
+//! `spawn_app()`: the real service on port 0, and a helper per endpoint.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::Parser;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use presence::AppState;
+use presence::clock::ManualClock;
+use presence::config::{Cli, Command};
+use presence::store::memory::MemoryConfig;
+use presence::store::{MemoryStore, Store};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+/// The HS256 secret every test app is configured with.
+pub const SECRET: &str = "test-secret-that-is-long-enough-for-hs256";
+
+/// 2026-01-14T09:30:00Z, a Wednesday: where every test clock starts.
+pub fn start_time() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-01-14T09:30:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+/// A running service and what a test needs to talk to it.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub clock: Arc<ManualClock>,
+    pub state: AppState,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Parses `presence serve` arguments the way the binary does.
+pub fn serve_config(args: &[&str]) -> presence::config::Config {
+    let mut argv = vec!["presence", "serve"];
+    argv.extend_from_slice(args);
+    match Cli::try_parse_from(argv).unwrap().command {
+        Some(Command::Serve(a)) => a.into_config().unwrap(),
+        _ => unreachable!("serve was given"),
+    }
+}
+
+/// The service with `JWT_SECRET` = [`SECRET`] and default settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&["--jwt-secret", SECRET]).await
+}
+
+/// The service with these `presence serve` arguments.
+pub async fn spawn_app_with(args: &[&str]) -> TestApp {
+    if std::env::var_os("TEST_LOG").is_some() {
+        presence::telemetry::init(presence::config::LogFormat::Pretty);
+    }
+    let config = serve_config(args);
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let store = Store::Memory(MemoryStore::new(
+        MemoryConfig {
+            modules: config.args.modules.clone(),
+            session_ttl: config.args.session_ttl,
+            timezone: config.args.stats_timezone,
+            max_sessions_per_user: usize::from(config.args.max_sessions_per_user),
+        },
+        clock.clone(),
+    ));
+    let state = AppState::new(&config, store, clock.clone()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = presence::app(state.clone(), &config.args.cors_allowed_origins);
+    let (tx, rx) = oneshot::channel::<()>();
+    let sweep = config.args.sweep_interval;
+    let serve_state = state.clone();
+    tokio::spawn(async move {
+        presence::serve(listener, router, serve_state, sweep, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    TestApp {
+        base: format!("http://{addr}"),
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+        clock,
+        state,
+        shutdown: Some(tx),
+    }
+}
+
+/// Signs `claims` with HS256 and [`SECRET`].
+pub fn sign(claims: &Value) -> String {
+    sign_with(Algorithm::HS256, &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(), claims)
+}
+
+pub fn sign_with(alg: Algorithm, key: &EncodingKey, claims: &Value) -> String {
+    jsonwebtoken::encode(&Header::new(alg), claims, key).unwrap()
+}
+
+impl TestApp {
+    /// Seconds since the epoch on the app's clock.
+    pub fn now_s(&self) -> i64 {
+        use presence::clock::Clock;
+        self.clock.now_ms() / 1000
+    }
+
+    /// A valid token for `user`, expiring in an hour of app time.
+    pub fn token(&self, user: &str) -> String {
+        sign(&json!({"sub": user, "exp": self.now_s() + 3600}))
+    }
+
+    /// A valid admin token for `user`.
+    pub fn admin_token(&self, user: &str) -> String {
+        sign(&json!({"sub": user, "exp": self.now_s() + 3600, "role": "admin"}))
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POSTs a heartbeat with a JSON body.
+    pub async fn beat(&self, token: &str, body: Value) -> Response {
+        self.client
+            .post(self.url("/api/stats/heartbeat"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A heartbeat that must succeed.
+    pub async fn beat_ok(&self, user: &str, body: Value) -> Value {
+        let response = self.beat(&self.token(user), body).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
+    /// GETs `path` with `token`, returning status and JSON body.
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The module counts, as a user sees them.
+    pub async fn modules(&self) -> Value {
+        let (status, body) = self.get("/api/stats/modules", &self.token("observer")).await;
+        assert_eq!(status, StatusCode::OK);
+        body
+    }
+
+    /// `[activeNow, today, totalUsers]` of one module's stats key.
+    pub async fn counts(&self, key: &str) -> [u64; 3] {
+        let body = self.modules().await;
+        let m = &body[key];
+        [
+            m["activeNow"].as_u64().unwrap(),
+            m["today"].as_u64().unwrap(),
+            m["totalUsers"].as_u64().unwrap(),
+        ]
+    }
+
+    /// DELETEs the heartbeat with a query string.
+    pub async fn leave(&self, user: &str, query: &str) -> StatusCode {
+        self.client
+            .delete(self.url(&format!("/api/stats/heartbeat{query}")))
+            .bearer_auth(self.token(user))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+}
+
+/// Asserts the contract's error body and code.
+pub async fn assert_error(response: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(response.status(), status, "status");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["success"], json!(false), "{body}");
+    assert_eq!(body["code"], json!(code), "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "error message: {body}"
+    );
+    body
+}

@@ -1,0 +1,15 @@
+//! Integration tests: one binary, a file per area.
+//!
+//! Every test runs the real service on an ephemeral port (or, where noted,
+//! the router in-process) with its own clock and keys. Set `TEST_LOG=1` to
+//! see the service's logs.
+
+#![allow(clippy::unwrap_used, missing_docs, unreachable_pub)]
+
+mod admin;
+mod auth;
+mod binary;
+mod helpers;
+mod heartbeat;
+mod http;
+mod store_contract;

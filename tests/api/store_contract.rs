@@ -1,0 +1,367 @@
+//! The behaviour every store backend must have, written once.
+//!
+//! Each scenario takes a factory; `store_suite!` instantiates every
+//! scenario for a backend, so backends cannot drift apart.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use presence::clock::{Clock, ManualClock};
+use presence::domain::{ClientId, Modules, Page, ResourceId, UserId};
+use presence::store::memory::MemoryConfig;
+use presence::store::{Heartbeat, Leave, MemoryStore, SessionStore, Store};
+use proptest::prelude::*;
+
+use super::helpers::start_time;
+
+const TTL: Duration = Duration::from_secs(300);
+
+/// What a scenario gets: a store over a clock it can move.
+pub struct Fixture {
+    pub store: Store,
+    pub clock: Arc<ManualClock>,
+    pub modules: Modules,
+}
+
+/// Makes a store for a scenario: clock start and time zone.
+pub trait Factory: Fn(DateTime<Utc>, Tz) -> Fixture {}
+impl<F: Fn(DateTime<Utc>, Tz) -> Fixture> Factory for F {}
+
+pub fn memory(start: DateTime<Utc>, timezone: Tz) -> Fixture {
+    let clock = Arc::new(ManualClock::new(start));
+    let modules = Modules::default();
+    let store = Store::Memory(MemoryStore::new(
+        MemoryConfig {
+            modules: modules.clone(),
+            session_ttl: TTL,
+            timezone,
+            max_sessions_per_user: 16,
+        },
+        clock.clone(),
+    ));
+    Fixture {
+        store,
+        clock,
+        modules,
+    }
+}
+
+fn user(id: &str) -> UserId {
+    UserId::parse(id).unwrap()
+}
+
+impl Fixture {
+    async fn beat(&self, who: &str, client: Option<&str>, module: &str) -> u64 {
+        self.beat_on(who, client, module, None).await
+    }
+
+    async fn beat_on(&self, who: &str, client: Option<&str>, module: &str, resource: Option<&str>) -> u64 {
+        self.store
+            .heartbeat(Heartbeat {
+                user: user(who),
+                client: client.map(|c| ClientId::parse(c).unwrap()),
+                module: self.modules.by_code(module).unwrap(),
+                page: Some(Page::parse("/home").unwrap()),
+                resource: resource.map(|r| ResourceId::parse(r).unwrap()),
+            })
+            .await
+            .unwrap()
+            .active_users
+    }
+
+    /// `[activeNow, today, totalUsers]` of `pms` and `ih`.
+    async fn counts(&self) -> [[u64; 3]; 2] {
+        let snap = self.store.module_counts().await.unwrap();
+        assert_eq!(snap.at, self.clock.now_ms(), "counts are taken now");
+        let c = |i: usize| {
+            let m = snap.counts[i];
+            [m.active_now, m.today, m.total_users]
+        };
+        [c(0), c(1)]
+    }
+
+    fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+}
+
+// Scenario 1 of the original design: two users in different modules, then
+// A moves: procurement 0, innovation 2.
+pub async fn two_users_then_a_moves(make: impl Factory) {
+    let f = make(start_time(), Tz::UTC);
+    assert_eq!(f.beat("A", None, "pms").await, 1);
+    assert_eq!(f.beat("B", None, "ih").await, 2);
+    assert_eq!(f.counts().await, [[1, 1, 1], [1, 1, 1]]);
+    f.advance(Duration::from_secs(45));
+    assert_eq!(f.beat("A", None, "ih").await, 2);
+    let [pms, ih] = f.counts().await;
+    assert_eq!(pms[0], 0, "A left procurement");
+    assert_eq!(ih[0], 2, "both are in innovation");
+    assert_eq!(pms[1..], [1, 1], "A was in procurement today");
+    assert_eq!(ih[1..], [2, 2]);
+}
+
+// Scenario 2: after 5 minutes without a heartbeat the session is gone from
+// activeNow, while today and totalUsers keep the user, swept or not.
+pub async fn session_expires_after_ttl_but_today_keeps_it(make: impl Factory) {
+    let f = make(start_time(), Tz::UTC);
+    f.beat("A", None, "pms").await;
+    f.advance(TTL - Duration::from_millis(1));
+    assert_eq!(f.counts().await[0], [1, 1, 1], "alive one ms before the TTL");
+    f.advance(Duration::from_millis(1));
+    assert_eq!(f.counts().await[0], [0, 1, 1], "gone at the TTL, before any sweep");
+    assert_eq!(f.store.sweep().await.unwrap(), 1);
+    assert_eq!(f.counts().await[0], [0, 1, 1], "and after the sweep");
+    assert_eq!(f.store.sessions(10, None).await.unwrap().sessions, vec![]);
+}
+
+// A heartbeat after expiry starts a new session.
+pub async fn a_heartbeat_after_expiry_starts_a_new_session(make: impl Factory) {
+    let f = make(start_time(), Tz::UTC);
+    f.beat("A", None, "pms").await;
+    f.advance(TTL + Duration::from_secs(1));
+    f.beat("A", None, "pms").await;
+    let page = f.store.sessions(10, None).await.unwrap();
+    assert_eq!(page.sessions.len(), 1);
+    assert_eq!(page.sessions[0].started_at, f.clock.now_ms());
+    assert_eq!(f.counts().await[0], [1, 1, 1]);
+}
+
+// clientId: two tabs of one user in two modules count in both; without a
+// clientId a heartbeat moves the user's one default session.
+pub async fn client_ids_are_separate_sessions(make: impl Factory) {
+    let f = make(start_time(), Tz::UTC);
+    f.beat("A", Some("tab1"), "pms").await;
+    assert_eq!(f.beat("A", Some("tab2"), "ih").await, 1, "one distinct user");
+    assert_eq!(f.counts().await, [[1, 1, 1], [1, 1, 1]]);
+    assert_eq!(f.store.sessions(10, None).await.unwrap().sessions.len(), 2);
+
+    // Ending tab1 leaves tab2 counted.
+    assert_eq!(f.store.leave(&user("A"), Leave::Session(ClientId::parse("tab1"))).await.unwrap(), 1);
+    assert_eq!(f.counts().await[0][0], 0);
+    assert_eq!(f.counts().await[1][0], 1);
+
+    // The default session is one more session, and it moves.
+    f.beat("B", None, "pms").await;
+    f.beat("B", None, "ih").await;
+    assert_eq!(f.counts().await[0][0], 0);
+    assert_eq!(f.counts().await[1][0], 2);
+
+    // Logout ends every session.
+    f.beat("A", Some("tab3"), "pms").await;
+    assert_eq!(f.store.leave(&user("A"), Leave::All).await.unwrap(), 2);
+    assert_eq!(f.counts().await[0][0], 0);
+    assert_eq!(f.counts().await[1][0], 1);
+    assert_eq!(f.store.leave(&user("A"), Leave::All).await.unwrap(), 0, "nothing left");
+}
+
+// A user with two sessions in one module stays active while either lives.
+pub async fn a_module_keeps_a_user_while_any_session_lives(make: impl Factory) {
+    let f = make(start_time(), Tz::UTC);
+    f.beat("A", Some("tab1"), "pms").await;
+    f.advance(Duration::from_secs(200));
+    f.beat("A", Some("tab2"), "pms").await;
+    f.advance(Duration::from_secs(150));
+    // tab1 is past its TTL, tab2 is not.
+    assert_eq!(f.counts().await[0][0], 1);
+    f.beat("A", Some("tab2"), "ih").await;
+    assert_eq!(f.counts().await[0][0], 0, "tab1 expired, tab2 moved away");
+}
+
+// The cap on sessions per user: the 17th replaces the least recently seen.
+pub async fn sessions_per_user_are_capped(make: impl Factory) {
+    let f = make(start_time(), Tz::UTC);
+    for i in 0..17 {
+        f.beat("A", Some(&format!("tab{i}")), "pms").await;
+        f.advance(Duration::from_millis(10));
+    }
+    let page = f.store.sessions(100, None).await.unwrap();
+    assert_eq!(page.sessions.len(), 16);
+    assert!(page.sessions.iter().all(|s| s.client.as_ref().map(ClientId::as_str) != Some("tab0")));
+}
+
+// `today` rolls over at local midnight in a non-UTC time zone, keeping the
+// users still live at midnight, while totalUsers keeps everyone.
+pub async fn today_rolls_over_at_local_midnight(make: impl Factory) {
+    let tz: Tz = "America/New_York".parse().unwrap();
+    // 23:50 on 14 January in New York is 04:50 UTC on the 15th.
+    let start = DateTime::parse_from_rfc3339("2026-01-14T23:50:00-05:00").unwrap().with_timezone(&Utc);
+    let f = make(start, tz);
+    f.beat("early", None, "pms").await; // 23:50, expires 23:55
+    f.advance(Duration::from_secs(8 * 60));
+    f.beat("late", None, "pms").await; // 23:58, live at midnight
+    assert_eq!(f.counts().await[0], [1, 2, 2]);
+    f.advance(Duration::from_secs(3 * 60)); // 00:01 on the 15th
+    assert_eq!(f.counts().await[0], [1, 1, 2], "only the user live at midnight is in today");
+    f.beat("new", None, "pms").await;
+    assert_eq!(f.counts().await[0], [2, 2, 3]);
+    // In UTC terms midnight New York was 05:00; UTC midnight changes nothing.
+    f.advance(Duration::from_secs(24 * 3600));
+    assert_eq!(f.counts().await[0], [0, 0, 3], "a day later nobody is live or here today");
+}
+
+// Resource viewers: live sessions whose latest heartbeat named it, one
+// entry per user.
+pub async fn resource_viewers_follow_the_latest_heartbeat(make: impl Factory) {
+    let f = make(start_time(), Tz::UTC);
+    let r = ResourceId::parse("request:123").unwrap();
+    f.beat_on("A", Some("t1"), "pms", Some("request:123")).await;
+    f.advance(Duration::from_secs(10));
+    f.beat_on("A", Some("t2"), "pms", Some("request:123")).await;
+    f.beat_on("B", None, "pms", Some("request:123")).await;
+    f.beat_on("C", None, "pms", Some("request:999")).await;
+    let viewers = f.store.resource_viewers(&r).await.unwrap().viewers;
+    let ids: Vec<&str> = viewers.iter().map(|v| v.user.as_str()).collect();
+    assert_eq!(ids, ["A", "B"], "one entry per user, earliest first");
+    assert_eq!(viewers[0].since, f.clock.now_ms() - 10_000);
+    assert_eq!(viewers[0].last_seen, f.clock.now_ms());
+
+    f.beat_on("B", None, "pms", Some("request:999")).await;
+    f.beat_on("A", Some("t1"), "pms", None).await;
+    let viewers = f.store.resource_viewers(&r).await.unwrap().viewers;
+    assert_eq!(viewers.len(), 1, "B moved on; A still has t2 on it");
+    f.advance(TTL);
+    assert!(f.store.resource_viewers(&r).await.unwrap().viewers.is_empty(), "expired");
+}
+
+// The admin list: newest first, every session exactly once across pages.
+pub async fn sessions_page_newest_first_without_gaps(make: impl Factory) {
+    let f = make(start_time(), Tz::UTC);
+    for i in 0..25 {
+        f.beat(&format!("u{i:02}"), None, if i % 2 == 0 { "pms" } else { "ih" }).await;
+        if i % 3 == 0 {
+            f.advance(Duration::from_millis(5)); // some share a timestamp
+        }
+    }
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = f.store.sessions(7, cursor).await.unwrap();
+        assert!(page.sessions.len() <= 7);
+        seen.extend(page.sessions.iter().map(|s| (s.last_seen, s.user.to_string())));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 25, "every session once");
+    assert!(seen.windows(2).all(|w| w[0].0 >= w[1].0), "newest first");
+    let mut users: Vec<_> = seen.iter().map(|(_, u)| u.clone()).collect();
+    users.sort();
+    users.dedup();
+    assert_eq!(users.len(), 25);
+}
+
+macro_rules! store_suite {
+    ($backend:ident: $($scenario:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(super::$backend).await;
+                }
+            )*
+        }
+    };
+}
+
+store_suite!(memory:
+    two_users_then_a_moves,
+    session_expires_after_ttl_but_today_keeps_it,
+    a_heartbeat_after_expiry_starts_a_new_session,
+    client_ids_are_separate_sessions,
+    a_module_keeps_a_user_while_any_session_lives,
+    sessions_per_user_are_capped,
+    today_rolls_over_at_local_midnight,
+    resource_viewers_follow_the_latest_heartbeat,
+    sessions_page_newest_first_without_gaps,
+);
+
+/// One random operation on the store.
+#[derive(Debug, Clone)]
+enum Op {
+    Beat { user: u8, client: Option<u8>, module: bool },
+    Leave { user: u8, client: Option<u8> },
+    Logout { user: u8 },
+    Advance { secs: u16 },
+    Sweep,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..8u8, proptest::option::of(0..3u8), any::<bool>())
+            .prop_map(|(user, client, module)| Op::Beat { user, client, module }),
+        1 => (0..8u8, proptest::option::of(0..3u8)).prop_map(|(user, client)| Op::Leave { user, client }),
+        1 => (0..8u8).prop_map(|user| Op::Logout { user }),
+        3 => (0..400u16).prop_map(|secs| Op::Advance { secs }),
+        1 => Just(Op::Sweep),
+    ]
+}
+
+fn block_on<T>(f: impl Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// Runs `ops` against a store and, after each, checks the counts against
+/// a model: the invariant, and activeNow equal to what the model says.
+async fn check_against_model(f: &Fixture, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    use std::collections::HashMap;
+    // (user, client) -> (module is pms, last_seen)
+    let mut model: HashMap<(u8, Option<u8>), (bool, i64)> = HashMap::new();
+    let ttl = i64::try_from(TTL.as_millis()).unwrap();
+    for op in ops {
+        let now = f.clock.now_ms();
+        match op {
+            Op::Beat { user, client, module } => {
+                let code = if module { "pms" } else { "ih" };
+                f.beat(&user.to_string(), client.map(|c| format!("c{c}")).as_deref(), code).await;
+                model.insert((user, client), (module, now));
+            }
+            Op::Leave { user, client } => {
+                let c = client.map(|c| ClientId::parse(&format!("c{c}")).unwrap());
+                f.store.leave(&UserId::parse(&user.to_string()).unwrap(), Leave::Session(c)).await.unwrap();
+                model.remove(&(user, client));
+            }
+            Op::Logout { user } => {
+                f.store.leave(&UserId::parse(&user.to_string()).unwrap(), Leave::All).await.unwrap();
+                model.retain(|(u, _), _| *u != user);
+            }
+            Op::Advance { secs } => f.advance(Duration::from_secs(u64::from(secs))),
+            Op::Sweep => {
+                f.store.sweep().await.unwrap();
+            }
+        }
+        let now = f.clock.now_ms();
+        let counts = f.counts().await;
+        for (i, pms) in [(0, true), (1, false)] {
+            let [active, today, total] = counts[i];
+            let mut live: Vec<u8> = model
+                .iter()
+                .filter(|(_, (m, seen))| *m == pms && now - seen < ttl)
+                .map(|((u, _), _)| *u)
+                .collect();
+            live.sort_unstable();
+            live.dedup();
+            prop_assert!(active <= today && today <= total, "{active} <= {today} <= {total}");
+            prop_assert_eq!(active, live.len() as u64, "activeNow of module {}", i);
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn memory_counts_match_a_model_under_random_operations(ops in proptest::collection::vec(op(), 1..60)) {
+        let f = memory(start_time(), "Asia/Kolkata".parse().unwrap());
+        block_on(check_against_model(&f, ops))?;
+    }
+}
