@@ -33,9 +33,10 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "parsed once at start-up")]
 pub enum Command {
     /// Serve the HTTP API (the default).
-    Serve(Box<ServeArgs>),
+    Serve(ServeArgs),
     /// Mint a token with the configured `JWT_SECRET`, for manual checks.
     Token(TokenArgs),
 }

@@ -25,7 +25,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Token(args)) => token(&args),
-        Some(Command::Serve(args)) => serve(*args),
+        Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
     }
 }
@@ -83,12 +83,7 @@ async fn run(config: Config) -> ExitCode {
     let args = &config.args;
     let store = match args.store {
         StoreKind::Memory => Store::Memory(MemoryStore::new(
-            MemoryConfig {
-                modules: args.modules.clone(),
-                session_ttl: args.session_ttl,
-                timezone: args.stats_timezone,
-                max_sessions_per_user: usize::from(args.max_sessions_per_user),
-            },
+            &MemoryConfig::from_args(args),
             clock.clone(),
         )),
     };

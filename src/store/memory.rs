@@ -53,6 +53,18 @@ pub struct MemoryConfig {
     pub max_sessions_per_user: usize,
 }
 
+impl MemoryConfig {
+    /// The memory store's part of the `serve` settings.
+    pub fn from_args(args: &crate::config::ServeArgs) -> Self {
+        Self {
+            modules: args.modules.clone(),
+            session_ttl: args.session_ttl,
+            timezone: args.stats_timezone,
+            max_sessions_per_user: usize::from(args.max_sessions_per_user),
+        }
+    }
+}
+
 /// Sessions in this process's memory. Cheap to clone: clones share state.
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
@@ -139,7 +151,7 @@ impl PresenceIndex {
 
 impl MemoryStore {
     /// An empty store reading time from `clock`.
-    pub fn new(config: MemoryConfig, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(config: &MemoryConfig, clock: Arc<dyn Clock>) -> Self {
         let n = config.modules.len();
         let now = clock.now_ms();
         let (day_start, next_day_start) = day_bounds(config.timezone, now);

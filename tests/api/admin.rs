@@ -10,10 +10,16 @@ use super::helpers::{assert_error, spawn_app};
 #[tokio::test]
 async fn sessions_list_every_field_newest_first() {
     let app = spawn_app().await;
-    app.beat_ok("1", json!({"module": "pms", "clientId": "tab-a", "page": "/requests", "resource": "request:1"})).await;
+    app.beat_ok(
+        "1",
+        json!({"module": "pms", "clientId": "tab-a", "page": "/requests", "resource": "request:1"}),
+    )
+    .await;
     app.clock.advance(Duration::from_secs(5));
     app.beat_ok("2", json!({"module": "ih"})).await;
-    let (status, body) = app.get("/api/admin/sessions", &app.admin_token("root")).await;
+    let (status, body) = app
+        .get("/api/admin/sessions", &app.admin_token("root"))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         body["sessions"],
@@ -32,20 +38,36 @@ async fn sessions_list_every_field_newest_first() {
 async fn sessions_page_with_next_cursor_until_null() {
     let app = spawn_app().await;
     for i in 0..5 {
-        app.beat_ok(&format!("u{i}"), json!({"module": "pms"})).await;
+        app.beat_ok(&format!("u{i}"), json!({"module": "pms"}))
+            .await;
         app.clock.advance(Duration::from_secs(1));
     }
     let admin = app.admin_token("root");
     let (_, first) = app.get("/api/admin/sessions?limit=2", &admin).await;
     let users = |page: &Value| -> Vec<String> {
-        page["sessions"].as_array().unwrap().iter().map(|s| s["userId"].as_str().unwrap().to_owned()).collect()
+        page["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["userId"].as_str().unwrap().to_owned())
+            .collect()
     };
     assert_eq!(users(&first), ["u4", "u3"]);
     let cursor = first["nextCursor"].as_str().unwrap();
-    let (_, second) = app.get(&format!("/api/admin/sessions?limit=2&cursor={cursor}"), &admin).await;
+    let (_, second) = app
+        .get(
+            &format!("/api/admin/sessions?limit=2&cursor={cursor}"),
+            &admin,
+        )
+        .await;
     assert_eq!(users(&second), ["u2", "u1"]);
     let cursor = second["nextCursor"].as_str().unwrap();
-    let (_, last) = app.get(&format!("/api/admin/sessions?limit=2&cursor={cursor}"), &admin).await;
+    let (_, last) = app
+        .get(
+            &format!("/api/admin/sessions?limit=2&cursor={cursor}"),
+            &admin,
+        )
+        .await;
     assert_eq!(users(&last), ["u0"]);
     assert_eq!(last["nextCursor"], Value::Null);
 }
@@ -57,7 +79,9 @@ async fn expired_sessions_are_not_listed_even_before_the_sweep() {
     app.clock.advance(Duration::from_secs(200));
     app.beat_ok("new", json!({"module": "pms"})).await;
     app.clock.advance(Duration::from_secs(100));
-    let (_, body) = app.get("/api/admin/sessions", &app.admin_token("root")).await;
+    let (_, body) = app
+        .get("/api/admin/sessions", &app.admin_token("root"))
+        .await;
     assert_eq!(body["sessions"].as_array().unwrap().len(), 1);
     assert_eq!(body["sessions"][0]["userId"], json!("new"));
 }
@@ -66,7 +90,14 @@ async fn expired_sessions_are_not_listed_even_before_the_sweep() {
 async fn bad_paging_is_400_invalid_query() {
     let app = spawn_app().await;
     let admin = app.admin_token("root");
-    for query in ["limit=0", "limit=1001", "limit=-1", "limit=ten", "cursor=nope", "cursor="] {
+    for query in [
+        "limit=0",
+        "limit=1001",
+        "limit=-1",
+        "limit=ten",
+        "cursor=nope",
+        "cursor=",
+    ] {
         let response = app
             .client
             .get(app.url(&format!("/api/admin/sessions?{query}")))

@@ -22,14 +22,25 @@ async fn modules_status(app: &TestApp, token: &str) -> reqwest::Response {
 
 async fn assert_401(app: &TestApp, token: &str) -> Value {
     let response = modules_status(app, token).await;
-    assert_eq!(response.headers().get("www-authenticate").map(|v| v.to_str().unwrap()), Some("Bearer"));
+    assert_eq!(
+        response
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap()),
+        Some("Bearer")
+    );
     assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await
 }
 
 #[tokio::test]
 async fn no_token_is_401_with_www_authenticate() {
     let app = spawn_app().await;
-    let response = app.client.get(app.url("/api/stats/modules")).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url("/api/stats/modules"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
     let body = assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
     assert!(body["error"].as_str().unwrap().contains("Bearer"), "{body}");
@@ -44,26 +55,54 @@ async fn no_token_is_401_with_www_authenticate() {
         assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
     }
     // Every /api endpoint needs it.
-    let response = app.client.post(app.url("/api/stats/heartbeat")).json(&json!({"module": "pms"})).send().await.unwrap();
+    let response = app
+        .client
+        .post(app.url("/api/stats/heartbeat"))
+        .json(&json!({"module": "pms"}))
+        .send()
+        .await
+        .unwrap();
     assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
-    let response = app.client.delete(app.url("/api/stats/heartbeat")).send().await.unwrap();
+    let response = app
+        .client
+        .delete(app.url("/api/stats/heartbeat"))
+        .send()
+        .await
+        .unwrap();
     assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
-    let response = app.client.get(app.url("/api/presence/resources/x")).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url("/api/presence/resources/x"))
+        .send()
+        .await
+        .unwrap();
     assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
-    let response = app.client.get(app.url("/api/admin/sessions")).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url("/api/admin/sessions"))
+        .send()
+        .await
+        .unwrap();
     assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
 }
 
 #[tokio::test]
 async fn hs256_token_is_accepted() {
     let app = spawn_app().await;
-    assert_eq!(modules_status(&app, &app.token("1")).await.status(), StatusCode::OK);
+    assert_eq!(
+        modules_status(&app, &app.token("1")).await.status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
 async fn bad_signature_and_garbage_are_401() {
     let app = spawn_app().await;
-    let other = sign_with(Algorithm::HS256, &EncodingKey::from_secret(b"another-secret").unwrap(), &json!({"sub": "1", "exp": app.now_s() + 60}));
+    let other = sign_with(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(b"another-secret").unwrap(),
+        &json!({"sub": "1", "exp": app.now_s() + 60}),
+    );
     assert_401(&app, &other).await;
     let mut tampered = app.token("1");
     tampered.pop();
@@ -79,17 +118,29 @@ async fn alg_none_is_401() {
     let app = spawn_app().await;
     use base64::Engine as _;
     let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
-    let token = format!("{}.{}.", b64(json!({"alg": "none", "typ": "JWT"})), b64(json!({"sub": "1", "exp": app.now_s() + 60})));
+    let token = format!(
+        "{}.{}.",
+        b64(json!({"alg": "none", "typ": "JWT"})),
+        b64(json!({"sub": "1", "exp": app.now_s() + 60}))
+    );
     assert_401(&app, &token).await;
 }
 
 #[tokio::test]
 async fn an_algorithm_outside_the_allow_list_is_401() {
     let app = spawn_app().await; // HS256 only
-    let token = sign_with(Algorithm::HS512, &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(), &json!({"sub": "1", "exp": app.now_s() + 60}));
+    let token = sign_with(
+        Algorithm::HS512,
+        &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+        &json!({"sub": "1", "exp": app.now_s() + 60}),
+    );
     assert_401(&app, &token).await;
     let app = spawn_app_with(&["--jwt-secret", SECRET, "--jwt-algorithms", "HS256,HS512"]).await;
-    let token = sign_with(Algorithm::HS512, &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(), &json!({"sub": "1", "exp": app.now_s() + 60}));
+    let token = sign_with(
+        Algorithm::HS512,
+        &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+        &json!({"sub": "1", "exp": app.now_s() + 60}),
+    );
     assert_eq!(modules_status(&app, &token).await.status(), StatusCode::OK);
 }
 
@@ -98,10 +149,17 @@ async fn expiry_honours_the_leeway_on_the_service_clock() {
     let app = spawn_app().await; // leeway 30 s
     let now = app.now_s();
     let token = sign(&json!({"sub": "1", "exp": now - 20}));
-    assert_eq!(modules_status(&app, &token).await.status(), StatusCode::OK, "within leeway");
+    assert_eq!(
+        modules_status(&app, &token).await.status(),
+        StatusCode::OK,
+        "within leeway"
+    );
     let token = sign(&json!({"sub": "1", "exp": now - 31}));
     let body = assert_401(&app, &token).await;
-    assert!(body["error"].as_str().unwrap().contains("expired"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
     // Moving the clock expires a token that was good.
     let token = sign(&json!({"sub": "1", "exp": now + 60}));
     assert_eq!(modules_status(&app, &token).await.status(), StatusCode::OK);
@@ -117,7 +175,10 @@ async fn a_token_before_its_nbf_is_401() {
     let body = assert_401(&app, &future).await;
     assert!(body["error"].as_str().unwrap().contains("nbf"), "{body}");
     let within_leeway = sign(&json!({"sub": "1", "exp": now + 600, "nbf": now + 20}));
-    assert_eq!(modules_status(&app, &within_leeway).await.status(), StatusCode::OK);
+    assert_eq!(
+        modules_status(&app, &within_leeway).await.status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -133,12 +194,24 @@ async fn a_token_without_exp_is_401_unless_allowed() {
 
 #[tokio::test]
 async fn issuer_and_audience_are_checked_when_set() {
-    let app = spawn_app_with(&["--jwt-secret", SECRET, "--jwt-issuer", "main-backend", "--jwt-audience", "presence"]).await;
+    let app = spawn_app_with(&[
+        "--jwt-secret",
+        SECRET,
+        "--jwt-issuer",
+        "main-backend",
+        "--jwt-audience",
+        "presence",
+    ])
+    .await;
     let exp = app.now_s() + 60;
     let good = sign(&json!({"sub": "1", "exp": exp, "iss": "main-backend", "aud": "presence"}));
     assert_eq!(modules_status(&app, &good).await.status(), StatusCode::OK);
-    let aud_list = sign(&json!({"sub": "1", "exp": exp, "iss": "main-backend", "aud": ["other", "presence"]}));
-    assert_eq!(modules_status(&app, &aud_list).await.status(), StatusCode::OK);
+    let aud_list =
+        sign(&json!({"sub": "1", "exp": exp, "iss": "main-backend", "aud": ["other", "presence"]}));
+    assert_eq!(
+        modules_status(&app, &aud_list).await.status(),
+        StatusCode::OK
+    );
     for claims in [
         json!({"sub": "1", "exp": exp, "iss": "evil", "aud": "presence"}),
         json!({"sub": "1", "exp": exp, "iss": "main-backend", "aud": "other"}),
@@ -149,7 +222,15 @@ async fn issuer_and_audience_are_checked_when_set() {
     }
     // Unset, they are not checked.
     let app = spawn_app().await;
-    assert_eq!(modules_status(&app, &sign(&json!({"sub": "1", "exp": exp, "iss": "x", "aud": "y"}))).await.status(), StatusCode::OK);
+    assert_eq!(
+        modules_status(
+            &app,
+            &sign(&json!({"sub": "1", "exp": exp, "iss": "x", "aud": "y"}))
+        )
+        .await
+        .status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -174,8 +255,16 @@ async fn integer_and_string_sub_are_one_user() {
     let exp = app.now_s() + 60;
     let as_int = sign(&json!({"sub": 42, "exp": exp}));
     let as_str = sign(&json!({"sub": "42", "exp": exp}));
-    assert_eq!(app.beat(&as_int, json!({"module": "pms"})).await.status(), StatusCode::OK);
-    let body: Value = app.beat(&as_str, json!({"module": "pms"})).await.json().await.unwrap();
+    assert_eq!(
+        app.beat(&as_int, json!({"module": "pms"})).await.status(),
+        StatusCode::OK
+    );
+    let body: Value = app
+        .beat(&as_str, json!({"module": "pms"}))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body["activeUsers"], json!(1));
     assert_eq!(app.counts("procurement").await, [1, 1, 1]);
 }
@@ -184,13 +273,30 @@ async fn integer_and_string_sub_are_one_user() {
 async fn user_claim_falls_back_to_user_id_then_id() {
     let app = spawn_app().await;
     let exp = app.now_s() + 60;
-    app.beat(&sign(&json!({"userId": 7, "exp": exp})), json!({"module": "pms"})).await;
-    app.beat(&sign(&json!({"id": "7", "exp": exp})), json!({"module": "pms"})).await;
-    assert_eq!(app.counts("procurement").await[2], 1, "userId 7 and id \"7\" are one user");
+    app.beat(
+        &sign(&json!({"userId": 7, "exp": exp})),
+        json!({"module": "pms"}),
+    )
+    .await;
+    app.beat(
+        &sign(&json!({"id": "7", "exp": exp})),
+        json!({"module": "pms"}),
+    )
+    .await;
+    assert_eq!(
+        app.counts("procurement").await[2],
+        1,
+        "userId 7 and id \"7\" are one user"
+    );
     // A configured claim has no fallback.
     let app = spawn_app_with(&["--jwt-secret", SECRET, "--jwt-user-claim", "uid"]).await;
     assert_401(&app, &sign(&json!({"sub": "7", "exp": exp}))).await;
-    assert_eq!(modules_status(&app, &sign(&json!({"uid": "7", "exp": exp}))).await.status(), StatusCode::OK);
+    assert_eq!(
+        modules_status(&app, &sign(&json!({"uid": "7", "exp": exp})))
+            .await
+            .status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -198,17 +304,31 @@ async fn admin_endpoints_need_the_admin_role() {
     let app = spawn_app().await;
     let exp = app.now_s() + 60;
     let (status, body) = app.get("/api/admin/sessions", &app.token("1")).await;
-    assert_eq!((status, body["code"].clone()), (StatusCode::FORBIDDEN, json!("forbidden")));
-    for claims in [json!({"sub": "1", "exp": exp, "role": "admin"}), json!({"sub": "1", "exp": exp, "roles": ["user", "admin"]})] {
+    assert_eq!(
+        (status, body["code"].clone()),
+        (StatusCode::FORBIDDEN, json!("forbidden"))
+    );
+    for claims in [
+        json!({"sub": "1", "exp": exp, "role": "admin"}),
+        json!({"sub": "1", "exp": exp, "roles": ["user", "admin"]}),
+    ] {
         let (status, _) = app.get("/api/admin/sessions", &sign(&claims)).await;
         assert_eq!(status, StatusCode::OK, "{claims}");
     }
-    for claims in [json!({"sub": "1", "exp": exp, "role": "Admin"}), json!({"sub": "1", "exp": exp, "roles": "admin"})] {
+    for claims in [
+        json!({"sub": "1", "exp": exp, "role": "Admin"}),
+        json!({"sub": "1", "exp": exp, "roles": "admin"}),
+    ] {
         let (status, _) = app.get("/api/admin/sessions", &sign(&claims)).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{claims}");
     }
     let app = spawn_app_with(&["--jwt-secret", SECRET, "--jwt-admin-role", "ops"]).await;
-    let (status, _) = app.get("/api/admin/sessions", &sign(&json!({"sub": "1", "exp": exp, "role": "ops"}))).await;
+    let (status, _) = app
+        .get(
+            "/api/admin/sessions",
+            &sign(&json!({"sub": "1", "exp": exp, "role": "ops"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
 }
 
@@ -216,11 +336,19 @@ async fn admin_endpoints_need_the_admin_role() {
 async fn rs256_with_a_public_key_file() {
     let app = spawn_app_with(&["--jwt-public-key-file", RSA_PUBLIC]).await;
     let claims = json!({"sub": "1", "exp": app.now_s() + 60});
-    let rs = sign_with(Algorithm::RS256, &EncodingKey::from_rsa_pem(RSA_PRIVATE).unwrap(), &claims);
+    let rs = sign_with(
+        Algorithm::RS256,
+        &EncodingKey::from_rsa_pem(RSA_PRIVATE).unwrap(),
+        &claims,
+    );
     assert_eq!(modules_status(&app, &rs).await.status(), StatusCode::OK);
     // Algorithm confusion: HS256 signed with the public key as the secret.
     let public = std::fs::read(RSA_PUBLIC).unwrap();
-    let confused = sign_with(Algorithm::HS256, &EncodingKey::from_secret(&public).unwrap(), &claims);
+    let confused = sign_with(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(&public).unwrap(),
+        &claims,
+    );
     assert_401(&app, &confused).await;
     // A token signed with our HS secret is nothing to an RS256 service.
     assert_401(&app, &sign(&claims)).await;
@@ -230,8 +358,16 @@ async fn rs256_with_a_public_key_file() {
 async fn es256_with_a_public_key_file() {
     let app = spawn_app_with(&["--jwt-public-key-file", EC_PUBLIC]).await;
     let claims = json!({"sub": "1", "exp": app.now_s() + 60});
-    let es = sign_with(Algorithm::ES256, &EncodingKey::from_ec_pem(EC_PRIVATE).unwrap(), &claims);
+    let es = sign_with(
+        Algorithm::ES256,
+        &EncodingKey::from_ec_pem(EC_PRIVATE).unwrap(),
+        &claims,
+    );
     assert_eq!(modules_status(&app, &es).await.status(), StatusCode::OK);
-    let rs = sign_with(Algorithm::RS256, &EncodingKey::from_rsa_pem(RSA_PRIVATE).unwrap(), &claims);
+    let rs = sign_with(
+        Algorithm::RS256,
+        &EncodingKey::from_rsa_pem(RSA_PRIVATE).unwrap(),
+        &claims,
+    );
     assert_401(&app, &rs).await;
 }

@@ -1,1 +1,303 @@
-//! The built binary itself: demo mode, config errors, graceful shutdown.
+//! The built binary itself: demo mode, `presence token`, config errors,
+//! graceful shutdown. Run with `cargo test --release` (the README's test
+//! command) these exercise the release binary.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_presence");
+
+/// The binary with a clean configuration: no `JWT_*` or other settings
+/// inherited, run in an empty directory so no `.env` is read.
+fn presence(dir: &tempfile::TempDir) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir.path()).env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        cmd.env("PATH", path);
+    }
+    cmd.env("LISTEN_ADDR", "127.0.0.1:0");
+    cmd
+}
+
+/// Lines of a child's pipe, forwarded as they come.
+fn lines(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn next_line_matching(
+    rx: &mpsc::Receiver<String>,
+    seen: &mut Vec<String>,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the binary printed the expected line in time");
+        seen.push(line.clone());
+        if pred(&line) {
+            return line;
+        }
+    }
+}
+
+fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn wait_with_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("the binary did not exit within {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn demo_mode_prints_a_token_and_curl_lines_that_work_as_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = presence(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = lines(child.stdout.take().unwrap());
+    let stderr = lines(child.stderr.take().unwrap());
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    next_line_matching(&stderr, &mut err, |l| l.contains("demo mode"));
+    let post = next_line_matching(&stdout, &mut out, |l| {
+        l.contains("curl") && l.contains("-X POST")
+    });
+    let get = next_line_matching(&stdout, &mut out, |l| {
+        l.contains("curl") && l.contains("/api/stats/modules")
+    });
+    let token = out[1].trim().to_owned();
+    assert_eq!(
+        token.matches('.').count(),
+        2,
+        "line 2 is the token: {out:?}"
+    );
+
+    let run = |line: &str| -> Value {
+        let output = Command::new("sh")
+            .arg("-c")
+            .arg(line.trim())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{line}");
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let beat = run(&post);
+    assert_eq!(beat["success"], Value::Bool(true), "{beat}");
+    let modules = run(&get);
+    assert_eq!(modules["procurement"]["activeNow"], 1, "{modules}");
+
+    terminate(&child);
+    assert!(wait_with_timeout(&mut child, Duration::from_secs(15)).success());
+    err.extend(stderr.try_iter());
+    let logs = err.join("\n");
+    assert!(
+        logs.contains("/api/stats/heartbeat"),
+        "requests are logged: {logs}"
+    );
+    assert!(!logs.contains(&token), "the token never reaches the logs");
+    assert!(
+        !logs.contains(token.split('.').nth(2).unwrap()),
+        "nor its signature"
+    );
+}
+
+fn run_with_env(vars: &[(&str, &str)], args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = presence(&dir);
+    cmd.args(args).envs(vars.iter().copied());
+    cmd.output().unwrap()
+}
+
+#[test]
+fn a_bad_setting_stops_start_up_with_one_line_and_status_2() {
+    let key = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/keys/rsa_public.pem");
+    for (vars, variable) in [
+        (vec![("SESSION_TTL", "soon")], "SESSION_TTL"),
+        (vec![("HEARTBEAT_INTERVAL", "10m")], "HEARTBEAT_INTERVAL"),
+        (vec![("LISTEN_ADDR", "localhost")], "LISTEN_ADDR"),
+        (vec![("STATS_TIMEZONE", "Mars/Olympus")], "STATS_TIMEZONE"),
+        (vec![("MODULES", "pms")], "MODULES"),
+        (vec![("RATE_LIMIT", "many")], "RATE_LIMIT"),
+        (vec![("JWT_ALGORITHMS", "HS257")], "JWT_ALGORITHMS"),
+        (
+            vec![("JWT_PUBLIC_KEY_FILE", key), ("JWT_ALGORITHMS", "HS256")],
+            "JWT_ALGORITHMS",
+        ),
+        (
+            vec![("JWT_SECRET", "s"), ("JWT_PUBLIC_KEY_FILE", key)],
+            "JWT_SECRET",
+        ),
+        (
+            vec![("JWT_PUBLIC_KEY_FILE", "/nonexistent.pem")],
+            "JWT_PUBLIC_KEY_FILE",
+        ),
+        (vec![("METRICS_PUBLIC", "maybe")], "METRICS_PUBLIC"),
+        (vec![("LOG_FORMAT", "xml")], "LOG_FORMAT"),
+        (vec![("STORE", "cassandra")], "STORE"),
+        (
+            vec![("CORS_ALLOWED_ORIGINS", "not an origin")],
+            "CORS_ALLOWED_ORIGINS",
+        ),
+    ] {
+        let output = run_with_env(&vars, &[]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{vars:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(variable), "{variable} named: {stderr}");
+    }
+}
+
+#[test]
+fn help_documents_every_setting_and_its_variable() {
+    let output = run_with_env(&[], &["serve", "--help"]);
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for variable in [
+        "LISTEN_ADDR",
+        "JWT_SECRET",
+        "JWT_PUBLIC_KEY_FILE",
+        "JWT_ALGORITHMS",
+        "JWT_ISSUER",
+        "JWT_AUDIENCE",
+        "JWT_LEEWAY",
+        "JWT_USER_CLAIM",
+        "JWT_ADMIN_ROLE",
+        "JWT_REQUIRE_EXP",
+        "HEARTBEAT_INTERVAL",
+        "SESSION_TTL",
+        "SWEEP_INTERVAL",
+        "MODULES",
+        "STATS_TIMEZONE",
+        "STORE",
+        "CORS_ALLOWED_ORIGINS",
+        "RATE_LIMIT",
+        "METRICS_PUBLIC",
+        "LOG_FORMAT",
+    ] {
+        assert!(
+            help.contains(&format!("[env: {variable}")),
+            "{variable} in --help"
+        );
+    }
+    let top = run_with_env(&[], &["--help"]);
+    let help = String::from_utf8_lossy(&top.stdout);
+    assert!(help.contains("token") && help.contains("serve"), "{help}");
+}
+
+#[test]
+fn token_subcommand_mints_a_token_the_service_accepts() {
+    let output = run_with_env(
+        &[("JWT_SECRET", "shared-secret"), ("JWT_ISSUER", "backend")],
+        &["token", "--user", "42", "--role", "admin", "--ttl", "2h"],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_issuer(&["backend"]);
+    let claims = jsonwebtoken::decode::<Value>(
+        &token,
+        &jsonwebtoken::DecodingKey::from_secret(b"shared-secret").unwrap(),
+        &validation,
+    )
+    .unwrap()
+    .claims;
+    assert_eq!(claims["sub"], 42);
+    assert_eq!(claims["role"], "admin");
+    let ttl = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
+    assert_eq!(ttl, 7200);
+
+    let output = run_with_env(&[], &["token", "--user", "42"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("JWT_SECRET"));
+}
+
+#[test]
+fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "sigterm-secret";
+    let mut child = presence(&dir)
+        .env("JWT_SECRET", secret)
+        .env("LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = lines(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    let listening = next_line_matching(&stderr, &mut seen, |l| l.contains("presence listening"));
+    let log: Value = serde_json::from_str(&listening).expect("LOG_FORMAT=json gives JSON lines");
+    let addr = log["addr"].as_str().unwrap().to_owned();
+
+    let now = chrono::Utc::now().timestamp();
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &serde_json::json!({"sub": "1", "exp": now + 60}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let body = br#"{"module":"pms"}"#;
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /api/stats/heartbeat HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(&body[..5]).unwrap();
+    thread::sleep(Duration::from_millis(200));
+
+    // The request is in flight: half its body has been sent.
+    terminate(&child);
+    next_line_matching(&stderr, &mut seen, |l| l.contains("shutting down"));
+    thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "still draining");
+    assert!(
+        TcpStream::connect(&addr).is_err(),
+        "no new connections while draining"
+    );
+
+    stream.write_all(&body[5..]).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("\"activeUsers\":1"), "{response}");
+    let status = wait_with_timeout(&mut child, Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0));
+}

@@ -65,12 +65,7 @@ pub async fn spawn_app_with(args: &[&str]) -> TestApp {
     let config = serve_config(args);
     let clock = Arc::new(ManualClock::new(start_time()));
     let store = Store::Memory(MemoryStore::new(
-        MemoryConfig {
-            modules: config.args.modules.clone(),
-            session_ttl: config.args.session_ttl,
-            timezone: config.args.stats_timezone,
-            max_sessions_per_user: usize::from(config.args.max_sessions_per_user),
-        },
+        &MemoryConfig::from_args(&config.args),
         clock.clone(),
     ));
     let state = AppState::new(&config, store, clock.clone()).unwrap();
@@ -101,7 +96,11 @@ pub async fn spawn_app_with(args: &[&str]) -> TestApp {
 
 /// Signs `claims` with HS256 and [`SECRET`].
 pub fn sign(claims: &Value) -> String {
-    sign_with(Algorithm::HS256, &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(), claims)
+    sign_with(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+        claims,
+    )
 }
 
 pub fn sign_with(alg: Algorithm, key: &EncodingKey, claims: &Value) -> String {
@@ -162,7 +161,9 @@ impl TestApp {
 
     /// The module counts, as a user sees them.
     pub async fn modules(&self) -> Value {
-        let (status, body) = self.get("/api/stats/modules", &self.token("observer")).await;
+        let (status, body) = self
+            .get("/api/stats/modules", &self.token("observer"))
+            .await;
         assert_eq!(status, StatusCode::OK);
         body
     }

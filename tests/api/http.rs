@@ -22,11 +22,36 @@ async fn unknown_paths_are_json_404() {
 #[tokio::test]
 async fn wrong_methods_are_json_405() {
     let app = spawn_app().await;
-    let response = app.client.put(app.url("/api/stats/heartbeat")).send().await.unwrap();
-    assert!(response.headers()["allow"].to_str().unwrap().contains("POST"));
-    assert_error(response, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
-    let response = app.client.post(app.url("/api/stats/modules")).send().await.unwrap();
-    assert_error(response, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+    let response = app
+        .client
+        .put(app.url("/api/stats/heartbeat"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.headers()["allow"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+    assert_error(
+        response,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    )
+    .await;
+    let response = app
+        .client
+        .post(app.url("/api/stats/modules"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        response,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -35,7 +60,13 @@ async fn health_and_readiness() {
     let (status, body) = app.get("/healthz", "").await;
     assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})));
     let (status, body) = app.get("/readyz", "").await;
-    assert_eq!((status, body), (StatusCode::OK, json!({"status": "ready", "store": "memory"})));
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::OK,
+            json!({"status": "ready", "store": "memory"})
+        )
+    );
 }
 
 #[tokio::test]
@@ -54,9 +85,15 @@ async fn openapi_documents_every_endpoint() {
         ("/healthz", "get"),
         ("/readyz", "get"),
     ] {
-        assert!(paths[path][method].is_object(), "{method} {path} is documented");
+        assert!(
+            paths[path][method].is_object(),
+            "{method} {path} is documented"
+        );
     }
-    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], json!("bearer"));
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        json!("bearer")
+    );
 }
 
 #[tokio::test]
@@ -64,25 +101,52 @@ async fn every_response_carries_a_request_id() {
     let app = spawn_app().await;
     let response = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert!(!response.headers()["x-request-id"].is_empty());
-    let response = app.client.get(app.url("/healthz")).header("x-request-id", "abc-123").send().await.unwrap();
-    assert_eq!(response.headers()["x-request-id"], "abc-123", "a caller's id is kept");
+    let response = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["x-request-id"],
+        "abc-123",
+        "a caller's id is kept"
+    );
 }
 
 #[tokio::test]
 async fn cors_headers_only_for_allowed_origins() {
-    let app = spawn_app_with(&["--jwt-secret", SECRET, "--cors-allowed-origins", "https://app.example.com,https://admin.example.com"]).await;
+    let app = spawn_app_with(&[
+        "--jwt-secret",
+        SECRET,
+        "--cors-allowed-origins",
+        "https://app.example.com,https://admin.example.com",
+    ])
+    .await;
     let preflight = app
         .client
         .request(reqwest::Method::OPTIONS, app.url("/api/stats/heartbeat"))
         .header("origin", "https://app.example.com")
         .header("access-control-request-method", "POST")
-        .header("access-control-request-headers", "authorization,content-type")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
         .send()
         .await
         .unwrap();
     assert!(preflight.status().is_success());
-    assert_eq!(preflight.headers()["access-control-allow-origin"], "https://app.example.com");
-    assert!(preflight.headers()["access-control-allow-methods"].to_str().unwrap().contains("POST"));
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert!(
+        preflight.headers()["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
     let other = app
         .client
         .get(app.url("/healthz"))
@@ -93,8 +157,19 @@ async fn cors_headers_only_for_allowed_origins() {
     assert!(other.headers().get("access-control-allow-origin").is_none());
 
     let no_cors = spawn_app().await;
-    let response = no_cors.client.get(no_cors.url("/healthz")).header("origin", "https://app.example.com").send().await.unwrap();
-    assert!(response.headers().get("access-control-allow-origin").is_none());
+    let response = no_cors
+        .client
+        .get(no_cors.url("/healthz"))
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -102,19 +177,26 @@ async fn in_process_heartbeat_through_the_router() {
     let app = spawn_app().await;
     let router = presence::app(app.state.clone(), &[]);
     let request = Request::post("/api/stats/heartbeat")
-        .header("authorization", format!("Bearer {}", app.token("in-process")))
+        .header(
+            "authorization",
+            format!("Bearer {}", app.token("in-process")),
+        )
         .header("content-type", "application/json")
         .body(Body::from(r#"{"module":"ih"}"#))
         .unwrap();
     let response = router.clone().oneshot(request).await.unwrap();
     assert_eq!(response.status(), AxumStatus::OK);
-    let body: Value = serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let body: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(body["activeUsers"], json!(1));
     // The same state, seen over the socket.
     assert_eq!(app.counts("innovation").await, [1, 1, 1]);
 
     let request = Request::get("/api/admin/sessions")
-        .header("authorization", format!("Bearer {}", app.token("in-process")))
+        .header(
+            "authorization",
+            format!("Bearer {}", app.token("in-process")),
+        )
         .body(Body::empty())
         .unwrap();
     let response = router.oneshot(request).await.unwrap();

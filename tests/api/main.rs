@@ -9,7 +9,7 @@
 mod admin;
 mod auth;
 mod binary;
-mod helpers;
 mod heartbeat;
+mod helpers;
 mod http;
 mod store_contract;

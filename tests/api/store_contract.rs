@@ -34,7 +34,7 @@ pub fn memory(start: DateTime<Utc>, timezone: Tz) -> Fixture {
     let clock = Arc::new(ManualClock::new(start));
     let modules = Modules::default();
     let store = Store::Memory(MemoryStore::new(
-        MemoryConfig {
+        &MemoryConfig {
             modules: modules.clone(),
             session_ttl: TTL,
             timezone,
@@ -58,7 +58,13 @@ impl Fixture {
         self.beat_on(who, client, module, None).await
     }
 
-    async fn beat_on(&self, who: &str, client: Option<&str>, module: &str, resource: Option<&str>) -> u64 {
+    async fn beat_on(
+        &self,
+        who: &str,
+        client: Option<&str>,
+        module: &str,
+        resource: Option<&str>,
+    ) -> u64 {
         self.store
             .heartbeat(Heartbeat {
                 user: user(who),
@@ -110,9 +116,17 @@ pub async fn session_expires_after_ttl_but_today_keeps_it(make: impl Factory) {
     let f = make(start_time(), Tz::UTC);
     f.beat("A", None, "pms").await;
     f.advance(TTL - Duration::from_millis(1));
-    assert_eq!(f.counts().await[0], [1, 1, 1], "alive one ms before the TTL");
+    assert_eq!(
+        f.counts().await[0],
+        [1, 1, 1],
+        "alive one ms before the TTL"
+    );
     f.advance(Duration::from_millis(1));
-    assert_eq!(f.counts().await[0], [0, 1, 1], "gone at the TTL, before any sweep");
+    assert_eq!(
+        f.counts().await[0],
+        [0, 1, 1],
+        "gone at the TTL, before any sweep"
+    );
     assert_eq!(f.store.sweep().await.unwrap(), 1);
     assert_eq!(f.counts().await[0], [0, 1, 1], "and after the sweep");
     assert_eq!(f.store.sessions(10, None).await.unwrap().sessions, vec![]);
@@ -135,12 +149,22 @@ pub async fn a_heartbeat_after_expiry_starts_a_new_session(make: impl Factory) {
 pub async fn client_ids_are_separate_sessions(make: impl Factory) {
     let f = make(start_time(), Tz::UTC);
     f.beat("A", Some("tab1"), "pms").await;
-    assert_eq!(f.beat("A", Some("tab2"), "ih").await, 1, "one distinct user");
+    assert_eq!(
+        f.beat("A", Some("tab2"), "ih").await,
+        1,
+        "one distinct user"
+    );
     assert_eq!(f.counts().await, [[1, 1, 1], [1, 1, 1]]);
     assert_eq!(f.store.sessions(10, None).await.unwrap().sessions.len(), 2);
 
     // Ending tab1 leaves tab2 counted.
-    assert_eq!(f.store.leave(&user("A"), Leave::Session(ClientId::parse("tab1"))).await.unwrap(), 1);
+    assert_eq!(
+        f.store
+            .leave(&user("A"), Leave::Session(ClientId::parse("tab1")))
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(f.counts().await[0][0], 0);
     assert_eq!(f.counts().await[1][0], 1);
 
@@ -155,7 +179,11 @@ pub async fn client_ids_are_separate_sessions(make: impl Factory) {
     assert_eq!(f.store.leave(&user("A"), Leave::All).await.unwrap(), 2);
     assert_eq!(f.counts().await[0][0], 0);
     assert_eq!(f.counts().await[1][0], 1);
-    assert_eq!(f.store.leave(&user("A"), Leave::All).await.unwrap(), 0, "nothing left");
+    assert_eq!(
+        f.store.leave(&user("A"), Leave::All).await.unwrap(),
+        0,
+        "nothing left"
+    );
 }
 
 // A user with two sessions in one module stays active while either lives.
@@ -180,7 +208,11 @@ pub async fn sessions_per_user_are_capped(make: impl Factory) {
     }
     let page = f.store.sessions(100, None).await.unwrap();
     assert_eq!(page.sessions.len(), 16);
-    assert!(page.sessions.iter().all(|s| s.client.as_ref().map(ClientId::as_str) != Some("tab0")));
+    assert!(
+        page.sessions
+            .iter()
+            .all(|s| s.client.as_ref().map(ClientId::as_str) != Some("tab0"))
+    );
 }
 
 // `today` rolls over at local midnight in a non-UTC time zone, keeping the
@@ -188,19 +220,29 @@ pub async fn sessions_per_user_are_capped(make: impl Factory) {
 pub async fn today_rolls_over_at_local_midnight(make: impl Factory) {
     let tz: Tz = "America/New_York".parse().unwrap();
     // 23:50 on 14 January in New York is 04:50 UTC on the 15th.
-    let start = DateTime::parse_from_rfc3339("2026-01-14T23:50:00-05:00").unwrap().with_timezone(&Utc);
+    let start = DateTime::parse_from_rfc3339("2026-01-14T23:50:00-05:00")
+        .unwrap()
+        .with_timezone(&Utc);
     let f = make(start, tz);
     f.beat("early", None, "pms").await; // 23:50, expires 23:55
     f.advance(Duration::from_secs(8 * 60));
     f.beat("late", None, "pms").await; // 23:58, live at midnight
     assert_eq!(f.counts().await[0], [1, 2, 2]);
     f.advance(Duration::from_secs(3 * 60)); // 00:01 on the 15th
-    assert_eq!(f.counts().await[0], [1, 1, 2], "only the user live at midnight is in today");
+    assert_eq!(
+        f.counts().await[0],
+        [1, 1, 2],
+        "only the user live at midnight is in today"
+    );
     f.beat("new", None, "pms").await;
     assert_eq!(f.counts().await[0], [2, 2, 3]);
     // In UTC terms midnight New York was 05:00; UTC midnight changes nothing.
     f.advance(Duration::from_secs(24 * 3600));
-    assert_eq!(f.counts().await[0], [0, 0, 3], "a day later nobody is live or here today");
+    assert_eq!(
+        f.counts().await[0],
+        [0, 0, 3],
+        "a day later nobody is live or here today"
+    );
 }
 
 // Resource viewers: live sessions whose latest heartbeat named it, one
@@ -224,14 +266,27 @@ pub async fn resource_viewers_follow_the_latest_heartbeat(make: impl Factory) {
     let viewers = f.store.resource_viewers(&r).await.unwrap().viewers;
     assert_eq!(viewers.len(), 1, "B moved on; A still has t2 on it");
     f.advance(TTL);
-    assert!(f.store.resource_viewers(&r).await.unwrap().viewers.is_empty(), "expired");
+    assert!(
+        f.store
+            .resource_viewers(&r)
+            .await
+            .unwrap()
+            .viewers
+            .is_empty(),
+        "expired"
+    );
 }
 
 // The admin list: newest first, every session exactly once across pages.
 pub async fn sessions_page_newest_first_without_gaps(make: impl Factory) {
     let f = make(start_time(), Tz::UTC);
     for i in 0..25 {
-        f.beat(&format!("u{i:02}"), None, if i % 2 == 0 { "pms" } else { "ih" }).await;
+        f.beat(
+            &format!("u{i:02}"),
+            None,
+            if i % 2 == 0 { "pms" } else { "ih" },
+        )
+        .await;
         if i % 3 == 0 {
             f.advance(Duration::from_millis(5)); // some share a timestamp
         }
@@ -241,7 +296,11 @@ pub async fn sessions_page_newest_first_without_gaps(make: impl Factory) {
     loop {
         let page = f.store.sessions(7, cursor).await.unwrap();
         assert!(page.sessions.len() <= 7);
-        seen.extend(page.sessions.iter().map(|s| (s.last_seen, s.user.to_string())));
+        seen.extend(
+            page.sessions
+                .iter()
+                .map(|s| (s.last_seen, s.user.to_string())),
+        );
         match page.next {
             Some(next) => cursor = Some(next),
             None => break,
@@ -283,10 +342,21 @@ store_suite!(memory:
 /// One random operation on the store.
 #[derive(Debug, Clone)]
 enum Op {
-    Beat { user: u8, client: Option<u8>, module: bool },
-    Leave { user: u8, client: Option<u8> },
-    Logout { user: u8 },
-    Advance { secs: u16 },
+    Beat {
+        user: u8,
+        client: Option<u8>,
+        module: bool,
+    },
+    Leave {
+        user: u8,
+        client: Option<u8>,
+    },
+    Logout {
+        user: u8,
+    },
+    Advance {
+        secs: u16,
+    },
     Sweep,
 }
 
@@ -319,18 +389,36 @@ async fn check_against_model(f: &Fixture, ops: Vec<Op>) -> Result<(), TestCaseEr
     for op in ops {
         let now = f.clock.now_ms();
         match op {
-            Op::Beat { user, client, module } => {
+            Op::Beat {
+                user,
+                client,
+                module,
+            } => {
                 let code = if module { "pms" } else { "ih" };
-                f.beat(&user.to_string(), client.map(|c| format!("c{c}")).as_deref(), code).await;
+                f.beat(
+                    &user.to_string(),
+                    client.map(|c| format!("c{c}")).as_deref(),
+                    code,
+                )
+                .await;
                 model.insert((user, client), (module, now));
             }
             Op::Leave { user, client } => {
                 let c = client.map(|c| ClientId::parse(&format!("c{c}")).unwrap());
-                f.store.leave(&UserId::parse(&user.to_string()).unwrap(), Leave::Session(c)).await.unwrap();
+                f.store
+                    .leave(
+                        &UserId::parse(&user.to_string()).unwrap(),
+                        Leave::Session(c),
+                    )
+                    .await
+                    .unwrap();
                 model.remove(&(user, client));
             }
             Op::Logout { user } => {
-                f.store.leave(&UserId::parse(&user.to_string()).unwrap(), Leave::All).await.unwrap();
+                f.store
+                    .leave(&UserId::parse(&user.to_string()).unwrap(), Leave::All)
+                    .await
+                    .unwrap();
                 model.retain(|(u, _), _| *u != user);
             }
             Op::Advance { secs } => f.advance(Duration::from_secs(u64::from(secs))),
@@ -349,7 +437,10 @@ async fn check_against_model(f: &Fixture, ops: Vec<Op>) -> Result<(), TestCaseEr
                 .collect();
             live.sort_unstable();
             live.dedup();
-            prop_assert!(active <= today && today <= total, "{active} <= {today} <= {total}");
+            prop_assert!(
+                active <= today && today <= total,
+                "{active} <= {today} <= {total}"
+            );
             prop_assert_eq!(active, live.len() as u64, "activeNow of module {}", i);
         }
     }
