@@ -240,7 +240,7 @@ impl ConfigError {
     /// The exit status for a bad configuration.
     pub const EXIT_CODE: i32 = 2;
 
-    fn new(variable: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(variable: &'static str, message: impl Into<String>) -> Self {
         Self {
             variable,
             message: message.into(),

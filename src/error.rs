@@ -187,6 +187,19 @@ pub async fn method_not_allowed() -> ApiError {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn internal_errors_hide_their_detail() {
+        use axum::body::to_bytes;
+        let response = ApiError::Internal("db password is hunter2".into()).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = to_bytes(response.into_body(), 1024).await.expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(
+            body,
+            serde_json::json!({"success": false, "error": "internal error", "code": "internal"})
+        );
+    }
+
     #[test]
     fn retry_after_rounds_up_to_whole_seconds() {
         assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);

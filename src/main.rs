@@ -105,6 +105,11 @@ async fn run(config: Config) -> ExitCode {
     };
     let addr = listener.local_addr().unwrap_or(args.listen_addr);
     tracing::info!(%addr, store = state.store.kind(), "presence listening");
+    if config.keys.is_weak() {
+        tracing::warn!(
+            "JWT_SECRET is shorter than 32 bytes: tokens signed with it can be brute-forced offline"
+        );
+    }
     if config.keys.is_demo() {
         print_demo_banner(&config, addr, clock.now_ms());
     }

@@ -1,7 +1,7 @@
 //! The state every handler shares: one cheap-to-clone [`AppState`].
 //!
-//! Keys, clock and store live here rather than in globals, so a test builds
-//! its own state, mints tokens with its keys and moves its clock.
+//! Keys and store live here rather than in globals, so a test builds
+//! its own state over its own clock and mints tokens with its keys.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -30,8 +30,6 @@ pub struct AppState {
     pub modules: Modules,
     /// The cadence suggested to clients.
     pub heartbeat_interval: Duration,
-    /// The time source.
-    pub clock: Arc<dyn Clock>,
 }
 
 impl AppState {
@@ -40,14 +38,13 @@ impl AppState {
     /// # Errors
     /// The configured key cannot be used.
     pub fn new(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<Self, ConfigError> {
-        let verifier = Verifier::new(&config.keys, &config.args.jwt, clock.clone())?;
+        let verifier = Verifier::new(&config.keys, &config.args.jwt, clock)?;
         Ok(Self {
             store,
             verifier: Arc::new(verifier),
             limiter: Arc::new(UserRateLimiter::new(config.args.rate_limit)),
             modules: config.args.modules.clone(),
             heartbeat_interval: config.args.heartbeat_interval,
-            clock,
         })
     }
 }

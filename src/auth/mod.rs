@@ -72,8 +72,44 @@ pub enum KeySource {
         /// The PEM text.
         pem: Arc<[u8]>,
         /// RSA, EC or Ed.
-        family: AlgorithmFamily,
+        kind: PublicKeyKind,
     },
+}
+
+/// The kinds of public key a PEM file can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublicKeyKind {
+    /// RS256, RS384, RS512, PS256, PS384, PS512.
+    Rsa,
+    /// ES256, ES384.
+    Ec,
+    /// EdDSA (Ed25519).
+    Ed,
+}
+
+impl PublicKeyKind {
+    /// Which kind `pem` is, if any.
+    fn of(pem: &[u8]) -> Option<Self> {
+        [Self::Rsa, Self::Ec, Self::Ed]
+            .into_iter()
+            .find(|kind| kind.decoding_key(pem).is_ok())
+    }
+
+    fn decoding_key(self, pem: &[u8]) -> Result<DecodingKey, jsonwebtoken::errors::Error> {
+        match self {
+            Self::Rsa => DecodingKey::from_rsa_pem(pem),
+            Self::Ec => DecodingKey::from_ec_pem(pem),
+            Self::Ed => DecodingKey::from_ed_pem(pem),
+        }
+    }
+
+    fn family(self) -> AlgorithmFamily {
+        match self {
+            Self::Rsa => AlgorithmFamily::Rsa,
+            Self::Ec => AlgorithmFamily::Ec,
+            Self::Ed => AlgorithmFamily::Ed,
+        }
+    }
 }
 
 impl KeySource {
@@ -85,24 +121,24 @@ impl KeySource {
     pub fn from_args(args: &JwtArgs) -> Result<Self, ConfigError> {
         let source = match (&args.jwt_secret, &args.jwt_public_key_file) {
             (Some(_), Some(_)) => {
-                return Err(config_error(
+                return Err(ConfigError::new(
                     "JWT_SECRET",
                     "set JWT_SECRET or JWT_PUBLIC_KEY_FILE, not both",
                 ));
             }
             (Some(secret), None) if secret.is_empty() => {
-                return Err(config_error("JWT_SECRET", "must not be empty"));
+                return Err(ConfigError::new("JWT_SECRET", "must not be empty"));
             }
             (Some(secret), None) => Self::Hmac(Secret::new(secret.as_bytes())),
             (None, Some(path)) => {
                 let pem = std::fs::read(path).map_err(|e| {
-                    config_error(
+                    ConfigError::new(
                         "JWT_PUBLIC_KEY_FILE",
                         format!("cannot read {}: {e}", path.display()),
                     )
                 })?;
-                let family = pem_family(&pem).ok_or_else(|| {
-                    config_error(
+                let kind = PublicKeyKind::of(&pem).ok_or_else(|| {
+                    ConfigError::new(
                         "JWT_PUBLIC_KEY_FILE",
                         format!(
                             "{} is not a PEM RSA, EC or Ed25519 public key",
@@ -113,7 +149,7 @@ impl KeySource {
                 Self::PublicKey {
                     path: path.clone(),
                     pem: pem.into(),
-                    family,
+                    kind,
                 }
             }
             (None, None) => Self::Demo(Secret::random()),
@@ -123,7 +159,7 @@ impl KeySource {
             .iter()
             .find(|a| a.family() != source.family())
         {
-            return Err(config_error(
+            return Err(ConfigError::new(
                 "JWT_ALGORITHMS",
                 format!(
                     "{bad:?} does not fit the configured key, which takes {}",
@@ -138,7 +174,7 @@ impl KeySource {
     pub fn family(&self) -> AlgorithmFamily {
         match self {
             Self::Demo(_) | Self::Hmac(_) => AlgorithmFamily::Hmac,
-            Self::PublicKey { family, .. } => *family,
+            Self::PublicKey { kind, .. } => kind.family(),
         }
     }
 
@@ -150,6 +186,12 @@ impl KeySource {
         }
     }
 
+    /// An HS256 secret shorter than 32 bytes can be brute-forced offline
+    /// from any token signed with it; the service warns at start-up.
+    pub fn is_weak(&self) -> bool {
+        matches!(self, Self::Hmac(s) if s.expose().len() < 32)
+    }
+
     /// True in demo mode.
     pub fn is_demo(&self) -> bool {
         matches!(self, Self::Demo(_))
@@ -158,19 +200,8 @@ impl KeySource {
     fn decoding_key(&self) -> Result<DecodingKey, jsonwebtoken::errors::Error> {
         match self {
             Self::Demo(s) | Self::Hmac(s) => DecodingKey::from_secret(s.expose()),
-            Self::PublicKey { pem, family, .. } => match family {
-                AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(pem),
-                AlgorithmFamily::Ec => DecodingKey::from_ec_pem(pem),
-                AlgorithmFamily::Ed | AlgorithmFamily::Hmac => DecodingKey::from_ed_pem(pem),
-            },
+            Self::PublicKey { pem, kind, .. } => kind.decoding_key(pem),
         }
-    }
-}
-
-fn config_error(variable: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        variable,
-        message: message.into(),
     }
 }
 
@@ -180,19 +211,6 @@ fn names(algorithms: &[Algorithm]) -> String {
         .map(|a| format!("{a:?}"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Which family a PEM public key belongs to, if any.
-fn pem_family(pem: &[u8]) -> Option<AlgorithmFamily> {
-    if DecodingKey::from_rsa_pem(pem).is_ok() {
-        Some(AlgorithmFamily::Rsa)
-    } else if DecodingKey::from_ec_pem(pem).is_ok() {
-        Some(AlgorithmFamily::Ec)
-    } else if DecodingKey::from_ed_pem(pem).is_ok() {
-        Some(AlgorithmFamily::Ed)
-    } else {
-        None
-    }
 }
 
 /// The verified identity behind a request.
@@ -261,7 +279,7 @@ impl Verifier {
     ) -> Result<Self, ConfigError> {
         let key = keys
             .decoding_key()
-            .map_err(|e| config_error("JWT_PUBLIC_KEY_FILE", format!("unusable key: {e}")))?;
+            .map_err(|e| ConfigError::new("JWT_PUBLIC_KEY_FILE", format!("unusable key: {e}")))?;
         let algorithms = if args.jwt_algorithms.is_empty() {
             match keys.family() {
                 AlgorithmFamily::Hmac => vec![Algorithm::HS256],

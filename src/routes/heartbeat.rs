@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -181,17 +181,6 @@ struct ValidBody {
 /// contract orders them.
 struct HeartbeatBody(ValidBody);
 
-/// The fields we read; anything else is ignored. Types are checked by hand
-/// so each mistake gets its own message and code.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawBody {
-    module: Option<Value>,
-    client_id: Option<Value>,
-    page: Option<Value>,
-    resource: Option<Value>,
-}
-
 impl FromRequest<AppState> for HeartbeatBody {
     type Rejection = ApiError;
 
@@ -224,9 +213,12 @@ fn parse_body(bytes: &[u8], state: &AppState) -> Result<ValidBody, ApiError> {
             r#"body is empty; send {"module": "<code>"}"#.into(),
         ));
     }
-    let raw: RawBody = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::InvalidBody(format!("body is not a JSON object: {e}")))?;
-    let module = match raw.module {
+    // Parsed as a map, not a struct: serde would take `["pms"]` for one.
+    // Fields are read by hand so each mistake gets its own message and code;
+    // unknown fields (a `userId` among them) are ignored.
+    let mut body: Map<String, Value> = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::InvalidBody(format!("body must be a JSON object: {e}")))?;
+    let module = match body.remove("module") {
         Some(Value::String(code)) => state.modules.by_code(&code).ok_or_else(|| {
             ApiError::InvalidModule(format!(
                 "unknown module `{}`; expected one of: {}",
@@ -247,17 +239,17 @@ fn parse_body(bytes: &[u8], state: &AppState) -> Result<ValidBody, ApiError> {
     Ok(ValidBody {
         module,
         client: optional(
-            raw.client_id,
+            body.remove("clientId"),
             ClientId::parse,
             "clientId must be a string of 1 to 64 of [A-Za-z0-9_-]",
         )?,
         page: optional(
-            raw.page,
+            body.remove("page"),
             Page::parse,
             length_message("page", MAX_PAGE_LEN).as_str(),
         )?,
         resource: optional(
-            raw.resource,
+            body.remove("resource"),
             ResourceId::parse,
             length_message("resource", MAX_RESOURCE_LEN).as_str(),
         )?,

@@ -98,3 +98,19 @@ pub(crate) async fn within_deadline<T>(
         )))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_that_never_answers_is_503_after_the_deadline() {
+        let started = tokio::time::Instant::now();
+        let err = within_deadline(std::future::pending::<Result<(), StoreError>>())
+            .await
+            .expect_err("a hung store must not hang the request");
+        assert_eq!(err.code(), "store_unavailable");
+        assert_eq!(err.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(started.elapsed(), STORE_DEADLINE);
+    }
+}

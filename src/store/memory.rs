@@ -142,8 +142,8 @@ impl PresenceIndex {
         }
     }
 
-    /// Users whose latest heartbeat is after `cutoff`.
-    fn live(&mut self, cutoff: Millis) -> u64 {
+    /// Forgets entries at or before `cutoff`, then counts the users left.
+    fn prune_and_count(&mut self, cutoff: Millis) -> u64 {
         self.prune(cutoff);
         self.latest.len() as u64
     }
@@ -177,6 +177,12 @@ impl MemoryStore {
         }
     }
 
+    /// How many sessions are held in memory, live or expired but not yet
+    /// swept.
+    pub fn sessions_in_memory(&self) -> usize {
+        self.lock().0.by_time.len()
+    }
+
     /// Locks the state, rolling `today` over first if the day has changed.
     /// Returns the guard, `now` and the liveness cutoff.
     fn lock(&self) -> (MutexGuard<'_, State>, Millis, Millis) {
@@ -190,7 +196,8 @@ impl MemoryStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = self.shared.clock.now_ms();
         let ttl = self.shared.ttl;
-        if now >= state.next_day_start || now < state.day_start {
+        // Only forward: a wall clock stepping back must not undo today.
+        if now >= state.next_day_start {
             state.roll_day(self.shared.timezone, now, ttl);
         }
         (state, now, now - ttl)
@@ -198,92 +205,22 @@ impl MemoryStore {
 
     fn heartbeat_sync(&self, beat: Heartbeat) -> HeartbeatAck {
         let (mut st, now, cutoff) = self.lock();
-        let user = beat.user;
-        let mut touched: Vec<ModuleId> = vec![beat.module];
-
-        // Sessions of this user that are already dead go first, so they
-        // neither count toward the cap nor get revived.
-        let sessions = st.users.entry(user.clone()).or_default();
-        let expired: Vec<Option<ClientId>> = sessions
-            .iter()
-            .filter(|s| s.last_seen <= cutoff)
-            .map(|s| s.client.clone())
-            .collect();
-        for client in expired {
-            if let Some(s) = st.remove_session(&user, client.as_ref()) {
-                touched.push(s.module);
-            }
-        }
-
-        let sessions = st.users.entry(user.clone()).or_default();
-        let existing = sessions.iter().position(|s| s.client == beat.client);
-        if existing.is_none() && sessions.len() >= self.shared.max_sessions_per_user {
-            let oldest = sessions
-                .iter()
-                .min_by_key(|s| s.last_seen)
-                .map(|s| s.client.clone());
-            if let Some(client) = oldest
-                && let Some(s) = st.remove_session(&user, client.as_ref())
-            {
-                touched.push(s.module);
-            }
-        }
-
-        let key: SessionKey = (user.clone(), beat.client.clone());
-        let sessions = st.users.entry(user.clone()).or_default();
-        let (old_time, old_resource) = match sessions.iter_mut().find(|s| s.client == beat.client) {
-            Some(s) => {
-                let old = (s.last_seen, s.resource.clone());
-                if s.module != beat.module {
-                    touched.push(s.module);
-                    s.module = beat.module;
-                    s.started_at = now;
-                }
-                if s.resource != beat.resource {
-                    s.resource_since = now;
-                }
-                s.resource.clone_from(&beat.resource);
-                s.page = beat.page;
-                s.last_seen = now;
-                (Some(old.0), old.1)
-            }
-            None => {
-                sessions.push(Session {
-                    client: beat.client,
-                    module: beat.module,
-                    page: beat.page,
-                    resource: beat.resource.clone(),
-                    started_at: now,
-                    resource_since: now,
-                    last_seen: now,
-                });
-                (None, None)
-            }
-        };
-        if let Some(old) = old_time {
-            st.by_time.remove(&(old, key.clone()));
-        }
-        st.by_time.insert((now, key.clone()));
-        if old_resource != beat.resource {
-            if let Some(r) = old_resource {
-                st.unindex_resource(&r, &key);
-            }
-            if let Some(r) = beat.resource {
-                st.resources.entry(r).or_default().insert(key);
-            }
-        }
-
+        let user = beat.user.clone();
+        let module = beat.module;
+        let cap = self.shared.max_sessions_per_user;
+        let mut touched = st.make_room(&user, beat.client.as_ref(), cutoff, cap);
+        touched.push(module);
+        touched.extend(st.upsert(beat, now));
         touched.sort_unstable();
         touched.dedup();
-        for module in touched {
-            st.refresh_presence(&user, Some(module));
+        for m in touched {
+            st.refresh_presence(&user, Some(m), cutoff);
         }
-        st.refresh_presence(&user, None);
-        let m = beat.module.index();
-        st.today[m].insert(user.clone());
-        st.total[m].insert(user);
+        st.refresh_presence(&user, None, cutoff);
+        st.today[module.index()].insert(user.clone());
+        st.total[module.index()].insert(user);
         HeartbeatAck {
-            active_users: st.anywhere.live(cutoff),
+            active_users: st.anywhere.prune_and_count(cutoff),
             at: now,
         }
     }
@@ -307,9 +244,9 @@ impl MemoryStore {
             }
         }
         for module in touched {
-            st.refresh_presence(user, Some(module));
+            st.refresh_presence(user, Some(module), cutoff);
         }
-        st.refresh_presence(user, None);
+        st.refresh_presence(user, None, cutoff);
         ended
     }
 
@@ -322,7 +259,7 @@ impl MemoryStore {
             .zip(&st.today)
             .zip(&st.total)
             .map(|((presence, today), total)| ModuleCounts {
-                active_now: presence.live(cutoff),
+                active_now: presence.prune_and_count(cutoff),
                 today: today.len() as u64,
                 total_users: total.len() as u64,
             })
@@ -398,14 +335,13 @@ impl MemoryStore {
     fn sweep_batch(&self) -> usize {
         let (mut st, _now, cutoff) = self.lock();
         let mut removed = 0;
-        while removed < SWEEP_BATCH {
-            let Some((ts, (user, client))) = st.by_time.first().cloned() else {
-                break;
-            };
-            if ts > cutoff {
-                break;
+        while removed < SWEEP_BATCH && st.by_time.first().is_some_and(|(ts, _)| *ts <= cutoff) {
+            // Popping first guarantees progress even if the indexes were
+            // ever to disagree.
+            if let Some((_, (user, client))) = st.by_time.pop_first() {
+                let gone = st.remove_session(&user, client.as_ref());
+                debug_assert!(gone.is_some(), "by_time and users agree");
             }
-            st.remove_session(&user, client.as_ref());
             removed += 1;
         }
         // A session that left memory was past the TTL, and so is every
@@ -419,6 +355,90 @@ impl MemoryStore {
 }
 
 impl State {
+    /// Before a heartbeat of (user, client): removes the user's expired
+    /// sessions (a dead session is never revived) and, when the heartbeat
+    /// would open a session beyond `cap`, the least recently seen one.
+    /// Returns the modules of the removed sessions.
+    fn make_room(
+        &mut self,
+        user: &UserId,
+        client: Option<&ClientId>,
+        cutoff: Millis,
+        cap: usize,
+    ) -> Vec<ModuleId> {
+        let Some(sessions) = self.users.get(user) else {
+            return Vec::new();
+        };
+        let (live, expired): (Vec<&Session>, Vec<&Session>) =
+            sessions.iter().partition(|s| s.last_seen > cutoff);
+        let mut doomed: Vec<Option<ClientId>> = expired.iter().map(|s| s.client.clone()).collect();
+        let opens_a_session = !live.iter().any(|s| s.client.as_ref() == client);
+        if opens_a_session && live.len() >= cap {
+            doomed.extend(
+                live.iter()
+                    .min_by_key(|s| s.last_seen)
+                    .map(|s| s.client.clone()),
+            );
+        }
+        doomed
+            .into_iter()
+            .filter_map(|c| self.remove_session(user, c.as_ref()))
+            .map(|s| s.module)
+            .collect()
+    }
+
+    /// Creates or refreshes the session of `beat` and its `by_time` and
+    /// `resources` entries. Returns the module it moved from, if it moved.
+    fn upsert(&mut self, beat: Heartbeat, now: Millis) -> Option<ModuleId> {
+        let key: SessionKey = (beat.user.clone(), beat.client.clone());
+        let sessions = self.users.entry(beat.user).or_default();
+        let mut moved_from = None;
+        let previous = match sessions.iter_mut().find(|s| s.client == beat.client) {
+            Some(s) => {
+                let previous = (s.last_seen, s.resource.clone());
+                if s.module != beat.module {
+                    moved_from = Some(s.module);
+                    s.module = beat.module;
+                    s.started_at = now;
+                }
+                if s.resource != beat.resource {
+                    s.resource_since = now;
+                }
+                s.resource.clone_from(&beat.resource);
+                s.page = beat.page;
+                s.last_seen = now;
+                Some(previous)
+            }
+            None => {
+                sessions.push(Session {
+                    client: beat.client,
+                    module: beat.module,
+                    page: beat.page,
+                    resource: beat.resource.clone(),
+                    started_at: now,
+                    resource_since: now,
+                    last_seen: now,
+                });
+                None
+            }
+        };
+        let (old_time, old_resource) = previous.unzip();
+        if let Some(old) = old_time {
+            self.by_time.remove(&(old, key.clone()));
+        }
+        self.by_time.insert((now, key.clone()));
+        let old_resource = old_resource.flatten();
+        if old_resource != beat.resource {
+            if let Some(r) = old_resource {
+                self.unindex_resource(&r, &key);
+            }
+            if let Some(r) = beat.resource {
+                self.resources.entry(r).or_default().insert(key);
+            }
+        }
+        moved_from
+    }
+
     fn session(&self, user: &UserId, client: Option<&ClientId>) -> Option<&Session> {
         self.users
             .get(user)?
@@ -452,12 +472,12 @@ impl State {
         }
     }
 
-    /// Recomputes the user's latest heartbeat in `module` (or anywhere, for
-    /// `None`) from their sessions.
-    fn refresh_presence(&mut self, user: &UserId, module: Option<ModuleId>) {
+    /// Recomputes the user's latest live heartbeat in `module` (or
+    /// anywhere, for `None`) from their sessions.
+    fn refresh_presence(&mut self, user: &UserId, module: Option<ModuleId>, cutoff: Millis) {
         let latest = self.users.get(user).and_then(|ss| {
             ss.iter()
-                .filter(|s| module.is_none_or(|m| s.module == m))
+                .filter(|s| s.last_seen > cutoff && module.is_none_or(|m| s.module == m))
                 .map(|s| s.last_seen)
                 .max()
         });

@@ -273,21 +273,27 @@ async fn integer_and_string_sub_are_one_user() {
 async fn user_claim_falls_back_to_user_id_then_id() {
     let app = spawn_app().await;
     let exp = app.now_s() + 60;
-    app.beat(
-        &sign(&json!({"userId": 7, "exp": exp})),
-        json!({"module": "pms"}),
-    )
-    .await;
-    app.beat(
-        &sign(&json!({"id": "7", "exp": exp})),
-        json!({"module": "pms"}),
-    )
-    .await;
+    let first = app
+        .beat(
+            &sign(&json!({"userId": 7, "exp": exp})),
+            json!({"module": "pms"}),
+        )
+        .await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = app
+        .beat(
+            &sign(&json!({"id": "7", "exp": exp})),
+            json!({"module": "ih"}),
+        )
+        .await;
+    assert_eq!(second.status(), StatusCode::OK);
+    let second: Value = second.json().await.unwrap();
     assert_eq!(
-        app.counts("procurement").await[2],
-        1,
+        second["activeUsers"],
+        json!(1),
         "userId 7 and id \"7\" are one user"
     );
+    assert_eq!(app.counts("procurement").await[2], 1);
     // A configured claim has no fallback.
     let app = spawn_app_with(&["--jwt-secret", SECRET, "--jwt-user-claim", "uid"]).await;
     assert_401(&app, &sign(&json!({"sub": "7", "exp": exp}))).await;

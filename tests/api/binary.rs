@@ -209,6 +209,11 @@ fn help_documents_every_setting_and_its_variable() {
             "{variable} in --help"
         );
     }
+    let with_secret = run_with_env(&[("JWT_SECRET", "do-not-print-me")], &["serve", "--help"]);
+    assert!(
+        !String::from_utf8_lossy(&with_secret.stdout).contains("do-not-print-me"),
+        "--help hides the secret"
+    );
     let top = run_with_env(&[], &["--help"]);
     let help = String::from_utf8_lossy(&top.stdout);
     assert!(help.contains("token") && help.contains("serve"), "{help}");

@@ -129,7 +129,10 @@ async fn invalid_body_is_400_invalid_body() {
     let long = |n: usize| "x".repeat(n);
     for body in [
         json!([1, 2]),
+        json!(["pms", null, null, null]),
+        json!(["pms", "tab1", "/p", "r:1"]),
         json!("pms"),
+        json!(null),
         json!({"module": "pms", "clientId": "has space"}),
         json!({"module": "pms", "clientId": long(65)}),
         json!({"module": "pms", "clientId": 7}),

@@ -57,11 +57,9 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(&["--jwt-secret", SECRET]).await
 }
 
-/// The service with these `presence serve` arguments.
-pub async fn spawn_app_with(args: &[&str]) -> TestApp {
-    if std::env::var_os("TEST_LOG").is_some() {
-        presence::telemetry::init(presence::config::LogFormat::Pretty);
-    }
+/// The state the service would run with for these `presence serve`
+/// arguments, on a [`ManualClock`] at [`start_time`].
+pub fn build_state(args: &[&str]) -> (AppState, Arc<ManualClock>, presence::config::Config) {
     let config = serve_config(args);
     let clock = Arc::new(ManualClock::new(start_time()));
     let store = Store::Memory(MemoryStore::new(
@@ -69,6 +67,15 @@ pub async fn spawn_app_with(args: &[&str]) -> TestApp {
         clock.clone(),
     ));
     let state = AppState::new(&config, store, clock.clone()).unwrap();
+    (state, clock, config)
+}
+
+/// The service with these `presence serve` arguments.
+pub async fn spawn_app_with(args: &[&str]) -> TestApp {
+    if std::env::var_os("TEST_LOG").is_some() {
+        presence::telemetry::init(presence::config::LogFormat::Pretty);
+    }
+    let (state, clock, config) = build_state(args);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = presence::app(state.clone(), &config.args.cors_allowed_origins);

@@ -236,12 +236,15 @@ pub async fn today_rolls_over_at_local_midnight(make: impl Factory) {
     );
     f.beat("new", None, "pms").await;
     assert_eq!(f.counts().await[0], [2, 2, 3]);
-    // In UTC terms midnight New York was 05:00; UTC midnight changes nothing.
-    f.advance(Duration::from_secs(24 * 3600));
+    // 20:00 in New York is 01:00 UTC on the 16th: UTC midnight changes nothing.
+    f.advance(Duration::from_secs(20 * 3600 - 60));
+    f.beat("evening", None, "pms").await;
+    assert_eq!(f.counts().await[0], [1, 3, 4], "still the 15th in New York");
+    f.advance(Duration::from_secs(4 * 3600 + 60)); // 00:01 on the 16th
     assert_eq!(
         f.counts().await[0],
-        [0, 0, 3],
-        "a day later nobody is live or here today"
+        [0, 0, 4],
+        "a new day: nobody is live or here today yet"
     );
 }
 
@@ -345,7 +348,7 @@ enum Op {
     Beat {
         user: u8,
         client: Option<u8>,
-        module: bool,
+        pms: bool,
     },
     Leave {
         user: u8,
@@ -355,7 +358,7 @@ enum Op {
         user: u8,
     },
     Advance {
-        secs: u16,
+        secs: u32,
     },
     Sweep,
 }
@@ -363,10 +366,11 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0..8u8, proptest::option::of(0..3u8), any::<bool>())
-            .prop_map(|(user, client, module)| Op::Beat { user, client, module }),
+            .prop_map(|(user, client, pms)| Op::Beat { user, client, pms }),
         1 => (0..8u8, proptest::option::of(0..3u8)).prop_map(|(user, client)| Op::Leave { user, client }),
         1 => (0..8u8).prop_map(|user| Op::Logout { user }),
-        3 => (0..400u16).prop_map(|secs| Op::Advance { secs }),
+        3 => (0..400u32).prop_map(|secs| Op::Advance { secs }),
+        1 => (0..4 * 3600u32).prop_map(|secs| Op::Advance { secs }),
         1 => Just(Op::Sweep),
     ]
 }
@@ -379,29 +383,87 @@ fn block_on<T>(f: impl Future<Output = T>) -> T {
         .block_on(f)
 }
 
-/// Runs `ops` against a store and, after each, checks the counts against
-/// a model: the invariant, and activeNow equal to what the model says.
-async fn check_against_model(f: &Fixture, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    use std::collections::HashMap;
-    // (user, client) -> (module is pms, last_seen)
-    let mut model: HashMap<(u8, Option<u8>), (bool, i64)> = HashMap::new();
+/// What the store should say, computed the plain way.
+struct Model {
+    timezone: Tz,
+    /// (user, client) -> (in pms, last heartbeat)
+    sessions: std::collections::HashMap<(u8, Option<u8>), (bool, i64)>,
+    today: [std::collections::HashSet<u8>; 2],
+    total: [std::collections::HashSet<u8>; 2],
+    day: chrono::NaiveDate,
+}
+
+impl Model {
+    fn date(&self, ms: i64) -> chrono::NaiveDate {
+        DateTime::<Utc>::from_timestamp_millis(ms)
+            .unwrap()
+            .with_timezone(&self.timezone)
+            .date_naive()
+    }
+
+    /// A new local day: today is whoever was live at its midnight.
+    fn roll_day(&mut self, now: i64, ttl: i64) {
+        use chrono::TimeZone;
+        let day = self.date(now);
+        if day == self.day {
+            return;
+        }
+        self.day = day;
+        let midnight = self
+            .timezone
+            .from_local_datetime(&day.and_hms_opt(0, 0, 0).unwrap())
+            .unwrap()
+            .timestamp_millis();
+        for (i, today) in self.today.iter_mut().enumerate() {
+            *today = self
+                .sessions
+                .iter()
+                .filter(|(_, (pms, seen))| *pms == (i == 0) && *seen > midnight - ttl)
+                .map(|((u, _), _)| *u)
+                .collect();
+        }
+    }
+
+    fn active(&self, i: usize, now: i64, ttl: i64) -> u64 {
+        let mut live: Vec<u8> = self
+            .sessions
+            .iter()
+            .filter(|(_, (pms, seen))| *pms == (i == 0) && now - seen < ttl)
+            .map(|((u, _), _)| *u)
+            .collect();
+        live.sort_unstable();
+        live.dedup();
+        live.len() as u64
+    }
+}
+
+/// Runs `ops` against a store and, after each, checks every count against
+/// the model, and the contract's invariant.
+async fn check_against_model(f: &Fixture, timezone: Tz, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let ttl = i64::try_from(TTL.as_millis()).unwrap();
+    let mut model = Model {
+        timezone,
+        sessions: Default::default(),
+        today: Default::default(),
+        total: Default::default(),
+        day: chrono::NaiveDate::MIN,
+    };
+    model.roll_day(f.clock.now_ms(), ttl);
     for op in ops {
         let now = f.clock.now_ms();
         match op {
-            Op::Beat {
-                user,
-                client,
-                module,
-            } => {
-                let code = if module { "pms" } else { "ih" };
+            Op::Beat { user, client, pms } => {
+                let code = if pms { "pms" } else { "ih" };
                 f.beat(
                     &user.to_string(),
                     client.map(|c| format!("c{c}")).as_deref(),
                     code,
                 )
                 .await;
-                model.insert((user, client), (module, now));
+                model.sessions.insert((user, client), (pms, now));
+                let i = usize::from(!pms);
+                model.today[i].insert(user);
+                model.total[i].insert(user);
             }
             Op::Leave { user, client } => {
                 let c = client.map(|c| ClientId::parse(&format!("c{c}")).unwrap());
@@ -412,47 +474,95 @@ async fn check_against_model(f: &Fixture, ops: Vec<Op>) -> Result<(), TestCaseEr
                     )
                     .await
                     .unwrap();
-                model.remove(&(user, client));
+                model.sessions.remove(&(user, client));
             }
             Op::Logout { user } => {
                 f.store
                     .leave(&UserId::parse(&user.to_string()).unwrap(), Leave::All)
                     .await
                     .unwrap();
-                model.retain(|(u, _), _| *u != user);
+                model.sessions.retain(|(u, _), _| *u != user);
             }
-            Op::Advance { secs } => f.advance(Duration::from_secs(u64::from(secs))),
+            Op::Advance { secs } => {
+                f.advance(Duration::from_secs(u64::from(secs)));
+                model.roll_day(f.clock.now_ms(), ttl);
+            }
             Op::Sweep => {
                 f.store.sweep().await.unwrap();
             }
         }
         let now = f.clock.now_ms();
         let counts = f.counts().await;
-        for (i, pms) in [(0, true), (1, false)] {
-            let [active, today, total] = counts[i];
-            let mut live: Vec<u8> = model
-                .iter()
-                .filter(|(_, (m, seen))| *m == pms && now - seen < ttl)
-                .map(|((u, _), _)| *u)
-                .collect();
-            live.sort_unstable();
-            live.dedup();
+        for (i, [active, today, total]) in counts.into_iter().enumerate() {
             prop_assert!(
                 active <= today && today <= total,
                 "{active} <= {today} <= {total}"
             );
-            prop_assert_eq!(active, live.len() as u64, "activeNow of module {}", i);
+            prop_assert_eq!(
+                active,
+                model.active(i, now, ttl),
+                "activeNow of module {}",
+                i
+            );
+            prop_assert_eq!(today, model.today[i].len() as u64, "today of module {}", i);
+            prop_assert_eq!(
+                total,
+                model.total[i].len() as u64,
+                "totalUsers of module {}",
+                i
+            );
         }
     }
     Ok(())
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
+    // Starts half an hour before midnight in Kolkata, so runs cross one or
+    // more local midnights with sessions live across them.
     #[test]
-    fn memory_counts_match_a_model_under_random_operations(ops in proptest::collection::vec(op(), 1..60)) {
-        let f = memory(start_time(), "Asia/Kolkata".parse().unwrap());
-        block_on(check_against_model(&f, ops))?;
+    fn memory_counts_match_a_model_under_random_operations(ops in proptest::collection::vec(op(), 1..80)) {
+        let timezone: Tz = "Asia/Kolkata".parse().unwrap();
+        let start = DateTime::parse_from_rfc3339("2026-01-14T23:30:00+05:30").unwrap().with_timezone(&Utc);
+        let f = memory(start, timezone);
+        block_on(check_against_model(&f, timezone, ops))?;
     }
+}
+
+// The sweeper task removes expired sessions from memory every interval.
+#[tokio::test(start_paused = true)]
+async fn the_sweeper_frees_expired_sessions_every_interval() {
+    use tokio_util::sync::CancellationToken;
+
+    let (state, clock, _) =
+        super::helpers::build_state(&["--jwt-secret", "s", "--sweep-interval", "1m"]);
+    let Store::Memory(memory) = state.store.clone();
+    let pms = state.modules.by_code("pms").unwrap();
+    for who in ["A", "B"] {
+        let beat = Heartbeat {
+            user: user(who),
+            client: None,
+            module: pms,
+            page: None,
+            resource: None,
+        };
+        state.store.heartbeat(beat).await.unwrap();
+    }
+    assert_eq!(memory.sessions_in_memory(), 2);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(presence::sweeper::run(
+        state.clone(),
+        Duration::from_secs(60),
+        cancel.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(memory.sessions_in_memory(), 2, "nothing expired yet");
+    clock.advance(TTL);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(memory.sessions_in_memory(), 2, "the next sweep has not run");
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert_eq!(memory.sessions_in_memory(), 0, "swept at the next tick");
+    cancel.cancel();
+    task.await.unwrap();
 }
