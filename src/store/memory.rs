@@ -26,9 +26,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
+use super::day::day_bounds;
 use super::{
     Cursor, Heartbeat, HeartbeatAck, Leave, ModuleCounts, ModuleSnapshot, ResourceViewers,
     SessionInfo, SessionPage, SessionStore, StoreError, Viewer,
@@ -505,31 +505,6 @@ impl State {
             );
         }
     }
-}
-
-/// The start of the local day containing `now`, and of the next one.
-fn day_bounds(timezone: Tz, now: Millis) -> (Millis, Millis) {
-    let local = DateTime::<Utc>::from_timestamp_millis(now)
-        .unwrap_or_default()
-        .with_timezone(&timezone);
-    let date = local.date_naive();
-    let next = date.succ_opt().unwrap_or(date);
-    (
-        local_midnight(timezone, date),
-        local_midnight(timezone, next),
-    )
-}
-
-/// The instant the local day `date` starts in `timezone`. Where a DST change
-/// skips midnight, the day starts at the first local time that exists.
-fn local_midnight(timezone: Tz, date: NaiveDate) -> Millis {
-    (0..=3)
-        .filter_map(|h| NaiveTime::from_hms_opt(h, 0, 0))
-        .find_map(|t| timezone.from_local_datetime(&date.and_time(t)).earliest())
-        .map_or_else(
-            || date.and_time(NaiveTime::MIN).and_utc().timestamp_millis(),
-            |dt| dt.timestamp_millis(),
-        )
 }
 
 impl SessionStore for MemoryStore {

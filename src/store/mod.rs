@@ -16,6 +16,7 @@ use std::future::Future;
 use crate::clock::Millis;
 use crate::domain::{ClientId, ModuleId, Page, ResourceId, UserId};
 
+mod day;
 pub mod memory;
 
 pub use memory::MemoryStore;
