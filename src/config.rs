@@ -77,6 +77,20 @@ pub struct ServeArgs {
     #[arg(long, env = "STORE", value_enum, default_value_t = StoreKind::Memory)]
     pub store: StoreKind,
 
+    /// Redis to use with STORE=redis.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    pub redis_url: String,
+
+    /// Prefix (and hash tag) of every Redis key, so several deployments can
+    /// share one Redis.
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "presence", value_parser = parse_key_prefix)]
+    pub redis_key_prefix: String,
+
     /// Comma-separated origins allowed by CORS.
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub cors_allowed_origins: Vec<String>,
@@ -180,6 +194,8 @@ impl fmt::Debug for JwtArgs {
 pub enum StoreKind {
     /// This process's memory.
     Memory,
+    /// Redis, shared by every instance.
+    Redis,
 }
 
 /// Log line format.
@@ -277,6 +293,15 @@ impl ServeArgs {
                 ));
             }
         }
+        if self.store == StoreKind::Redis {
+            let url = redis::IntoConnectionInfo::into_connection_info(self.redis_url.as_str());
+            if let Err(e) = url {
+                return Err(ConfigError::new(
+                    "REDIS_URL",
+                    format!("expected a URL like redis://127.0.0.1:6379 ({e})"),
+                ));
+            }
+        }
         let keys = KeySource::from_args(&self.jwt)?;
         Ok(Config { args: self, keys })
     }
@@ -289,6 +314,17 @@ impl ServeArgs {
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
         .map_err(|e| format!("expected a duration like 45s or 5m ({e})"))
+}
+
+fn parse_key_prefix(s: &str) -> Result<String, String> {
+    let ok = (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("expected 1 to 64 printable characters without braces".into())
+    }
 }
 
 fn parse_timezone(s: &str) -> Result<Tz, String> {
@@ -382,9 +418,17 @@ mod tests {
 
     #[test]
     fn unknown_store_lists_the_possible_values() {
-        let err = serve(&["--store", "redis"]).unwrap_err();
+        let err = serve(&["--store", "postgres"]).unwrap_err();
         assert!(err.starts_with("STORE (--store)"), "{err}");
-        assert!(err.contains("memory"), "{err}");
+        assert!(err.contains("memory") && err.contains("redis"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_redis_url_names_the_variable() {
+        let err = serve(&["--store", "redis", "--redis-url", "http://x"]).unwrap_err();
+        assert!(err.starts_with("REDIS_URL:"), "{err}");
+        let err = serve(&["--redis-key-prefix", "a{b}"]).unwrap_err();
+        assert!(err.starts_with("REDIS_KEY_PREFIX"), "{err}");
     }
 
     #[test]

@@ -147,6 +147,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(_) => Self::StoreUnavailable(e),
+            StoreError::Backend(detail) => Self::Internal(detail),
         }
     }
 }

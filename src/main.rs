@@ -6,10 +6,8 @@ use std::sync::Arc;
 use clap::Parser;
 use presence::auth::{KeySource, mint};
 use presence::clock::{Clock, SystemClock};
-use presence::config::{
-    Cli, Command, Config, ConfigError, ServeArgs, StoreKind, TokenArgs, one_line,
-};
-use presence::store::{MemoryStore, Store, memory::MemoryConfig};
+use presence::config::{Cli, Command, Config, ConfigError, ServeArgs, TokenArgs, one_line};
+use presence::store::{Store, TimeSource};
 use presence::{AppState, telemetry};
 
 fn main() -> ExitCode {
@@ -81,11 +79,9 @@ fn serve(args: ServeArgs) -> ExitCode {
 async fn run(config: Config) -> ExitCode {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let args = &config.args;
-    let store = match args.store {
-        StoreKind::Memory => Store::Memory(MemoryStore::new(
-            &MemoryConfig::from_args(args),
-            clock.clone(),
-        )),
+    let store = match Store::open(args, clock.clone(), TimeSource::Redis) {
+        Ok(store) => store,
+        Err(e) => return config_failure(&e.to_string()),
     };
     let state = match AppState::new(&config, store, clock.clone()) {
         Ok(state) => state,

@@ -12,14 +12,19 @@
 //! that has a shared clock of its own (Redis) can use it.
 
 use std::future::Future;
+use std::sync::Arc;
 
-use crate::clock::Millis;
+use crate::clock::{Clock, Millis};
+use crate::config::{ConfigError, ServeArgs, StoreKind};
 use crate::domain::{ClientId, ModuleId, Page, ResourceId, UserId};
 
 mod day;
 pub mod memory;
+pub mod redis;
 
+use memory::MemoryConfig;
 pub use memory::MemoryStore;
+pub use redis::{RedisConfig, RedisStore, TimeSource};
 
 /// Why a store could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +32,9 @@ pub enum StoreError {
     /// The backend cannot be reached now; the request may be retried.
     #[error("session store unavailable: {0}")]
     Unavailable(String),
+    /// The backend answered, but not as expected (a bug, not an outage).
+    #[error("session store failed: {0}")]
+    Backend(String),
 }
 
 /// One heartbeat, already validated.
@@ -192,13 +200,46 @@ pub trait SessionStore: Send + Sync + 'static {
 pub enum Store {
     /// Sessions in this process's memory (`STORE=memory`).
     Memory(MemoryStore),
+    /// Sessions in Redis, shared by every instance (`STORE=redis`).
+    Redis(RedisStore),
 }
 
 impl Store {
+    /// The store the settings ask for. With `STORE=redis`, `redis_time`
+    /// says whose clock decides liveness (Redis's own in production).
+    ///
+    /// # Errors
+    /// An unusable `REDIS_URL`.
+    pub fn open(
+        args: &ServeArgs,
+        clock: Arc<dyn Clock>,
+        redis_time: TimeSource,
+    ) -> Result<Self, ConfigError> {
+        Ok(match args.store {
+            StoreKind::Memory => {
+                Self::Memory(MemoryStore::new(&MemoryConfig::from_args(args), clock))
+            }
+            StoreKind::Redis => {
+                let config = RedisConfig {
+                    url: args.redis_url.clone(),
+                    key_prefix: args.redis_key_prefix.clone(),
+                    modules: args.modules.clone(),
+                    session_ttl: args.session_ttl,
+                    timezone: args.stats_timezone,
+                    max_sessions_per_user: usize::from(args.max_sessions_per_user),
+                };
+                let store = RedisStore::new(config, clock, redis_time)
+                    .map_err(|e| ConfigError::new("REDIS_URL", e.to_string()))?;
+                Self::Redis(store)
+            }
+        })
+    }
+
     /// The backend's name, for logs and `/readyz`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Memory(_) => "memory",
+            Self::Redis(_) => "redis",
         }
     }
 }
@@ -208,6 +249,7 @@ macro_rules! delegate {
     ($self:ident, $store:ident => $call:expr) => {
         match $self {
             Store::Memory($store) => $call.await,
+            Store::Redis($store) => $call.await,
         }
     };
 }

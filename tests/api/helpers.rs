@@ -9,8 +9,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use presence::AppState;
 use presence::clock::ManualClock;
 use presence::config::{Cli, Command};
-use presence::store::memory::MemoryConfig;
-use presence::store::{MemoryStore, Store};
+use presence::store::{Store, TimeSource};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -62,10 +61,12 @@ pub async fn spawn_app() -> TestApp {
 pub fn build_state(args: &[&str]) -> (AppState, Arc<ManualClock>, presence::config::Config) {
     let config = serve_config(args);
     let clock = Arc::new(ManualClock::new(start_time()));
-    let store = Store::Memory(MemoryStore::new(
-        &MemoryConfig::from_args(&config.args),
+    let store = Store::open(
+        &config.args,
         clock.clone(),
-    ));
+        TimeSource::Clock(clock.clone()),
+    )
+    .unwrap();
     let state = AppState::new(&config, store, clock.clone()).unwrap();
     (state, clock, config)
 }

@@ -12,4 +12,5 @@ mod binary;
 mod heartbeat;
 mod helpers;
 mod http;
+mod redis_server;
 mod store_contract;

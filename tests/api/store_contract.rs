@@ -12,7 +12,9 @@ use chrono_tz::Tz;
 use presence::clock::{Clock, ManualClock};
 use presence::domain::{ClientId, Modules, Page, ResourceId, UserId};
 use presence::store::memory::MemoryConfig;
-use presence::store::{Heartbeat, Leave, MemoryStore, SessionStore, Store};
+use presence::store::{
+    Heartbeat, Leave, MemoryStore, RedisConfig, RedisStore, SessionStore, Store, TimeSource,
+};
 use proptest::prelude::*;
 
 use super::helpers::start_time;
@@ -47,6 +49,37 @@ pub fn memory(start: DateTime<Utc>, timezone: Tz) -> Fixture {
         clock,
         modules,
     }
+}
+
+/// The same store on Redis: a shared test server, a key prefix of its own.
+pub fn redis(start: DateTime<Utc>, timezone: Tz) -> Fixture {
+    let url = super::redis_server::shared_url().expect("redis-server is available");
+    let clock = Arc::new(ManualClock::new(start));
+    let modules = Modules::default();
+    let config = RedisConfig {
+        url,
+        key_prefix: super::redis_server::unique_prefix("contract"),
+        modules: modules.clone(),
+        session_ttl: TTL,
+        timezone,
+        max_sessions_per_user: 16,
+    };
+    let store = Store::Redis(
+        RedisStore::new(config, clock.clone(), TimeSource::Clock(clock.clone())).unwrap(),
+    );
+    Fixture {
+        store,
+        clock,
+        modules,
+    }
+}
+
+fn redis_available() -> bool {
+    super::redis_server::available()
+}
+
+fn memory_available() -> bool {
+    true
 }
 
 fn user(id: &str) -> UserId {
@@ -318,11 +351,14 @@ pub async fn sessions_page_newest_first_without_gaps(make: impl Factory) {
 }
 
 macro_rules! store_suite {
-    ($backend:ident: $($scenario:ident),* $(,)?) => {
+    ($backend:ident, $available:ident: $($scenario:ident),* $(,)?) => {
         mod $backend {
             $(
                 #[tokio::test]
                 async fn $scenario() {
+                    if !super::$available() {
+                        return;
+                    }
                     super::$scenario(super::$backend).await;
                 }
             )*
@@ -330,7 +366,19 @@ macro_rules! store_suite {
     };
 }
 
-store_suite!(memory:
+store_suite!(memory, memory_available:
+    two_users_then_a_moves,
+    session_expires_after_ttl_but_today_keeps_it,
+    a_heartbeat_after_expiry_starts_a_new_session,
+    client_ids_are_separate_sessions,
+    a_module_keeps_a_user_while_any_session_lives,
+    sessions_per_user_are_capped,
+    today_rolls_over_at_local_midnight,
+    resource_viewers_follow_the_latest_heartbeat,
+    sessions_page_newest_first_without_gaps,
+);
+
+store_suite!(redis, redis_available:
     two_users_then_a_moves,
     session_expires_after_ttl_but_today_keeps_it,
     a_heartbeat_after_expiry_starts_a_new_session,
@@ -524,10 +572,33 @@ proptest! {
     #[test]
     fn memory_counts_match_a_model_under_random_operations(ops in proptest::collection::vec(op(), 1..80)) {
         let timezone: Tz = "Asia/Kolkata".parse().unwrap();
-        let start = DateTime::parse_from_rfc3339("2026-01-14T23:30:00+05:30").unwrap().with_timezone(&Utc);
-        let f = memory(start, timezone);
-        block_on(check_against_model(&f, timezone, ops))?;
+        block_on(async {
+            let f = memory(model_start(), timezone);
+            check_against_model(&f, timezone, ops).await
+        })?;
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn redis_counts_match_a_model_under_random_operations(ops in proptest::collection::vec(op(), 1..60)) {
+        if redis_available() {
+            let timezone: Tz = "Asia/Kolkata".parse().unwrap();
+            block_on(async {
+                let f = redis(model_start(), timezone);
+                check_against_model(&f, timezone, ops).await
+            })?;
+        }
+    }
+}
+
+/// Half an hour before midnight in Kolkata.
+fn model_start() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-01-14T23:30:00+05:30")
+        .unwrap()
+        .with_timezone(&Utc)
 }
 
 // The sweeper task removes expired sessions from memory every interval.
@@ -537,7 +608,9 @@ async fn the_sweeper_frees_expired_sessions_every_interval() {
 
     let (state, clock, _) =
         super::helpers::build_state(&["--jwt-secret", "s", "--sweep-interval", "1m"]);
-    let Store::Memory(memory) = state.store.clone();
+    let Store::Memory(memory) = state.store.clone() else {
+        unreachable!("the default store is memory")
+    };
     let pms = state.modules.by_code("pms").unwrap();
     for who in ["A", "B"] {
         let beat = Heartbeat {

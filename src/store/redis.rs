@@ -1,0 +1,404 @@
+//! The Redis store: every instance behind a load balancer sees one truth.
+//!
+//! # Data model
+//! All keys live under one hash tag, `{REDIS_KEY_PREFIX}`, so the scripts
+//! also run on Redis Cluster.
+//! - `{p}:sess:<user>` hash: client id (`""` for the default session) to the
+//!   session as JSON (module, startedAt, resourceSince, lastSeen, page,
+//!   resource); the source of truth. Expires `2 × SESSION_TTL` after the
+//!   user's last heartbeat as a backstop to the sweeper.
+//! - `{p}:time` sorted set: every session scored by its last heartbeat; the
+//!   sweeper takes expired ones from its low end, the admin list pages from
+//!   its high end.
+//! - `{p}:pres:<code>` and `{p}:any` sorted sets: each user's latest live
+//!   heartbeat in the module / anywhere. `activeNow` is `ZCOUNT (cutoff +inf`:
+//!   exact at query time in O(log n), with no scan.
+//! - `{p}:today:<code>:<date>` sets (expire after two days) and
+//!   `{p}:total:<code>` sets: exact distinct users. Sets rather than
+//!   HyperLogLog: HLL's ~0.8 % error could report `today < activeNow`, and
+//!   the contract promises `activeNow <= today <= totalUsers`.
+//! - `{p}:res:<resource>` sets: the sessions whose latest heartbeat named it.
+//!
+//! # One round trip, atomic
+//! Each operation is one Lua script (`src/store/redis/*.lua`, sharing
+//! `prelude.lua`), loaded once and called by its SHA (`EVALSHA`, reloaded
+//! by the client on `NOSCRIPT`). A script runs atomically, so concurrent
+//! heartbeats of one user on two instances can never leave a session
+//! counted in two modules.
+//!
+//! # One clock
+//! In production the scripts read Redis's own clock (`TIME`), so instances
+//! never disagree on whether a session is live, whatever their clock skew.
+//! Tests pass the time of a `ManualClock` instead ([`TimeSource::Clock`]).
+//! Local midnights are computed by the instance (Redis knows no time
+//! zones): it sends yesterday's, today's and tomorrow's start, and the
+//! script picks the day Redis's clock falls in, so an instance whose clock
+//! is off by less than a day still files heartbeats under the right date.
+//!
+//! # Faults
+//! The connection is a `redis::aio::ConnectionManager`: multiplexed,
+//! reconnecting by itself with back-off, with connection and response
+//! timeouts of [`REDIS_TIMEOUT`], so with Redis gone requests answer 503
+//! `store_unavailable` quickly and service resumes when Redis returns.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{FromRedisValue, Script, ScriptInvocation, Value};
+use serde::Deserialize;
+
+use super::day::{day_bounds, local_date};
+use super::{
+    Cursor, Heartbeat, HeartbeatAck, Leave, ModuleCounts, ModuleSnapshot, ResourceViewers,
+    SessionInfo, SessionPage, SessionStore, StoreError, Viewer,
+};
+use crate::clock::{Clock, Millis, duration_ms};
+use crate::domain::{ClientId, Modules, Page, ResourceId, UserId};
+
+/// Connection and response timeout for Redis calls.
+pub const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How many expired sessions one sweep script removes.
+const SWEEP_BATCH: i64 = 1000;
+
+macro_rules! script {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("redis/prelude.lua"),
+            "\n",
+            include_str!(concat!("redis/", $file))
+        ))
+    };
+}
+
+/// What the Redis store needs to know.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `REDIS_URL`.
+    pub url: String,
+    /// `REDIS_KEY_PREFIX`, without the braces of the hash tag.
+    pub key_prefix: String,
+    /// The module registry.
+    pub modules: Modules,
+    /// How long a session lives without a heartbeat.
+    pub session_ttl: Duration,
+    /// Where "today" starts.
+    pub timezone: Tz,
+    /// The most sessions one user may hold.
+    pub max_sessions_per_user: usize,
+}
+
+/// Whose clock decides "now".
+#[derive(Debug, Clone)]
+pub enum TimeSource {
+    /// Redis's `TIME`: one clock for every instance (production).
+    Redis,
+    /// The given clock (tests).
+    Clock(Arc<dyn Clock>),
+}
+
+struct Scripts {
+    heartbeat: Script,
+    leave: Script,
+    counts: Script,
+    viewers: Script,
+    sessions: Script,
+    sweep: Script,
+}
+
+/// Sessions in Redis. Cheap to clone: clones share the connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    scripts: Arc<Scripts>,
+    tag: String,
+    time_key: String,
+    codes: String,
+    config: Arc<RedisConfig>,
+    time: TimeSource,
+    /// The instance's clock: only for choosing the local day window.
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("tag", &self.tag)
+            .field("time", &self.time)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// A store on `config.url`. Does not wait for Redis: the first calls
+    /// connect, so the service starts (and `/readyz` says 503) while Redis
+    /// is still down.
+    ///
+    /// # Errors
+    /// The URL cannot be parsed.
+    pub fn new(
+        config: RedisConfig,
+        clock: Arc<dyn Clock>,
+        time: TimeSource,
+    ) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(config.url.as_str())?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)?;
+        let tag = format!("{{{}}}", config.key_prefix);
+        let codes = config
+            .modules
+            .ids()
+            .map(|id| config.modules.get(id).code.clone())
+            .collect::<Vec<_>>()
+            .join(",");
+        Ok(Self {
+            conn,
+            scripts: Arc::new(Scripts {
+                heartbeat: script!("heartbeat.lua"),
+                leave: script!("leave.lua"),
+                counts: script!("counts.lua"),
+                viewers: script!("viewers.lua"),
+                sessions: script!("sessions.lua"),
+                sweep: script!("sweep.lua"),
+            }),
+            time_key: format!("{tag}:time"),
+            tag,
+            codes,
+            config: Arc::new(config),
+            time,
+            clock,
+        })
+    }
+
+    /// Yesterday's, today's and tomorrow's local start as the instance's
+    /// clock sees them, as `start:date,...`.
+    fn day_window(&self) -> String {
+        let tz = self.config.timezone;
+        let (today, tomorrow) = day_bounds(tz, self.clock.now_ms());
+        let (yesterday, _) = day_bounds(tz, today - 1);
+        [yesterday, today, tomorrow]
+            .iter()
+            .map(|start| format!("{start}:{}", local_date(tz, *start)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Prepares `script` with the prelude's arguments.
+    fn invocation<'a>(&self, script: &'a Script) -> ScriptInvocation<'a> {
+        let now = match &self.time {
+            TimeSource::Redis => String::new(),
+            TimeSource::Clock(clock) => clock.now_ms().to_string(),
+        };
+        let mut inv = script.key(&self.time_key);
+        inv.arg(&self.tag)
+            .arg(duration_ms(self.config.session_ttl))
+            .arg(now)
+            .arg(self.day_window())
+            .arg(&self.codes);
+        inv
+    }
+
+    async fn call<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> Result<T, StoreError> {
+        let mut conn = self.conn.clone();
+        inv.invoke_async(&mut conn).await.map_err(store_error)
+    }
+}
+
+fn store_error(e: redis::RedisError) -> StoreError {
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+fn field(client: Option<&ClientId>) -> &str {
+    client.map_or("", ClientId::as_str)
+}
+
+/// A session as the scripts store it.
+#[derive(Deserialize)]
+struct Packed {
+    m: String,
+    st: f64,
+    ls: f64,
+    p: String,
+    r: String,
+}
+
+/// Lua numbers are doubles; ours are whole milliseconds.
+#[allow(clippy::cast_possible_truncation, reason = "whole ms, far below 2^53")]
+fn ms(x: f64) -> Millis {
+    x as Millis
+}
+
+fn malformed(what: &str) -> StoreError {
+    StoreError::Backend(format!("unexpected reply from Redis: {what}"))
+}
+
+fn int(v: &Value) -> Result<i64, StoreError> {
+    match v {
+        Value::Int(i) => Ok(*i),
+        _ => Err(malformed("expected an integer")),
+    }
+}
+
+fn text(v: Value) -> Result<String, StoreError> {
+    redis::from_redis_value(v).map_err(|_| malformed("expected a string"))
+}
+
+impl SessionStore for RedisStore {
+    async fn heartbeat(&self, beat: Heartbeat) -> Result<HeartbeatAck, StoreError> {
+        let mut inv = self.invocation(&self.scripts.heartbeat);
+        let module = &self.config.modules.get(beat.module).code;
+        inv.arg(beat.user.as_str())
+            .arg(field(beat.client.as_ref()))
+            .arg(module)
+            .arg(beat.page.as_ref().map_or("", Page::as_str))
+            .arg(beat.resource.as_ref().map_or("", ResourceId::as_str))
+            .arg(self.config.max_sessions_per_user);
+        let (active, at): (u64, Millis) = self.call(&inv).await?;
+        Ok(HeartbeatAck {
+            active_users: active,
+            at,
+        })
+    }
+
+    async fn leave(&self, user: &UserId, which: Leave) -> Result<usize, StoreError> {
+        let mut inv = self.invocation(&self.scripts.leave);
+        inv.arg(user.as_str());
+        match &which {
+            Leave::All => inv.arg("all").arg(""),
+            Leave::Session(client) => inv.arg("one").arg(field(client.as_ref())),
+        };
+        let (ended, _at): (usize, Millis) = self.call(&inv).await?;
+        Ok(ended)
+    }
+
+    async fn module_counts(&self) -> Result<ModuleSnapshot, StoreError> {
+        let inv = self.invocation(&self.scripts.counts);
+        let flat: Vec<u64> = self.call(&inv).await?;
+        let (at, rest) = flat
+            .split_first()
+            .ok_or_else(|| malformed("empty counts"))?;
+        let counts: Vec<ModuleCounts> = rest
+            .chunks_exact(3)
+            .map(|c| ModuleCounts {
+                active_now: c[0],
+                today: c[1],
+                total_users: c[2],
+            })
+            .collect();
+        if counts.len() != self.config.modules.len() {
+            return Err(malformed("counts for another module registry"));
+        }
+        Ok(ModuleSnapshot {
+            counts,
+            at: Millis::try_from(*at).unwrap_or_default(),
+        })
+    }
+
+    async fn resource_viewers(&self, resource: &ResourceId) -> Result<ResourceViewers, StoreError> {
+        let mut inv = self.invocation(&self.scripts.viewers);
+        inv.arg(resource.as_str());
+        let flat: Vec<Value> = self.call(&inv).await?;
+        let mut it = flat.into_iter();
+        let at = int(&it.next().ok_or_else(|| malformed("empty viewers"))?)?;
+        let mut viewers = Vec::new();
+        while let (Some(user), Some(since), Some(last)) = (it.next(), it.next(), it.next()) {
+            let user = UserId::parse(&text(user)?).ok_or_else(|| malformed("user id"))?;
+            viewers.push(Viewer {
+                user,
+                since: int(&since)?,
+                last_seen: int(&last)?,
+            });
+        }
+        viewers.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.user.cmp(&b.user)));
+        Ok(ResourceViewers { viewers, at })
+    }
+
+    async fn sessions(
+        &self,
+        limit: usize,
+        cursor: Option<Cursor>,
+    ) -> Result<SessionPage, StoreError> {
+        let mut inv = self.invocation(&self.scripts.sessions);
+        inv.arg(limit);
+        match &cursor {
+            Some(c) => {
+                inv.arg(c.last_seen)
+                    .arg(format!("{}\u{1f}{}", field(c.client.as_ref()), c.user))
+            }
+            None => inv.arg("").arg(""),
+        };
+        let flat: Vec<Value> = self.call(&inv).await?;
+        let mut it = flat.into_iter();
+        let at = int(&it.next().ok_or_else(|| malformed("empty page"))?)?;
+        let more = int(&it.next().ok_or_else(|| malformed("empty page"))?)? == 1;
+        let mut sessions = Vec::new();
+        while let (Some(member), Some(raw)) = (it.next(), it.next()) {
+            let raw = text(raw)?;
+            if raw.is_empty() {
+                continue; // removed between the two reads of the script
+            }
+            let member = text(member)?;
+            let (client, user) = member
+                .split_once('\u{1f}')
+                .ok_or_else(|| malformed("session member"))?;
+            let packed: Packed =
+                serde_json::from_str(&raw).map_err(|_| malformed("session JSON"))?;
+            let module = self
+                .config
+                .modules
+                .by_code(&packed.m)
+                .ok_or_else(|| malformed("a module not in the registry"))?;
+            sessions.push(SessionInfo {
+                user: UserId::parse(user).ok_or_else(|| malformed("user id"))?,
+                client: ClientId::parse(client),
+                module,
+                page: Page::parse(&packed.p),
+                resource: ResourceId::parse(&packed.r),
+                started_at: ms(packed.st),
+                last_seen: ms(packed.ls),
+            });
+        }
+        let next = if more {
+            sessions.last().map(|s| Cursor {
+                last_seen: s.last_seen,
+                user: s.user.clone(),
+                client: s.client.clone(),
+            })
+        } else {
+            None
+        };
+        Ok(SessionPage { sessions, next, at })
+    }
+
+    async fn sweep(&self) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let mut inv = self.invocation(&self.scripts.sweep);
+            inv.arg(SWEEP_BATCH);
+            let (removed, _at): (i64, Millis) = self.call(&inv).await?;
+            total += usize::try_from(removed).unwrap_or(0);
+            if removed < SWEEP_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(drop)
+            .map_err(store_error)
+    }
+}

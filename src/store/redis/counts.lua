@@ -1,0 +1,10 @@
+-- Returns {now, activeNow, today, totalUsers, activeNow, today, ...} in
+-- registry order.
+roll_day()
+local out = { NOW }
+for _, code in ipairs(CODES) do
+  out[#out + 1] = live_count(pres_key(code))
+  out[#out + 1] = DAY and redis.call('SCARD', today_key(code)) or 0
+  out[#out + 1] = redis.call('SCARD', total_key(code))
+end
+return out

@@ -1,0 +1,62 @@
+-- ARGV[6] user, [7] client field ("" = default session), [8] module code,
+-- [9] page ("" = none), [10] resource ("" = none), [11] sessions per user cap
+-- Returns {activeUsers, now}.
+local user, field, code, page, resource = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local cap = tonumber(ARGV[11])
+roll_day()
+
+local sessions = sessions_of(user)
+local touched = { [code] = true }
+-- Dead sessions go first: they neither count toward the cap nor revive.
+local live = 0
+for f, s in pairs(sessions) do
+  if s.ls <= CUTOFF then
+    remove_session(user, f, s)
+    touched[s.m] = true
+    sessions[f] = nil
+  else
+    live = live + 1
+  end
+end
+
+local s = sessions[field]
+if not s then
+  if live >= cap then
+    local oldest, oldest_field = nil, nil
+    for f, o in pairs(sessions) do
+      if not oldest or o.ls < oldest.ls then oldest, oldest_field = o, f end
+    end
+    remove_session(user, oldest_field, oldest)
+    touched[oldest.m] = true
+    sessions[oldest_field] = nil
+  end
+  s = { m = code, st = NOW, rs = NOW, ls = NOW, p = page, r = resource }
+  if resource ~= '' then redis.call('SADD', res_key(resource), member(field, user)) end
+else
+  if s.m ~= code then
+    touched[s.m] = true
+    s.m = code
+    s.st = NOW
+  end
+  if s.r ~= resource then
+    if s.r ~= '' then redis.call('SREM', res_key(s.r), member(field, user)) end
+    if resource ~= '' then redis.call('SADD', res_key(resource), member(field, user)) end
+    s.r = resource
+    s.rs = NOW
+  end
+  s.p = page
+  s.ls = NOW
+end
+sessions[field] = s
+
+redis.call('HSET', sess_key(user), field, cjson.encode(s))
+-- The sweeper removes expired sessions; the expiry is a backstop so a
+-- user's hash never outlives their sessions by much.
+redis.call('PEXPIRE', sess_key(user), 2 * TTL)
+if resource ~= '' then redis.call('PEXPIRE', res_key(resource), 2 * TTL) end
+redis.call('ZADD', TIME_KEY, NOW, member(field, user))
+refresh_presence(user, sessions, touched)
+redis.call('SADD', today_key(code), user)
+redis.call('EXPIRE', today_key(code), DAY_KEEP_S)
+redis.call('SADD', total_key(code), user)
+return { live_count(ANY_KEY), NOW }

@@ -1,0 +1,114 @@
+-- Shared by every script of the Redis store. Every key lives under one hash
+-- tag, P = "{prefix}", so the scripts also run on Redis Cluster; KEYS[1] is
+-- P..":time", declared so a cluster client routes the call to that slot.
+--
+-- ARGV[1] P            key prefix with its hash tag
+-- ARGV[2] ttl          SESSION_TTL in ms
+-- ARGV[3] now          ms, or "" to use Redis's own clock (production)
+-- ARGV[4] days         "start:key,start:key,start:key": yesterday, today and
+--                      tomorrow in STATS_TIMEZONE as the instance sees them
+-- ARGV[5] codes        module codes, comma-separated, registry order
+-- ARGV[6..]            the script's own arguments
+local P = ARGV[1]
+local TTL = tonumber(ARGV[2])
+local NOW = tonumber(ARGV[3])
+if not NOW then
+  local t = redis.call('TIME')
+  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local CUTOFF = NOW - TTL
+local SEP = '\31'
+local DAY_KEEP_S = 2 * 24 * 3600
+
+local function split(s, sep)
+  local out = {}
+  for part in string.gmatch(s, '([^' .. sep .. ']+)') do out[#out + 1] = part end
+  return out
+end
+
+local CODES = split(ARGV[5], ',')
+
+-- The local day that NOW falls in: the last boundary at or before NOW.
+local DAY_START, DAY = nil, nil
+for _, b in ipairs(split(ARGV[4], ',')) do
+  local start, key = string.match(b, '^(-?%d+):(.+)$')
+  if tonumber(start) <= NOW then DAY_START, DAY = tonumber(start), key end
+end
+
+local function today_key(code) return P .. ':today:' .. code .. ':' .. DAY end
+local function total_key(code) return P .. ':total:' .. code end
+local function pres_key(code) return P .. ':pres:' .. code end
+local function sess_key(user) return P .. ':sess:' .. user end
+local function res_key(resource) return P .. ':res:' .. resource end
+local TIME_KEY = P .. ':time'
+local ANY_KEY = P .. ':any'
+
+local function sadd_all(key, members)
+  for i = 1, #members, 1000 do
+    redis.call('SADD', key, unpack(members, i, math.min(i + 999, #members)))
+  end
+end
+
+-- At the first call of a new local day, today becomes the users live at its
+-- midnight (they are here today, and activeNow <= today must hold). Days
+-- only move forward.
+local function roll_day()
+  if not DAY then return end
+  local current = redis.call('GET', P .. ':day')
+  if current and current >= DAY then return end
+  redis.call('SET', P .. ':day', DAY)
+  for _, code in ipairs(CODES) do
+    local live = redis.call('ZRANGE', pres_key(code), '(' .. (DAY_START - TTL), '+inf', 'BYSCORE')
+    if #live > 0 then
+      sadd_all(today_key(code), live)
+      redis.call('EXPIRE', today_key(code), DAY_KEEP_S)
+    end
+  end
+end
+
+local function member(field, user) return field .. SEP .. user end
+
+local function parse_member(m)
+  local i = string.find(m, SEP, 1, true)
+  return string.sub(m, 1, i - 1), string.sub(m, i + 1)
+end
+
+-- A user's sessions: field ("" for the default session) -> table
+-- {m = code, st = startedAt, rs = resourceSince, ls = lastSeen, p = page, r = resource}
+local function sessions_of(user)
+  local flat = redis.call('HGETALL', sess_key(user))
+  local out = {}
+  for i = 1, #flat, 2 do out[flat[i]] = cjson.decode(flat[i + 1]) end
+  return out
+end
+
+local function remove_session(user, field, s)
+  redis.call('HDEL', sess_key(user), field)
+  redis.call('ZREM', TIME_KEY, member(field, user))
+  if s.r ~= '' then redis.call('SREM', res_key(s.r), member(field, user)) end
+end
+
+-- Recomputes the user's latest live heartbeat in each touched module and
+-- anywhere, from their remaining sessions.
+local function refresh_presence(user, sessions, touched)
+  local any = nil
+  local latest = {}
+  for _, s in pairs(sessions) do
+    if s.ls > CUTOFF then
+      if not any or s.ls > any then any = s.ls end
+      if not latest[s.m] or s.ls > latest[s.m] then latest[s.m] = s.ls end
+    end
+  end
+  for code in pairs(touched) do
+    if latest[code] then
+      redis.call('ZADD', pres_key(code), latest[code], user)
+    else
+      redis.call('ZREM', pres_key(code), user)
+    end
+  end
+  if any then redis.call('ZADD', ANY_KEY, any, user) else redis.call('ZREM', ANY_KEY, user) end
+end
+
+local function live_count(key)
+  return redis.call('ZCOUNT', key, '(' .. CUTOFF, '+inf')
+end

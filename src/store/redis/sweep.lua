@@ -1,0 +1,18 @@
+-- ARGV[6] batch size. Removes up to a batch of expired sessions and prunes
+-- the presence sets. Returns {removed, now}.
+local batch = tonumber(ARGV[6])
+local expired = redis.call('ZRANGE', TIME_KEY, '-inf', CUTOFF, 'BYSCORE', 'LIMIT', 0, batch)
+for _, m in ipairs(expired) do
+  local field, user = parse_member(m)
+  local raw = redis.call('HGET', sess_key(user), field)
+  if raw then
+    remove_session(user, field, cjson.decode(raw))
+  else
+    redis.call('ZREM', TIME_KEY, m)
+  end
+end
+for _, code in ipairs(CODES) do
+  redis.call('ZREMRANGEBYSCORE', pres_key(code), '-inf', CUTOFF)
+end
+redis.call('ZREMRANGEBYSCORE', ANY_KEY, '-inf', CUTOFF)
+return { #expired, NOW }
