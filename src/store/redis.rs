@@ -210,6 +210,10 @@ impl RedisStore {
     }
 }
 
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "used as map_err(store_error)"
+)]
 fn store_error(e: redis::RedisError) -> StoreError {
     if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
         StoreError::Unavailable(e.to_string())

@@ -165,6 +165,11 @@ fn a_bad_setting_stops_start_up_with_one_line_and_status_2() {
         (vec![("LOG_FORMAT", "xml")], "LOG_FORMAT"),
         (vec![("STORE", "cassandra")], "STORE"),
         (
+            vec![("STORE", "redis"), ("REDIS_URL", "localhost:6379")],
+            "REDIS_URL",
+        ),
+        (vec![("REDIS_KEY_PREFIX", "")], "REDIS_KEY_PREFIX"),
+        (
             vec![("CORS_ALLOWED_ORIGINS", "not an origin")],
             "CORS_ALLOWED_ORIGINS",
         ),
@@ -305,4 +310,77 @@ fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
     assert!(response.contains("\"activeUsers\":1"), "{response}");
     let status = wait_with_timeout(&mut child, Duration::from_secs(15));
     assert_eq!(status.code(), Some(0));
+}
+
+/// Starts the binary with `vars`, returning it and the address it listens on.
+fn start_serving(dir: &tempfile::TempDir, vars: &[(&str, &str)]) -> (Child, String) {
+    let mut child = presence(dir)
+        .envs(vars.iter().copied())
+        .env("LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = lines(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    let listening = next_line_matching(&stderr, &mut seen, |l| l.contains("presence listening"));
+    let log: Value = serde_json::from_str(&listening).unwrap();
+    // Keep draining stderr so the child never blocks on a full pipe.
+    thread::spawn(move || for _ in stderr {});
+    (child, log["addr"].as_str().unwrap().to_owned())
+}
+
+#[test]
+fn two_binaries_on_one_redis_share_sessions_on_redis_time() {
+    let Some(server) = super::redis_server::RedisServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url();
+    let vars = [
+        ("JWT_SECRET", "binary-redis-secret"),
+        ("STORE", "redis"),
+        ("REDIS_URL", url.as_str()),
+    ];
+    let (mut a, addr_a) = start_serving(&dir, &vars);
+    let (mut b, addr_b) = start_serving(&dir, &vars);
+    let now = chrono::Utc::now().timestamp();
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &serde_json::json!({"sub": "1", "exp": now + 60}),
+        &jsonwebtoken::EncodingKey::from_secret(b"binary-redis-secret").unwrap(),
+    )
+    .unwrap();
+    let curl = |args: &[&str]| -> Value {
+        let output = Command::new("curl")
+            .arg("-s")
+            .args(args)
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {token}"))
+            .output()
+            .unwrap();
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let beat = curl(&[
+        "-X",
+        "POST",
+        &format!("http://{addr_a}/api/stats/heartbeat"),
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"module":"ih"}"#,
+    ]);
+    assert_eq!(beat["success"], true, "{beat}");
+    // The timestamp is Redis's clock, which on this machine is the wall clock.
+    let at = chrono::DateTime::parse_from_rfc3339(beat["timestamp"].as_str().unwrap()).unwrap();
+    assert!((at.timestamp() - now).abs() <= 5, "{at}");
+    let modules = curl(&[&format!("http://{addr_b}/api/stats/modules")]);
+    assert_eq!(
+        modules["innovation"]["activeNow"], 1,
+        "instance B sees A's heartbeat: {modules}"
+    );
+    for child in [&mut a, &mut b] {
+        terminate(child);
+        assert!(wait_with_timeout(child, Duration::from_secs(15)).success());
+    }
 }

@@ -12,5 +12,6 @@ mod binary;
 mod heartbeat;
 mod helpers;
 mod http;
+mod redis;
 mod redis_server;
 mod store_contract;

@@ -125,6 +125,7 @@ pub fn shared_url() -> Option<String> {
                  while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill $r",
                 parent = std::process::id()
             );
+            #[allow(clippy::zombie_processes, reason = "the watchdog ends itself after this process")]
             Command::new("sh").arg("-c").arg(script).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("sh");
             let deadline = Instant::now() + Duration::from_secs(10);
             while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {

@@ -1,0 +1,198 @@
+//! The service on `STORE=redis` over real HTTP: several instances agree, and
+//! losing Redis is a 503 that heals by itself.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use super::helpers::{SECRET, TestApp, assert_error, spawn_app_with};
+use super::redis_server::{RedisServer, unique_prefix};
+
+async fn instance(server: &RedisServer, prefix: &str) -> TestApp {
+    spawn_app_with(&[
+        "--jwt-secret",
+        SECRET,
+        "--store",
+        "redis",
+        "--redis-url",
+        &server.url(),
+        "--redis-key-prefix",
+        prefix,
+    ])
+    .await
+}
+
+#[tokio::test]
+async fn two_instances_on_one_redis_agree_on_everything() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = unique_prefix("multi");
+    let a = instance(&server, &prefix).await;
+    let b = instance(&server, &prefix).await;
+
+    a.beat_ok("1", json!({"module": "pms", "resource": "request:123"}))
+        .await;
+    b.beat_ok("2", json!({"module": "ih", "resource": "request:123"}))
+        .await;
+    let moved = b
+        .beat_ok("1", json!({"module": "ih", "clientId": "tab2"}))
+        .await;
+    assert_eq!(moved["activeUsers"], json!(2), "B counts the user A saw");
+    a.beat_ok("3", json!({"module": "pms", "clientId": "x"}))
+        .await;
+
+    let (ma, mb) = (a.modules().await, b.modules().await);
+    for key in ["procurement", "innovation"] {
+        assert_eq!(ma[key], mb[key], "{key}");
+    }
+    assert_eq!(
+        ma["procurement"],
+        json!({"totalUsers": 2, "activeNow": 2, "today": 2})
+    );
+    assert_eq!(
+        ma["innovation"],
+        json!({"totalUsers": 2, "activeNow": 2, "today": 2})
+    );
+
+    let admin = a.admin_token("root");
+    let (_, sa) = a.get("/api/admin/sessions", &admin).await;
+    let (_, sb) = b.get("/api/admin/sessions", &admin).await;
+    assert_eq!(sa["sessions"], sb["sessions"]);
+    assert_eq!(sa["sessions"].as_array().unwrap().len(), 4);
+
+    let path = "/api/presence/resources/request:123";
+    let (_, va) = a.get(path, &a.token("9")).await;
+    let (_, vb) = b.get(path, &b.token("9")).await;
+    assert_eq!(va["viewers"], vb["viewers"]);
+    let viewers: Vec<&str> = va["viewers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["userId"].as_str().unwrap())
+        .collect();
+    assert_eq!(viewers, ["1", "2"]);
+
+    // A leave on one instance is seen by the other at once.
+    assert_eq!(b.leave("1", "?all=true").await, StatusCode::NO_CONTENT);
+    assert_eq!(a.counts("procurement").await[0], 1);
+    assert_eq!(a.counts("innovation").await[0], 1);
+}
+
+#[tokio::test]
+async fn concurrent_heartbeats_of_one_user_on_two_instances_leave_one_session() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = unique_prefix("race");
+    let a = instance(&server, &prefix).await;
+    let b = instance(&server, &prefix).await;
+    for round in 0..20 {
+        let (ma, mb) = if round % 2 == 0 {
+            ("pms", "ih")
+        } else {
+            ("ih", "pms")
+        };
+        let (ta, tb) = (a.token("racer"), b.token("racer"));
+        let (ra, rb) = tokio::join!(
+            a.beat(&ta, json!({"module": ma})),
+            b.beat(&tb, json!({"module": mb}))
+        );
+        assert_eq!((ra.status(), rb.status()), (StatusCode::OK, StatusCode::OK));
+        let m = a.modules().await;
+        let active = m["procurement"]["activeNow"].as_u64().unwrap()
+            + m["innovation"]["activeNow"].as_u64().unwrap();
+        assert_eq!(
+            active, 1,
+            "one default session is in exactly one module: {m}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn losing_redis_is_503_within_a_second_and_service_resumes_by_itself() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let app = instance(&server, &unique_prefix("fault")).await;
+    app.beat_ok("1", json!({"module": "pms"})).await;
+    let (status, _) = app.get("/readyz", "").await;
+    assert_eq!(status, StatusCode::OK);
+
+    server.stop();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let response = app.beat(&app.token("1"), json!({"module": "pms"})).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "answered in {:?}",
+            started.elapsed()
+        );
+        assert_error(
+            response,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+        )
+        .await;
+    }
+    let started = Instant::now();
+    let (status, body) = app.get("/readyz", "").await;
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(
+        (status, body["code"].clone()),
+        (StatusCode::SERVICE_UNAVAILABLE, json!("store_unavailable"))
+    );
+    let (status, _) = app.get("/api/stats/modules", &app.token("1")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, _) = app.get("/healthz", "").await;
+    assert_eq!(status, StatusCode::OK, "the process itself is alive");
+
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = app.beat(&app.token("2"), json!({"module": "ih"})).await;
+        if response.status() == StatusCode::OK {
+            break;
+        }
+        assert_eq!(
+            response.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "only 503 while reconnecting"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "service did not resume within 10 s of Redis's return"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = app.get("/readyz", "").await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({"status": "ready", "store": "redis"}))
+    );
+    // Redis restarted empty (no persistence in tests): the new heartbeat counts.
+    let m: Value = app.modules().await;
+    assert_eq!(m["innovation"]["activeNow"], json!(1));
+}
+
+#[tokio::test]
+async fn the_service_starts_while_redis_is_down_and_serves_when_it_comes() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    server.stop();
+    let app = instance(&server, &unique_prefix("late")).await;
+    let (status, _) = app.get("/readyz", "").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.get("/readyz", "").await.0 != StatusCode::OK {
+        assert!(
+            Instant::now() < deadline,
+            "not ready within 10 s of Redis starting"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.beat_ok("1", json!({"module": "pms"})).await;
+}
