@@ -103,7 +103,7 @@ pub struct ServeArgs {
     #[arg(long, env = "MAX_SESSIONS_PER_USER", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub max_sessions_per_user: u16,
 
-    /// `false` puts /metrics behind the admin role.
+    /// Reserved for /metrics, which this version does not serve yet.
     #[arg(long, env = "METRICS_PUBLIC", default_value_t = true, action = clap::ArgAction::Set)]
     pub metrics_public: bool,
 
@@ -115,14 +115,14 @@ pub struct ServeArgs {
 /// Settings of `presence token`.
 #[derive(Debug, Clone, Args)]
 pub struct TokenArgs {
-    /// The user id to put in the user claim.
-    #[arg(long)]
+    /// The user id to put in the user claim (all digits: a JSON integer).
+    #[arg(long, value_name = "ID")]
     pub user: String,
     /// A role claim, e.g. `admin`.
-    #[arg(long)]
+    #[arg(long, value_name = "ROLE")]
     pub role: Option<String>,
     /// How long the token is valid.
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
     pub ttl: Duration,
     /// The key and claims to sign with.
     #[command(flatten)]
@@ -353,12 +353,21 @@ pub fn one_line(err: &clap::Error) -> Option<String> {
         Some(ContextValue::String(s)) => s.clone(),
         _ => return None,
     };
-    // `--session-ttl <SESSION_TTL>` names the variable in its value name.
+    // `--session-ttl <SESSION_TTL>`: a setting's value name is its
+    // variable; a flag without a variable (`--ttl <DURATION>`) is named alone.
     let flag = arg.split_whitespace().next().unwrap_or(&arg).to_owned();
-    let variable = arg
+    let value_name = arg
         .split_once('<')
         .and_then(|(_, rest)| rest.split_once('>'))
-        .map_or_else(|| flag.clone(), |(name, _)| name.to_owned());
+        .map(|(name, _)| name.to_owned());
+    let from_flag = flag
+        .trim_start_matches('-')
+        .replace('-', "_")
+        .to_uppercase();
+    let variable = match value_name {
+        Some(name) if name == from_flag => format!("{name} ({flag})"),
+        _ => flag,
+    };
     let value = match err.get(ContextKind::InvalidValue) {
         Some(ContextValue::String(s)) => s.clone(),
         _ => String::new(),
@@ -370,9 +379,7 @@ pub fn one_line(err: &clap::Error) -> Option<String> {
         },
         ToString::to_string,
     );
-    Some(format!(
-        "{variable} ({flag}): invalid value `{value}`: {why}"
-    ))
+    Some(format!("{variable}: invalid value `{value}`: {why}"))
 }
 
 #[cfg(test)]

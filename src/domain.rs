@@ -177,11 +177,12 @@ string_newtype!(
     ClientId
 );
 string_newtype!(
-    /// The route the user is on: 1 to 256 characters.
+    /// The route the user is on: 1 to 256 characters, no control characters.
     Page
 );
 string_newtype!(
-    /// What the user is viewing, e.g. `request:123`: 1 to 128 characters.
+    /// What the user is viewing, e.g. `request:123`: 1 to 128 characters,
+    /// no control characters.
     ResourceId
 );
 
@@ -215,9 +216,14 @@ impl ResourceId {
     }
 }
 
-/// `s` has between 1 and `max` characters (Unicode scalar values).
+/// `s` has between 1 and `max` characters (Unicode scalar values), none of
+/// them a control character (they have no place in a route or an id, and
+/// would end up in logs and dashboards).
 fn char_len_within(s: &str, max: usize) -> bool {
-    !s.is_empty() && s.len() <= max * 4 && s.chars().count() <= max
+    !s.is_empty()
+        && s.len() <= max * 4
+        && s.chars().count() <= max
+        && !s.chars().any(char::is_control)
 }
 
 #[cfg(test)]
@@ -266,5 +272,7 @@ mod tests {
         assert!(ResourceId::parse(&"x".repeat(128)).is_some());
         assert!(ResourceId::parse(&"x".repeat(129)).is_none());
         assert!(ResourceId::parse("").is_none());
+        assert!(ResourceId::parse("request:\u{0}1").is_none());
+        assert!(Page::parse("/a\nb").is_none());
     }
 }

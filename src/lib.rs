@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -73,7 +73,10 @@ pub fn app(state: AppState, cors_origins: &[String]) -> Router {
     router.layer(
         ServiceBuilder::new()
             .map_request(drop_unusable_request_id)
-            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+            .layer(SetRequestIdLayer::new(
+                REQUEST_ID,
+                telemetry::RequestIds::new(),
+            ))
             .layer(
                 TraceLayer::new_for_http()
                     .make_span_with(telemetry::request_span)

@@ -140,6 +140,8 @@ async fn invalid_body_is_400_invalid_body() {
         json!({"module": "pms", "page": long(257)}),
         json!({"module": "pms", "resource": long(129)}),
         json!({"module": "pms", "resource": {"id": 1}}),
+        json!({"module": "pms", "page": "/a\u{0}b"}),
+        json!({"module": "pms", "resource": "request:1\n"}),
     ] {
         assert_error(
             app.beat(&token, body).await,
@@ -340,6 +342,14 @@ async fn resource_viewers_over_http() {
         .get("/api/presence/resources/request%3A404", &app.token("9"))
         .await;
     assert_eq!(empty["viewers"], json!([]));
+    let response = app
+        .client
+        .get(app.url("/api/presence/resources/a%00b"))
+        .bearer_auth(app.token("9"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, StatusCode::BAD_REQUEST, "invalid_query").await;
     let long = format!("/api/presence/resources/{}", "r".repeat(129));
     let response = app
         .client

@@ -99,8 +99,14 @@ async fn openapi_documents_every_endpoint() {
 #[tokio::test]
 async fn every_response_carries_a_request_id() {
     let app = spawn_app().await;
-    let response = app.client.get(app.url("/healthz")).send().await.unwrap();
-    assert!(!response.headers()["x-request-id"].is_empty());
+    let first = app.client.get(app.url("/healthz")).send().await.unwrap();
+    let second = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert!(!first.headers()["x-request-id"].is_empty());
+    assert_ne!(
+        first.headers()["x-request-id"],
+        second.headers()["x-request-id"],
+        "ids differ"
+    );
     let response = app
         .client
         .get(app.url("/healthz"))

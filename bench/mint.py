@@ -1,0 +1,30 @@
+#!/usr/bin/env python3
+"""Prints one HS256 token per line for users u0..u(N-1): bench tokens.
+
+Usage: mint.py SECRET N
+"""
+import base64
+import hashlib
+import hmac
+import json
+import sys
+import time
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def main() -> None:
+    secret, count = sys.argv[1].encode(), int(sys.argv[2])
+    header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    exp = int(time.time()) + 3600
+    for i in range(count):
+        payload = b64(json.dumps({"sub": f"u{i}", "exp": exp}).encode())
+        signing_input = f"{header}.{payload}".encode()
+        signature = b64(hmac.new(secret, signing_input, hashlib.sha256).digest())
+        print(f"{header}.{payload}.{signature}")
+
+
+if __name__ == "__main__":
+    main()

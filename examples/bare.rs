@@ -1,0 +1,58 @@
+//! The benchmark's ceiling: a bare axum endpoint on the same runtime and
+//! HTTP stack as the service, doing only what any heartbeat endpoint must.
+//!
+//! `POST /parse` parses the JSON body; `POST /verify` also verifies the
+//! HS256 token with the `jsonwebtoken` crate, as the service does.
+//!
+//! cargo run --release --example bare -- 127.0.0.1:8090 <JWT_SECRET>
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+
+struct Keys {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+async fn parse(body: Bytes) -> StatusCode {
+    match serde_json::from_slice::<Map<String, Value>>(&body) {
+        Ok(_) => StatusCode::OK,
+        Err(_) => StatusCode::BAD_REQUEST,
+    }
+}
+
+async fn verify(State(keys): State<Arc<Keys>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if jsonwebtoken::decode::<Map<String, Value>>(token, &keys.key, &keys.validation).is_err() {
+        return StatusCode::UNAUTHORIZED;
+    }
+    parse(body).await
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let addr = args.next().unwrap_or_else(|| "127.0.0.1:8090".into());
+    let secret = args.next().unwrap_or_default();
+    let keys = Arc::new(Keys {
+        key: DecodingKey::from_secret(secret.as_bytes()).map_err(std::io::Error::other)?,
+        validation: Validation::new(Algorithm::HS256),
+    });
+    let app = Router::new()
+        .route("/parse", post(parse))
+        .route("/verify", post(verify))
+        .with_state(keys);
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    axum::serve(listener, app).await
+}
