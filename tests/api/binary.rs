@@ -259,18 +259,8 @@ fn token_subcommand_mints_a_token_the_service_accepts() {
 fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let secret = "sigterm-secret";
-    let mut child = presence(&dir)
-        .env("JWT_SECRET", secret)
-        .env("LOG_FORMAT", "json")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = lines(child.stderr.take().unwrap());
+    let (mut child, addr, stderr) = start_serving(&dir, &[("JWT_SECRET", secret)]);
     let mut seen = Vec::new();
-    let listening = next_line_matching(&stderr, &mut seen, |l| l.contains("presence listening"));
-    let log: Value = serde_json::from_str(&listening).expect("LOG_FORMAT=json gives JSON lines");
-    let addr = log["addr"].as_str().unwrap().to_owned();
 
     let now = chrono::Utc::now().timestamp();
     let token = jsonwebtoken::encode(
@@ -312,8 +302,12 @@ fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
     assert_eq!(status.code(), Some(0));
 }
 
-/// Starts the binary with `vars`, returning it and the address it listens on.
-fn start_serving(dir: &tempfile::TempDir, vars: &[(&str, &str)]) -> (Child, String) {
+/// Starts the binary with `vars` and JSON logs; returns it, the address it
+/// listens on, and its log lines.
+fn start_serving(
+    dir: &tempfile::TempDir,
+    vars: &[(&str, &str)],
+) -> (Child, String, mpsc::Receiver<String>) {
     let mut child = presence(dir)
         .envs(vars.iter().copied())
         .env("LOG_FORMAT", "json")
@@ -324,10 +318,8 @@ fn start_serving(dir: &tempfile::TempDir, vars: &[(&str, &str)]) -> (Child, Stri
     let stderr = lines(child.stderr.take().unwrap());
     let mut seen = Vec::new();
     let listening = next_line_matching(&stderr, &mut seen, |l| l.contains("presence listening"));
-    let log: Value = serde_json::from_str(&listening).unwrap();
-    // Keep draining stderr so the child never blocks on a full pipe.
-    thread::spawn(move || for _ in stderr {});
-    (child, log["addr"].as_str().unwrap().to_owned())
+    let log: Value = serde_json::from_str(&listening).expect("LOG_FORMAT=json gives JSON lines");
+    (child, log["addr"].as_str().unwrap().to_owned(), stderr)
 }
 
 #[test]
@@ -342,8 +334,12 @@ fn two_binaries_on_one_redis_share_sessions_on_redis_time() {
         ("STORE", "redis"),
         ("REDIS_URL", url.as_str()),
     ];
-    let (mut a, addr_a) = start_serving(&dir, &vars);
-    let (mut b, addr_b) = start_serving(&dir, &vars);
+    let (mut a, addr_a, logs_a) = start_serving(&dir, &vars);
+    let (mut b, addr_b, logs_b) = start_serving(&dir, &vars);
+    // Keep reading the logs so neither child blocks on a full pipe.
+    for logs in [logs_a, logs_b] {
+        thread::spawn(move || for _ in logs {});
+    }
     let now = chrono::Utc::now().timestamp();
     let token = jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),

@@ -366,7 +366,10 @@ macro_rules! store_suite {
     };
 }
 
-store_suite!(memory, memory_available:
+/// Calls `$suite!($args: every scenario)`: the one list of scenarios.
+macro_rules! for_every_scenario {
+    ($suite:ident!($($args:tt)*)) => {
+        $suite!($($args)*:
     two_users_then_a_moves,
     session_expires_after_ttl_but_today_keeps_it,
     a_heartbeat_after_expiry_starts_a_new_session,
@@ -376,19 +379,12 @@ store_suite!(memory, memory_available:
     today_rolls_over_at_local_midnight,
     resource_viewers_follow_the_latest_heartbeat,
     sessions_page_newest_first_without_gaps,
-);
+        );
+    };
+}
 
-store_suite!(redis, redis_available:
-    two_users_then_a_moves,
-    session_expires_after_ttl_but_today_keeps_it,
-    a_heartbeat_after_expiry_starts_a_new_session,
-    client_ids_are_separate_sessions,
-    a_module_keeps_a_user_while_any_session_lives,
-    sessions_per_user_are_capped,
-    today_rolls_over_at_local_midnight,
-    resource_viewers_follow_the_latest_heartbeat,
-    sessions_page_newest_first_without_gaps,
-);
+for_every_scenario!(store_suite!(memory, memory_available));
+for_every_scenario!(store_suite!(redis, redis_available));
 
 /// One random operation on the store.
 #[derive(Debug, Clone)]
