@@ -103,6 +103,14 @@ pub struct ServeArgs {
     #[arg(long, env = "MAX_SESSIONS_PER_USER", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub max_sessions_per_user: u16,
 
+    /// Most open SSE streams one user may hold.
+    #[arg(long, env = "MAX_STREAMS_PER_USER", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub max_streams_per_user: u16,
+
+    /// Most open SSE streams on this instance.
+    #[arg(long, env = "MAX_STREAMS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_streams: u32,
+
     /// Reserved for /metrics, which this version does not serve yet.
     #[arg(long, env = "METRICS_PUBLIC", default_value_t = true, action = clap::ArgAction::Set)]
     pub metrics_public: bool,

@@ -52,6 +52,9 @@ pub enum ApiError {
     /// 429 `rate_limited`, with `Retry-After`.
     #[error("too many heartbeats; retry in {} s", retry_after_secs(*.0))]
     RateLimited(Duration),
+    /// 429 `too_many_streams`: an SSE stream limit is reached.
+    #[error("{0}; close another stream first")]
+    TooManyStreams(crate::live::StreamRefused),
     /// 503 `store_unavailable`.
     #[error("session store unavailable, retry shortly")]
     StoreUnavailable(#[source] StoreError),
@@ -86,7 +89,7 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited(_) | Self::TooManyStreams(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -105,6 +108,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::RateLimited(_) => "rate_limited",
+            Self::TooManyStreams(_) => "too_many_streams",
             Self::StoreUnavailable(_) => "store_unavailable",
             Self::Internal(_) => "internal",
         }

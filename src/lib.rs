@@ -23,7 +23,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, Request, header};
 use axum::response::IntoResponse as _;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -36,6 +35,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod live;
 pub mod routes;
 pub mod state;
 pub mod store;
@@ -120,8 +120,9 @@ pub async fn serve(
     sweep_interval: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let cancel = CancellationToken::new();
-    let sweeper = tokio::spawn(sweeper::run(state, sweep_interval, cancel.clone()));
+    let cancel = state.shutdown.clone();
+    let sweeper = tokio::spawn(sweeper::run(state.clone(), sweep_interval, cancel.clone()));
+    let publisher = tokio::spawn(live::run(state, cancel.clone()));
     let signal = cancel.clone();
     let server = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
@@ -142,7 +143,7 @@ pub async fn serve(
         },
     };
     cancel.cancel();
-    let _ = sweeper.await;
+    let _ = tokio::join!(sweeper, publisher);
     result
 }
 

@@ -10,11 +10,14 @@ use std::time::Duration;
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::auth::Verifier;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, RateLimit};
 use crate::domain::{Modules, UserId};
 use crate::error::ApiError;
+use crate::live::Live;
 use crate::store::Store;
 
 /// Shared by every request.
@@ -30,6 +33,11 @@ pub struct AppState {
     pub modules: Modules,
     /// The cadence suggested to clients.
     pub heartbeat_interval: Duration,
+    /// Live counts for the SSE streams, and their limits.
+    pub live: Arc<Live>,
+    /// Fired when the service shuts down, so open streams end and the
+    /// drain is not held up by them.
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -45,6 +53,11 @@ impl AppState {
             limiter: Arc::new(UserRateLimiter::new(config.args.rate_limit)),
             modules: config.args.modules.clone(),
             heartbeat_interval: config.args.heartbeat_interval,
+            live: Arc::new(Live::new(
+                usize::from(config.args.max_streams_per_user),
+                usize::try_from(config.args.max_streams).unwrap_or(usize::MAX),
+            )),
+            shutdown: CancellationToken::new(),
         })
     }
 }

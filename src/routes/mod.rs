@@ -21,6 +21,7 @@ mod health;
 pub mod heartbeat;
 pub mod modules;
 mod presence;
+pub mod stream;
 
 /// How long any store call may take before the request answers 503.
 pub const STORE_DEADLINE: Duration = Duration::from_secs(1);
@@ -64,6 +65,7 @@ pub fn api() -> (Router<AppState>, OpenApiDoc) {
         .merge(heartbeat::router())
         .merge(modules::router())
         .merge(presence::router())
+        .merge(stream::router())
         .merge(admin::router())
         .merge(health::router())
         .split_for_parts();

@@ -1,0 +1,119 @@
+//! `GET /api/stats/stream`: the module counts as Server-Sent Events.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::stream::{self, Stream, StreamExt as _};
+use serde::Deserialize;
+use tokio_stream::wrappers::WatchStream;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::modules::ModulesResponse;
+use super::within_deadline;
+use crate::auth::{AuthError, AuthUser, Caller};
+use crate::error::{ApiError, ErrorBody};
+use crate::live::StreamRefused;
+use crate::state::AppState;
+use crate::store::SessionStore;
+
+/// Keep-alive comment period.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(stream_get))
+}
+
+/// The token, for clients that cannot set headers (EventSource).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct StreamQuery {
+    /// The JWT, when no `Authorization` header is sent.
+    #[allow(dead_code, reason = "read by StreamUser from the raw query")]
+    access_token: Option<String>,
+}
+
+/// `text/event-stream`: one `modules` event on connect, then one whenever a
+/// count changes (at most one a second), and a comment every 15 s.
+#[utoipa::path(
+    get,
+    path = "/api/stats/stream",
+    tag = "stats",
+    params(StreamQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "An event stream of `modules` events, each the JSON of GET /api/stats/modules", content_type = "text/event-stream", body = String),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 429, description = "Too many open streams (`too_many_streams`)", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    )
+)]
+async fn stream_get(
+    State(state): State<AppState>,
+    StreamUser(caller): StreamUser,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let guard = state.live.admit(&caller.user).map_err(|e| match e {
+        StreamRefused::PerUser | StreamRefused::Total => ApiError::TooManyStreams(e),
+    })?;
+    // Subscribe before reading the counts, so no change between the two is
+    // missed.
+    let updates = WatchStream::from_changes(state.live.subscribe());
+    let snapshot = within_deadline(state.store.module_counts()).await?;
+    let first = serde_json::to_string(&ModulesResponse::new(&state, &snapshot))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut last = snapshot.counts;
+    let changes = updates.filter_map(move |published| {
+        let event = published.filter(|p| p.counts != last).map(|p| {
+            last.clone_from(&p.counts);
+            Ok(Event::default().event("modules").data(p.json.clone()))
+        });
+        std::future::ready(event)
+    });
+    let events = stream::once(std::future::ready(Ok(Event::default()
+        .event("modules")
+        .data(first))))
+    .chain(changes)
+    // The guard lives as long as the stream: dropped when the client goes.
+    .map(move |event| {
+        let _open = &guard;
+        event
+    })
+    .take_until(state.shutdown.clone().cancelled_owned());
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")))
+}
+
+/// The caller of a stream: `Authorization: Bearer`, or `?access_token=`.
+struct StreamUser(Caller);
+
+impl FromRequestParts<AppState> for StreamUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if parts
+            .headers
+            .contains_key(axum::http::header::AUTHORIZATION)
+        {
+            let AuthUser(caller) = AuthUser::from_request_parts(parts, state).await?;
+            return Ok(Self(caller));
+        }
+        let token = parts
+            .uri
+            .query()
+            .into_iter()
+            .flat_map(|q| url_pairs(q))
+            .find_map(|(k, v)| (k == "access_token").then_some(v))
+            .ok_or(AuthError::Missing)?;
+        Ok(Self(state.verifier.verify(&token)?))
+    }
+}
+
+/// `application/x-www-form-urlencoded` pairs of a query string.
+fn url_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .unwrap_or_default()
+        .into_iter()
+}
