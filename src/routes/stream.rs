@@ -104,7 +104,7 @@ impl FromRequestParts<AppState> for StreamUser {
             .uri
             .query()
             .into_iter()
-            .flat_map(|q| url_pairs(q))
+            .flat_map(url_pairs)
             .find_map(|(k, v)| (k == "access_token").then_some(v))
             .ok_or(AuthError::Missing)?;
         Ok(Self(state.verifier.verify(&token)?))

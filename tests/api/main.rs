@@ -15,3 +15,4 @@ mod http;
 mod redis;
 mod redis_server;
 mod store_contract;
+mod stream;
