@@ -51,7 +51,10 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole HTTP service for `state`. `cors_origins` empty: no CORS headers.
 pub fn app(state: AppState, cors_origins: &[String]) -> Router {
-    let (api, _doc) = routes::api();
+    let (mut api, _doc) = routes::api();
+    if state.demo.is_some() {
+        api = api.merge(routes::demo::router());
+    }
     let mut router = api
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)

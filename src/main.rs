@@ -154,4 +154,5 @@ fn print_demo_banner(config: &Config, addr: std::net::SocketAddr, now_ms: i64) {
         "  curl -s -X POST http://{addr}/api/stats/heartbeat -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{{\"module\":\"pms\"}}'"
     );
     println!("  curl -s http://{addr}/api/stats/modules -H 'Authorization: Bearer {token}'");
+    println!("Demo page (open it in two windows, as two users): http://{addr}/demo/");
 }

@@ -18,6 +18,7 @@ use crate::config::{Config, ConfigError, RateLimit};
 use crate::domain::{Modules, UserId};
 use crate::error::ApiError;
 use crate::live::Live;
+use crate::routes::demo::DemoKeys;
 use crate::store::Store;
 
 /// Shared by every request.
@@ -38,6 +39,8 @@ pub struct AppState {
     /// Fired when the service shuts down, so open streams end and the
     /// drain is not held up by them.
     pub shutdown: CancellationToken,
+    /// In demo mode, what the demo page needs to mint tokens.
+    pub demo: Option<Arc<DemoKeys>>,
 }
 
 impl AppState {
@@ -46,7 +49,14 @@ impl AppState {
     /// # Errors
     /// The configured key cannot be used.
     pub fn new(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<Self, ConfigError> {
-        let verifier = Verifier::new(&config.keys, &config.args.jwt, clock)?;
+        let verifier = Verifier::new(&config.keys, &config.args.jwt, clock.clone())?;
+        let demo = config.keys.is_demo().then(|| {
+            Arc::new(DemoKeys {
+                keys: config.keys.clone(),
+                jwt: config.args.jwt.clone(),
+                clock,
+            })
+        });
         Ok(Self {
             store,
             verifier: Arc::new(verifier),
@@ -58,6 +68,7 @@ impl AppState {
                 usize::try_from(config.args.max_streams).unwrap_or(usize::MAX),
             )),
             shutdown: CancellationToken::new(),
+            demo,
         })
     }
 }

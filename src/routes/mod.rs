@@ -17,6 +17,7 @@ use crate::state::AppState;
 use crate::store::StoreError;
 
 mod admin;
+pub mod demo;
 mod health;
 pub mod heartbeat;
 pub mod modules;

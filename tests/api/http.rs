@@ -208,3 +208,61 @@ async fn in_process_heartbeat_through_the_router() {
     let response = router.oneshot(request).await.unwrap();
     assert_eq!(response.status(), AxumStatus::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn the_demo_page_and_its_token_endpoint_exist_only_in_demo_mode() {
+    let demo = spawn_app_with(&[]).await;
+    let page = demo.client.get(demo.url("/demo/")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("/demo/presence-client.js")
+    );
+    let client = demo
+        .client
+        .get(demo.url("/demo/presence-client.js"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        client.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    assert!(
+        client
+            .text()
+            .await
+            .unwrap()
+            .contains("export function createHeartbeatService")
+    );
+    let (status, body) = demo.get("/demo/token?user=alice", "").await;
+    assert_eq!(status, StatusCode::OK);
+    let token = body["token"].as_str().unwrap();
+    let beat = demo.beat(token, json!({"module": "pms"})).await;
+    assert_eq!(beat.status(), StatusCode::OK, "a demo token works");
+    let (status, body) = demo.get("/demo/token", "").await;
+    assert_eq!(
+        (status, body["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!("invalid_query"))
+    );
+
+    let real = spawn_app().await;
+    for path in [
+        "/demo/",
+        "/demo/token?user=alice",
+        "/demo/presence-client.js",
+    ] {
+        let response = real.client.get(real.url(path)).send().await.unwrap();
+        assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
+    }
+}

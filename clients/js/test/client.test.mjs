@@ -1,0 +1,276 @@
+// Unit tests of presence-client.js: timing, back-off, sessions and the
+// stats subscription, with fake timers and a fake fetch/EventSource.
+import { test, beforeEach, afterEach, mock } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { createHeartbeatService } from '../presence-client.js';
+
+class MemoryStorage {
+  constructor() { this.map = new Map(); }
+  getItem(k) { return this.map.has(k) ? this.map.get(k) : null; }
+  setItem(k, v) { this.map.set(k, String(v)); }
+}
+
+class FakeTarget {
+  constructor() { this.listeners = {}; this.location = { pathname: '/requests/123' }; }
+  addEventListener(type, fn) { (this.listeners[type] ??= new Set()).add(fn); }
+  removeEventListener(type, fn) { this.listeners[type]?.delete(fn); }
+  dispatch(type, event = {}) { for (const fn of this.listeners[type] ?? []) fn(event); }
+}
+
+function reply(status, body = {}, headers = {}) {
+  return {
+    ok: status >= 200 && status < 300,
+    status,
+    headers: { get: (name) => headers[name] ?? headers[name.toLowerCase()] ?? null },
+    json: async () => body,
+  };
+}
+
+/** A fake fetch answering from a queue (default 200 with nextHeartbeatMs). */
+function fakeFetch() {
+  const calls = [];
+  const answers = [];
+  const fn = async (url, init = {}) => {
+    calls.push({ url, init, body: init.body ? JSON.parse(init.body) : undefined });
+    const next = answers.shift();
+    if (next instanceof Error) throw next;
+    return next ?? reply(200, { success: true, nextHeartbeatMs: 40000 });
+  };
+  return { fn, calls, answers, beats: () => calls.filter((c) => c.init.method === 'POST') };
+}
+
+// Lets pending promise callbacks (the fetch chain) run.
+const settle = async () => { for (let i = 0; i < 10; i += 1) await Promise.resolve(); };
+
+let net;
+let storage;
+let target;
+let errors;
+
+function service(extra = {}) {
+  return createHeartbeatService({
+    baseUrl: 'https://presence.test',
+    getToken: () => 'tok',
+    fetch: net.fn,
+    storage,
+    target,
+    EventSource: undefined,
+    onError: (e) => errors.push(e),
+    ...extra,
+  });
+}
+
+beforeEach(() => {
+  mock.timers.enable({ apis: ['setTimeout'] });
+  net = fakeFetch();
+  storage = new MemoryStorage();
+  target = new FakeTarget();
+  errors = [];
+});
+
+afterEach(() => mock.timers.reset());
+
+test('start beats at once with module, clientId and page', async () => {
+  const s = service();
+  s.startHeartbeat('pms');
+  await settle();
+  assert.equal(net.beats().length, 1);
+  const [beat] = net.beats();
+  assert.equal(beat.url, 'https://presence.test/api/stats/heartbeat');
+  assert.equal(beat.init.headers.Authorization, 'Bearer tok');
+  assert.equal(beat.body.module, 'pms');
+  assert.match(beat.body.clientId, /^[A-Za-z0-9_-]{1,64}$/);
+  assert.equal(beat.body.page, '/requests/123');
+  assert.equal(s.getCurrentModule(), 'pms');
+});
+
+test('the next beat comes when nextHeartbeatMs says, else after intervalMs', async () => {
+  const s = service({ intervalMs: 45000 });
+  s.startHeartbeat('pms');
+  await settle();
+  mock.timers.tick(39999);
+  await settle();
+  assert.equal(net.beats().length, 1, 'not before nextHeartbeatMs');
+  net.answers.push(reply(200, { success: true })); // no nextHeartbeatMs this time
+  mock.timers.tick(1);
+  await settle();
+  assert.equal(net.beats().length, 2);
+  mock.timers.tick(44999);
+  await settle();
+  assert.equal(net.beats().length, 2, 'intervalMs when the server says nothing');
+  mock.timers.tick(1);
+  await settle();
+  assert.equal(net.beats().length, 3);
+});
+
+test('switching module beats for the new one at once and keeps one timer', async () => {
+  const s = service();
+  s.startHeartbeat('pms');
+  await settle();
+  s.startHeartbeat('ih');
+  await settle();
+  assert.deepEqual(net.beats().map((b) => b.body.module), ['pms', 'ih']);
+  assert.equal(net.beats()[0].body.clientId, net.beats()[1].body.clientId, 'the same tab session moves');
+  mock.timers.tick(40000);
+  await settle();
+  assert.deepEqual(net.beats().map((b) => b.body.module), ['pms', 'ih', 'ih'], 'no timer left for pms');
+  s.startHeartbeat('ih');
+  await settle();
+  assert.equal(net.beats().length, 3, 'starting the current module again does nothing');
+});
+
+test('one clientId per tab: kept in sessionStorage, different in another tab', async () => {
+  const first = service();
+  first.startHeartbeat('pms');
+  await settle();
+  const again = service(); // same tab (same sessionStorage), e.g. after a reload
+  again.startHeartbeat('pms');
+  await settle();
+  storage = new MemoryStorage(); // another tab
+  const other = service();
+  other.startHeartbeat('ih');
+  await settle();
+  const ids = net.beats().map((b) => b.body.clientId);
+  assert.equal(ids[0], ids[1]);
+  assert.notEqual(ids[0], ids[2]);
+});
+
+test('stop ends the session with DELETE keepalive and leaves no timer running', async () => {
+  const s = service();
+  s.startHeartbeat('pms');
+  await settle();
+  const clientId = net.beats()[0].body.clientId;
+  s.stopHeartbeat();
+  await settle();
+  const leave = net.calls.at(-1);
+  assert.equal(leave.init.method, 'DELETE');
+  assert.equal(leave.init.keepalive, true);
+  assert.equal(leave.url, `https://presence.test/api/stats/heartbeat?clientId=${clientId}`);
+  assert.equal(s.getCurrentModule(), null);
+  mock.timers.tick(10 * 60 * 1000);
+  await settle();
+  assert.equal(net.beats().length, 1, 'no beat after stop');
+  s.stopHeartbeat();
+  assert.equal(net.calls.length, 2, 'stopping twice sends nothing more');
+});
+
+test('a reply arriving after stop schedules nothing', async () => {
+  let release;
+  const slow = new Promise((resolve) => { release = resolve; });
+  const s = service({ fetch: async (url, init) => { net.calls.push({ url, init }); if (init.method === 'POST') await slow; return reply(200, { nextHeartbeatMs: 1000 }); } });
+  s.startHeartbeat('pms');
+  s.stopHeartbeat();
+  release();
+  await settle();
+  mock.timers.tick(60000);
+  await settle();
+  assert.equal(net.calls.filter((c) => c.init.method === 'POST').length, 1);
+});
+
+test('429 honours Retry-After', async () => {
+  net.answers.push(reply(429, {}, { 'Retry-After': '120' }));
+  const s = service();
+  s.startHeartbeat('pms');
+  await settle();
+  mock.timers.tick(119999);
+  await settle();
+  assert.equal(net.beats().length, 1, 'not before Retry-After');
+  mock.timers.tick(1);
+  await settle();
+  assert.equal(net.beats().length, 2);
+  assert.equal(errors.length, 1, 'reported to onError, not thrown');
+});
+
+test('503 and network errors back off 1 s, 2 s, 4 s up to the interval, then recover', async () => {
+  net.answers.push(reply(503), reply(503), new TypeError('network down'));
+  const s = service({ intervalMs: 45000 });
+  s.startHeartbeat('pms');
+  await settle();
+  for (const wait of [1000, 2000, 4000]) {
+    const before = net.beats().length;
+    mock.timers.tick(wait - 1);
+    await settle();
+    assert.equal(net.beats().length, before, `not before ${wait} ms`);
+    mock.timers.tick(1);
+    await settle();
+    assert.equal(net.beats().length, before + 1, `after ${wait} ms`);
+  }
+  // The fourth beat succeeded: back to the server's cadence.
+  mock.timers.tick(40000);
+  await settle();
+  assert.equal(net.beats().length, 5);
+  assert.equal(errors.length, 3);
+});
+
+test('page hide ends the session at once; coming back from the bfcache beats again', async () => {
+  const s = service();
+  s.startHeartbeat('pms');
+  await settle();
+  target.dispatch('pagehide', { persisted: true });
+  await settle();
+  assert.equal(net.calls.at(-1).init.method, 'DELETE');
+  assert.equal(net.calls.at(-1).init.keepalive, true);
+  mock.timers.tick(60000);
+  await settle();
+  assert.equal(net.beats().length, 1, 'no beats while hidden');
+  target.dispatch('pageshow', { persisted: true });
+  await settle();
+  assert.equal(net.beats().length, 2);
+});
+
+test('no token: nothing is sent, the error is reported, and it tries again later', async () => {
+  let token = null;
+  const s = service({ getToken: () => token });
+  s.startHeartbeat('pms');
+  await settle();
+  assert.equal(net.calls.length, 0);
+  assert.equal(errors.length, 1);
+  token = 'late';
+  mock.timers.tick(45000);
+  await settle();
+  assert.equal(net.beats().length, 1);
+});
+
+class FakeEventSource {
+  static last;
+  constructor(url) { this.url = url; this.readyState = 0; this.listeners = {}; this.closed = false; FakeEventSource.last = this; }
+  addEventListener(type, fn) { (this.listeners[type] ??= []).push(fn); }
+  emit(type, event = {}) { for (const fn of this.listeners[type] ?? []) fn(event); }
+  close() { this.closed = true; this.readyState = 2; }
+}
+
+test('subscribeModuleStats delivers stream events and unsubscribes', async () => {
+  const s = service({ EventSource: FakeEventSource });
+  const seen = [];
+  const unsubscribe = s.subscribeModuleStats((stats) => seen.push(stats));
+  const es = FakeEventSource.last;
+  assert.equal(es.url, 'https://presence.test/api/stats/stream?access_token=tok');
+  es.emit('modules', { data: '{"procurement":{"activeNow":1,"today":1,"totalUsers":1},"timestamp":"t"}' });
+  assert.equal(seen[0].procurement.activeNow, 1);
+  unsubscribe();
+  assert.equal(es.closed, true);
+  es.emit('modules', { data: '{}' });
+  assert.equal(seen.length, 1, 'nothing after unsubscribe');
+});
+
+test('when the stream fails it polls GET /api/stats/modules every 30 s', async () => {
+  net.answers.push(reply(200, { procurement: { activeNow: 2 } }), reply(200, { procurement: { activeNow: 3 } }));
+  const s = service({ EventSource: FakeEventSource });
+  const seen = [];
+  const unsubscribe = s.subscribeModuleStats((stats) => seen.push(stats.procurement.activeNow));
+  const es = FakeEventSource.last;
+  es.readyState = 2;
+  es.emit('error');
+  await settle();
+  assert.equal(es.closed, true);
+  assert.deepEqual(seen, [2]);
+  assert.equal(net.calls[0].url, 'https://presence.test/api/stats/modules');
+  mock.timers.tick(30000);
+  await settle();
+  assert.deepEqual(seen, [2, 3]);
+  unsubscribe();
+  mock.timers.tick(120000);
+  await settle();
+  assert.equal(net.calls.length, 2, 'no polling after unsubscribe');
+});

@@ -1,0 +1,103 @@
+//! The demo page, served in demo mode only (no key configured).
+//!
+//! `/demo/` shows the module picker of the onboarding page with live counts,
+//! through the browser client (`/demo/presence-client.js`, the file in
+//! `clients/js/`, embedded at build time). `/demo/token?user=NAME` mints a
+//! token for any name so that two windows can be two users: that is why
+//! these routes exist only when tokens are signed with a random demo key.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::response::{IntoResponse, Redirect};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{KeySource, mint};
+use crate::clock::Clock;
+use crate::config::JwtArgs;
+use crate::domain::UserId;
+use crate::error::{ApiError, ApiQuery};
+use crate::state::AppState;
+
+const PAGE: &str = include_str!("../../clients/js/demo/index.html");
+const CLIENT: &str = include_str!("../../clients/js/presence-client.js");
+
+/// How long a demo token lasts.
+const DEMO_TOKEN_TTL: Duration = Duration::from_secs(8 * 3600);
+
+/// What demo mode needs to mint tokens.
+#[derive(Debug)]
+pub struct DemoKeys {
+    /// The random demo key.
+    pub keys: KeySource,
+    /// Issuer, audience and user claim to put in tokens.
+    pub jwt: JwtArgs,
+    /// For `iat` and `exp`.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The demo routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/demo", get(|| async { Redirect::permanent("/demo/") }))
+        .route("/demo/", get(page))
+        .route("/demo/presence-client.js", get(client))
+        .route("/demo/token", get(token))
+}
+
+async fn page() -> impl IntoResponse {
+    (
+        [
+            (CONTENT_TYPE, "text/html; charset=utf-8"),
+            (CACHE_CONTROL, "no-cache"),
+        ],
+        PAGE,
+    )
+}
+
+async fn client() -> impl IntoResponse {
+    (
+        [
+            (CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (CACHE_CONTROL, "no-cache"),
+        ],
+        CLIENT,
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenQuery {
+    user: String,
+}
+
+#[derive(Debug, Serialize)]
+struct TokenBody {
+    token: String,
+}
+
+async fn token(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<TokenQuery>,
+) -> Result<Json<TokenBody>, ApiError> {
+    let demo = state
+        .demo
+        .as_ref()
+        .ok_or_else(|| ApiError::NotFound("/demo/token".into()))?;
+    let user = UserId::parse(&query.user)
+        .ok_or_else(|| ApiError::InvalidQuery("user must be 1 to 128 bytes".into()))?;
+    let token = mint(
+        &demo.keys,
+        &demo.jwt,
+        user.as_str(),
+        None,
+        DEMO_TOKEN_TTL,
+        demo.clock.now_ms(),
+    )
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(TokenBody { token }))
+}
