@@ -207,6 +207,9 @@ fn help_documents_every_setting_and_its_variable() {
         "CORS_ALLOWED_ORIGINS",
         "RATE_LIMIT",
         "METRICS_PUBLIC",
+        "MAX_SESSIONS_PER_USER",
+        "MAX_STREAMS_PER_USER",
+        "MAX_STREAMS",
         "LOG_FORMAT",
     ] {
         assert!(
