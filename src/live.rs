@@ -150,17 +150,19 @@ impl Drop for StreamGuard {
 
 /// Publishes the counts once a [`PUBLISH_PERIOD`] while anyone listens,
 /// until `cancel` fires.
+///
+/// Every tick publishes, changed or not: each stream compares with what it
+/// last sent itself (streams start from their own reading of the store, so
+/// the publisher cannot know what each has seen), and sends only changes.
 pub async fn run(state: AppState, cancel: CancellationToken) {
     let mut ticks = tokio::time::interval(PUBLISH_PERIOD);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last: Option<Vec<ModuleCounts>> = None;
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
             _ = ticks.tick() => {}
         }
         if state.live.sender.receiver_count() == 0 {
-            last = None;
             continue;
         }
         let snapshot =
@@ -174,13 +176,9 @@ pub async fn run(state: AppState, cancel: CancellationToken) {
                 }
                 Err(_) => continue,
             };
-        if last.as_ref() == Some(&snapshot.counts) {
-            continue;
-        }
         let body = ModulesResponse::new(&state, &snapshot);
         match serde_json::to_string(&body) {
             Ok(json) => {
-                last = Some(snapshot.counts.clone());
                 let publication = Publication {
                     counts: snapshot.counts,
                     json,

@@ -41,6 +41,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// In demo mode, what the demo page needs to mint tokens.
     pub demo: Option<Arc<DemoKeys>>,
+    /// The service's clock.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl AppState {
@@ -54,7 +56,6 @@ impl AppState {
             Arc::new(DemoKeys {
                 keys: config.keys.clone(),
                 jwt: config.args.jwt.clone(),
-                clock,
             })
         });
         Ok(Self {
@@ -69,6 +70,7 @@ impl AppState {
             )),
             shutdown: CancellationToken::new(),
             demo,
+            clock,
         })
     }
 }

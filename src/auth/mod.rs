@@ -220,6 +220,8 @@ pub struct Caller {
     pub user: UserId,
     /// Whether the token carries the admin role.
     pub admin: bool,
+    /// When the token expires (ms since the epoch), if it says.
+    pub expires_at: Option<i64>,
 }
 
 /// Why a token was refused; every variant is a 401.
@@ -337,16 +339,17 @@ impl Verifier {
         })?;
         let claims = data.claims;
         let now_s = self.clock.now_ms().div_euclid(1000);
-        match claims.get("exp") {
+        let expires_at = match claims.get("exp") {
             Some(exp) => {
                 let exp = numeric_date(exp).ok_or(AuthError::Invalid("exp is not a number"))?;
                 if now_s > exp.saturating_add(self.leeway_s) {
                     return Err(AuthError::Expired);
                 }
+                Some(exp.saturating_add(self.leeway_s).saturating_mul(1000))
             }
             None if self.require_exp => return Err(AuthError::MissingExp),
-            None => {}
-        }
+            None => None,
+        };
         if let Some(nbf) = claims.get("nbf") {
             let nbf = numeric_date(nbf).ok_or(AuthError::Invalid("nbf is not a number"))?;
             if now_s < nbf.saturating_sub(self.leeway_s) {
@@ -361,7 +364,11 @@ impl Verifier {
                 .get("roles")
                 .and_then(Value::as_array)
                 .is_some_and(|roles| roles.iter().any(|r| r.as_str() == Some(&self.admin_role)));
-        Ok(Caller { user, admin })
+        Ok(Caller {
+            user,
+            admin,
+            expires_at,
+        })
     }
 
     fn user_id(&self, claims: &Map<String, Value>) -> Option<UserId> {

@@ -6,7 +6,6 @@
 //! token for any name so that two windows can be two users: that is why
 //! these routes exist only when tokens are signed with a random demo key.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -18,7 +17,6 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{KeySource, mint};
-use crate::clock::Clock;
 use crate::config::JwtArgs;
 use crate::domain::UserId;
 use crate::error::{ApiError, ApiQuery};
@@ -37,8 +35,6 @@ pub struct DemoKeys {
     pub keys: KeySource,
     /// Issuer, audience and user claim to put in tokens.
     pub jwt: JwtArgs,
-    /// For `iat` and `exp`.
-    pub clock: Arc<dyn Clock>,
 }
 
 /// The demo routes.
@@ -96,7 +92,7 @@ async fn token(
         user.as_str(),
         None,
         DEMO_TOKEN_TTL,
-        demo.clock.now_ms(),
+        state.clock.now_ms(),
     )
     .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Json(TokenBody { token }))

@@ -82,9 +82,25 @@ async fn stream_get(
         let _open = &guard;
         event
     })
-    .take_until(state.shutdown.clone().cancelled_owned());
+    .take_until(state.shutdown.clone().cancelled_owned())
+    .take_until(tokio::time::sleep(lifetime(&state, &caller)));
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")))
 }
+
+/// How long a stream may stay open: until its token expires, and at most
+/// [`MAX_STREAM_LIFETIME`] (EventSource reconnects by itself, with a fresh
+/// token from the client), so a stream never outlives its credentials and a
+/// client that stops reading cannot hold its place for ever.
+fn lifetime(state: &AppState, caller: &Caller) -> Duration {
+    let until_expiry = caller.expires_at.map_or(MAX_STREAM_LIFETIME, |exp| {
+        let left = exp.saturating_sub(state.clock.now_ms());
+        Duration::from_millis(u64::try_from(left).unwrap_or(0))
+    });
+    until_expiry.min(MAX_STREAM_LIFETIME)
+}
+
+/// The longest a stream stays open.
+pub const MAX_STREAM_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// The caller of a stream: `Authorization: Bearer`, or `?access_token=`.
 struct StreamUser(Caller);

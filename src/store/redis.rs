@@ -346,15 +346,27 @@ impl SessionStore for RedisStore {
         let at = int(&it.next().ok_or_else(|| malformed("empty page"))?)?;
         let more = int(&it.next().ok_or_else(|| malformed("empty page"))?)? == 1;
         let mut sessions = Vec::new();
-        while let (Some(member), Some(raw)) = (it.next(), it.next()) {
-            let raw = text(raw)?;
-            if raw.is_empty() {
-                continue; // removed between the two reads of the script
-            }
+        let mut last_row = None;
+        while let (Some(member), Some(score), Some(raw)) = (it.next(), it.next(), it.next()) {
             let member = text(member)?;
+            let score: Millis = text(score)?
+                .parse::<f64>()
+                .map(ms)
+                .map_err(|_| malformed("score"))?;
             let (client, user) = member
                 .split_once('\u{1f}')
                 .ok_or_else(|| malformed("session member"))?;
+            let user = UserId::parse(user).ok_or_else(|| malformed("user id"))?;
+            let client = ClientId::parse(client);
+            last_row = Some(Cursor {
+                last_seen: score,
+                user: user.clone(),
+                client: client.clone(),
+            });
+            let raw = text(raw)?;
+            if raw.is_empty() {
+                continue; // its hash expired before the sweeper took it: skip
+            }
             let packed: Packed =
                 serde_json::from_str(&raw).map_err(|_| malformed("session JSON"))?;
             let module = self
@@ -363,8 +375,8 @@ impl SessionStore for RedisStore {
                 .by_code(&packed.m)
                 .ok_or_else(|| malformed("a module not in the registry"))?;
             sessions.push(SessionInfo {
-                user: UserId::parse(user).ok_or_else(|| malformed("user id"))?,
-                client: ClientId::parse(client),
+                user,
+                client,
                 module,
                 page: Page::parse(&packed.p),
                 resource: ResourceId::parse(&packed.r),
@@ -372,15 +384,8 @@ impl SessionStore for RedisStore {
                 last_seen: ms(packed.ls),
             });
         }
-        let next = if more {
-            sessions.last().map(|s| Cursor {
-                last_seen: s.last_seen,
-                user: s.user.clone(),
-                client: s.client.clone(),
-            })
-        } else {
-            None
-        };
+        // The cursor is the last row read, listed or not.
+        let next = if more { last_row } else { None };
         Ok(SessionPage { sessions, next, at })
     }
 

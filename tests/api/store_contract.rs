@@ -350,6 +350,34 @@ pub async fn sessions_page_newest_first_without_gaps(make: impl Factory) {
     assert_eq!(users.len(), 25);
 }
 
+// Paging by cursor survives the cursor's own session leaving between pages,
+// even when every session shares one timestamp.
+pub async fn paging_survives_the_cursor_session_leaving(make: impl Factory) {
+    let f = make(start_time(), Tz::UTC);
+    for i in 0..5 {
+        f.beat(&format!("u{i}"), None, "pms").await;
+    }
+    let first = f.store.sessions(2, None).await.unwrap();
+    let cursor = first.next.clone().expect("more pages");
+    f.store.leave(&cursor.user, Leave::All).await.unwrap();
+    let mut seen: Vec<String> = first.sessions.iter().map(|s| s.user.to_string()).collect();
+    let mut next = Some(cursor);
+    while let Some(cursor) = next {
+        let page = f.store.sessions(2, Some(cursor)).await.unwrap();
+        seen.extend(page.sessions.iter().map(|s| s.user.to_string()));
+        next = page.next;
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "no session twice: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        5,
+        "every session that was there at the first page: {seen:?}"
+    );
+}
+
 macro_rules! store_suite {
     ($backend:ident, $available:ident: $($scenario:ident),* $(,)?) => {
         mod $backend {
@@ -370,15 +398,16 @@ macro_rules! store_suite {
 macro_rules! for_every_scenario {
     ($suite:ident!($($args:tt)*)) => {
         $suite!($($args)*:
-    two_users_then_a_moves,
-    session_expires_after_ttl_but_today_keeps_it,
-    a_heartbeat_after_expiry_starts_a_new_session,
-    client_ids_are_separate_sessions,
-    a_module_keeps_a_user_while_any_session_lives,
-    sessions_per_user_are_capped,
-    today_rolls_over_at_local_midnight,
-    resource_viewers_follow_the_latest_heartbeat,
-    sessions_page_newest_first_without_gaps,
+            two_users_then_a_moves,
+            session_expires_after_ttl_but_today_keeps_it,
+            a_heartbeat_after_expiry_starts_a_new_session,
+            client_ids_are_separate_sessions,
+            a_module_keeps_a_user_while_any_session_lives,
+            sessions_per_user_are_capped,
+            today_rolls_over_at_local_midnight,
+            resource_viewers_follow_the_latest_heartbeat,
+            sessions_page_newest_first_without_gaps,
+            paging_survives_the_cursor_session_leaving,
         );
     };
 }

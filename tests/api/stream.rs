@@ -333,3 +333,23 @@ async fn a_heartbeat_on_one_instance_reaches_streams_on_another() {
         json!(1)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_ends_when_its_token_expires() {
+    let (state, clock, _) = build_state(&["--jwt-secret", SECRET]);
+    let router = presence::app(state.clone(), &[]);
+    let now_s = presence::clock::Clock::now_ms(&*clock) / 1000;
+    // Expires in 90 s, plus the 30 s leeway.
+    let token = super::helpers::sign(&json!({"sub": "w", "exp": now_s + 90}));
+    let request = Request::get(format!("/api/stats/stream?access_token={token}"))
+        .body(Body::empty())
+        .unwrap();
+    let mut body = router.oneshot(request).await.unwrap().into_body();
+    let started = tokio::time::Instant::now();
+    while let Some(frame) = body.frame().await {
+        frame.unwrap();
+    }
+    assert_eq!(started.elapsed().as_secs(), 120, "ended at exp + leeway");
+    drop(body); // as hyper does with a finished body
+    assert_eq!(state.live.open_streams(), 0, "and released its place");
+}

@@ -28,11 +28,13 @@ end
 
 local CODES = split(ARGV[5], ',')
 
--- The local day that NOW falls in: the last boundary at or before NOW.
+-- The local day that NOW falls in: the last boundary at or before NOW. An
+-- instance whose clock runs over a day ahead of Redis sends only later
+-- boundaries; its earliest day is then the closest there is.
 local DAY_START, DAY = nil, nil
 for _, b in ipairs(split(ARGV[4], ',')) do
   local start, key = string.match(b, '^(-?%d+):(.+)$')
-  if tonumber(start) <= NOW then DAY_START, DAY = tonumber(start), key end
+  if tonumber(start) <= NOW or not DAY then DAY_START, DAY = tonumber(start), key end
 end
 
 local function today_key(code) return P .. ':today:' .. code .. ':' .. DAY end

@@ -1,6 +1,6 @@
 -- ARGV[6] limit, [7] cursor score ("" = first page), [8] cursor member.
--- Newest lastSeen first; ties in reverse member order. Returns
--- {now, more (0/1), member, session json, member, session json, ...}.
+-- Newest lastSeen first; ties in reverse bytewise member order. Returns
+-- {now, more (0/1), member, score, session json ("" if gone), ...}.
 local limit = tonumber(ARGV[6])
 local cursor_score = tonumber(ARGV[7])
 local cursor_member = ARGV[8]
@@ -16,15 +16,22 @@ end
 local upper = '+inf'
 if cursor_score then
   -- Members sharing the cursor's score, after it in reverse member order.
-  -- Redis orders them bytewise ascending; the page continues below the
-  -- cursor's position in that order.
+  -- Redis orders them bytewise ascending; the page continues with those
+  -- bytewise below the cursor's member, whether or not it is still there.
+  -- (Lua's `<` on strings follows the server's locale, so compare bytes.)
+  local function bytes_below(a, b)
+    local n = math.min(#a, #b)
+    for i = 1, n do
+      local x, y = string.byte(a, i), string.byte(b, i)
+      if x ~= y then return x < y end
+    end
+    return #a < #b
+  end
   local same = redis.call('ZRANGE', TIME_KEY, cursor_score, cursor_score, 'BYSCORE')
   local after = {}
-  local below = #same
-  for i = 1, #same do
-    if same[i] == cursor_member then below = i - 1 break end
+  for i = #same, 1, -1 do
+    if bytes_below(same[i], cursor_member) then after[#after + 1] = same[i] end
   end
-  for i = below, 1, -1 do after[#after + 1] = same[i] end
   if cursor_score > CUTOFF then take(after) end
   upper = '(' .. cursor_score
 end
@@ -36,6 +43,7 @@ local out = { NOW, #picked > limit and 1 or 0 }
 for i = 1, math.min(#picked, limit) do
   local field, user = parse_member(picked[i])
   out[#out + 1] = picked[i]
+  out[#out + 1] = redis.call('ZSCORE', TIME_KEY, picked[i]) or cursor_score or 0
   out[#out + 1] = redis.call('HGET', sess_key(user), field) or ''
 end
 return out
