@@ -23,7 +23,8 @@ export interface HeartbeatOptions {
   pollMs?: number;
   /** Replacements for non-browser hosts and tests. */
   fetch?: typeof fetch;
-  EventSource?: typeof EventSource;
+  /** Default: the global EventSource; `null` turns the stream off (polling only). */
+  EventSource?: typeof EventSource | null;
   /** Where the tab's clientId is kept. Default: `sessionStorage`. */
   storage?: Pick<Storage, 'getItem' | 'setItem'>;
   /** Receives `pagehide` / `pageshow` and gives `location.pathname`. Default: `window`. */

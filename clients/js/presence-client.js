@@ -8,7 +8,10 @@
 const CLIENT_ID_KEY = 'presence.clientId';
 const MAX_PAGE_LENGTH = 256;
 const FIRST_RETRY_MS = 1000;
+const MAX_RETRY_AFTER_MS = 10 * 60 * 1000;
+const REQUEST_TIMEOUT_MS = 10000;
 const POLL_MS = 30000;
+const STREAM_RETRY_AFTER_POLLING_MS = 5 * 60 * 1000;
 const STREAM_ERRORS_BEFORE_POLLING = 3;
 
 /**
@@ -23,18 +26,22 @@ export function createHeartbeatService(options = {}) {
     intervalMs = 45000,
     onError = (error) => console.debug('[presence]', error),
     pollMs = POLL_MS,
-    // Hosts other than a browser tab (and tests) can pass their own.
+    // Hosts other than a browser tab (and tests) can pass their own;
+    // `EventSource: null` turns the stream off (polling only).
     fetch: fetchImpl = (...args) => globalThis.fetch(...args),
     EventSource: EventSourceImpl = globalThis.EventSource,
-    storage = globalThis.sessionStorage,
+    storage = null,
     target = globalThis.window,
   } = options;
 
   let currentModule = null;
   let timer = null;
-  let generation = 0; // bumps on every start/stop, so stale replies are ignored
+  let generation = 0; // bumps on every start/stop/hide, so stale work is dropped
   let failures = 0;
   let clientId = null;
+  // Requests go one at a time, in order: a DELETE from stop() and the POST of
+  // the start() that follows can never overtake each other on the network.
+  let queue = Promise.resolve();
 
   const url = (path) => `${baseUrl}${path}`;
   const report = (error) => {
@@ -44,34 +51,44 @@ export function createHeartbeatService(options = {}) {
       // A failing onError must not break the heartbeat.
     }
   };
+  const enqueue = (task) => {
+    const run = queue.then(task, task);
+    queue = run.catch(() => {});
+    return run;
+  };
+
+  function token() {
+    try {
+      return getToken() || null;
+    } catch (error) {
+      report(error);
+      return null;
+    }
+  }
 
   // One id per tab: kept in sessionStorage, which each tab has its own of.
   function getClientId() {
     if (clientId) return clientId;
+    let store = storage;
     try {
-      clientId = storage?.getItem(CLIENT_ID_KEY) ?? null;
-    } catch {
-      clientId = null;
-    }
-    if (!clientId) {
-      clientId = randomId();
-      try {
-        storage?.setItem(CLIENT_ID_KEY, clientId);
-      } catch {
-        // Storage may be disabled; the id then lasts as long as this page.
+      store ??= globalThis.sessionStorage; // throws where storage is blocked
+      clientId = store?.getItem(CLIENT_ID_KEY) ?? null;
+      if (!clientId) {
+        clientId = randomId();
+        store?.setItem(CLIENT_ID_KEY, clientId);
       }
+    } catch {
+      clientId ??= randomId(); // then the id lasts as long as this page
     }
     return clientId;
   }
 
-  function authHeaders() {
-    const token = getToken();
-    return token ? { Authorization: `Bearer ${token}` } : null;
-  }
-
   function schedule(delayMs, gen) {
     clearTimeout(timer);
-    timer = setTimeout(() => beat(gen), Math.max(0, delayMs));
+    timer = setTimeout(() => {
+      timer = null;
+      enqueue(() => beat(gen));
+    }, Math.max(0, delayMs));
   }
 
   // After n failures in a row: 1 s, 2 s, 4 s, ... up to the interval.
@@ -79,8 +96,8 @@ export function createHeartbeatService(options = {}) {
 
   async function beat(gen) {
     if (gen !== generation || currentModule === null) return;
-    const headers = authHeaders();
-    if (!headers) {
+    const bearer = token();
+    if (!bearer) {
       report(new Error('presence: no token; heartbeat skipped'));
       schedule(intervalMs, gen);
       return;
@@ -92,8 +109,9 @@ export function createHeartbeatService(options = {}) {
     try {
       const response = await fetchImpl(url('/api/stats/heartbeat'), {
         method: 'POST',
-        headers: { ...headers, 'Content-Type': 'application/json' },
+        headers: { Authorization: `Bearer ${bearer}`, 'Content-Type': 'application/json' },
         body: JSON.stringify(body),
+        signal: timeoutSignal(),
       });
       if (gen !== generation) return;
       if (response.ok) {
@@ -104,7 +122,9 @@ export function createHeartbeatService(options = {}) {
         }
       } else if (response.status === 429 || response.status === 503) {
         failures += 1;
-        delay = retryAfterMs(response) ?? backoff();
+        // Retry-After, but never sooner than the back-off (a proxy's
+        // "Retry-After: 0" must not become a tight loop) nor absurdly late.
+        delay = Math.min(Math.max(retryAfterMs(response) ?? 0, backoff()), MAX_RETRY_AFTER_MS);
         report(new Error(`presence: heartbeat answered ${response.status}; retrying in ${delay} ms`));
       } else {
         failures = 0;
@@ -119,30 +139,36 @@ export function createHeartbeatService(options = {}) {
     if (gen === generation) schedule(delay, gen);
   }
 
-  // Ends this tab's session now. keepalive lets it outlive the page.
-  function leave() {
-    const headers = authHeaders();
-    if (!headers || !clientId) return;
-    fetchImpl(url(`/api/stats/heartbeat?clientId=${encodeURIComponent(clientId)}`), {
-      method: 'DELETE',
-      headers,
-      keepalive: true,
-    }).catch(report);
+  function leaveRequest() {
+    const bearer = token();
+    if (!bearer || !clientId) return null;
+    return [
+      url(`/api/stats/heartbeat?clientId=${encodeURIComponent(clientId)}`),
+      // keepalive lets it outlive the page.
+      { method: 'DELETE', headers: { Authorization: `Bearer ${bearer}` }, keepalive: true },
+    ];
+  }
+
+  function halt() {
+    generation += 1;
+    clearTimeout(timer);
+    timer = null;
   }
 
   function onPageHide() {
     if (currentModule === null) return;
-    generation += 1;
-    clearTimeout(timer);
-    timer = null;
-    leave();
+    halt();
+    // The page is going: send now rather than behind the queue.
+    const request = leaveRequest();
+    if (request) fetchImpl(...request).catch(report);
   }
 
   function onPageShow(event) {
     // Back from the back/forward cache: the page is in use again.
     if (event?.persisted && currentModule !== null) {
-      generation += 1;
-      beat(generation);
+      halt();
+      const gen = generation;
+      enqueue(() => beat(gen));
     }
   }
 
@@ -160,24 +186,24 @@ export function createHeartbeatService(options = {}) {
       if (typeof module !== 'string' || module === '') {
         throw new TypeError('startHeartbeat(module): module must be a non-empty string');
       }
-      if (module === currentModule && timer !== null) return;
-      generation += 1;
-      clearTimeout(timer);
-      timer = null;
+      if (module === currentModule) return;
+      halt();
       failures = 0;
       currentModule = module;
       listen(true);
-      beat(generation);
+      const gen = generation;
+      enqueue(() => beat(gen));
     },
 
     stopHeartbeat() {
       if (currentModule === null) return;
-      generation += 1;
-      clearTimeout(timer);
-      timer = null;
+      halt();
       currentModule = null;
       listen(false);
-      leave();
+      enqueue(async () => {
+        const request = leaveRequest();
+        if (request) await fetchImpl(...request).catch(report);
+      });
     },
 
     getCurrentModule() {
@@ -187,6 +213,7 @@ export function createHeartbeatService(options = {}) {
     subscribeModuleStats(callback) {
       let closed = false;
       let source = null;
+      let retryTimer = null;
       let pollTimer = null;
       let streamErrors = 0;
 
@@ -200,33 +227,39 @@ export function createHeartbeatService(options = {}) {
       };
 
       async function poll() {
+        pollTimer = null;
         if (closed) return;
-        const headers = authHeaders();
-        if (headers) {
+        const bearer = token();
+        if (bearer) {
           try {
-            const response = await fetchImpl(url('/api/stats/modules'), { headers });
+            const response = await fetchImpl(url('/api/stats/modules'), {
+              headers: { Authorization: `Bearer ${bearer}` },
+              signal: timeoutSignal(),
+            });
             if (response.ok) deliver(await response.json());
             else report(new Error(`presence: module stats answered ${response.status}`));
           } catch (error) {
             report(error);
           }
         }
-        if (!closed) pollTimer = setTimeout(poll, pollMs);
+        if (!closed && source === null) pollTimer = setTimeout(poll, pollMs);
       }
 
-      function fallBackToPolling() {
-        source?.close();
-        source = null;
-        if (pollTimer === null) poll();
-      }
-
-      const token = getToken();
-      if (EventSourceImpl && token) {
-        source = new EventSourceImpl(
-          url(`/api/stats/stream?access_token=${encodeURIComponent(token)}`),
-        );
+      function openStream() {
+        retryTimer = null;
+        if (closed) return;
+        const bearer = token();
+        if (!EventSourceImpl || !bearer) {
+          if (pollTimer === null) poll();
+          return;
+        }
+        // Each (re)connection reads the token afresh: EventSource's own
+        // reconnects would reuse an expired one.
+        source = new EventSourceImpl(url(`/api/stats/stream?access_token=${encodeURIComponent(bearer)}`));
         source.addEventListener('modules', (event) => {
           streamErrors = 0;
+          clearTimeout(pollTimer);
+          pollTimer = null;
           try {
             deliver(JSON.parse(event.data));
           } catch (error) {
@@ -234,23 +267,30 @@ export function createHeartbeatService(options = {}) {
           }
         });
         source.addEventListener('error', () => {
+          source?.close();
+          source = null;
+          if (closed) return;
           streamErrors += 1;
-          // EventSource retries by itself; give up on it when it has closed
-          // or keeps failing, and poll instead.
-          if (source?.readyState === 2 || streamErrors >= STREAM_ERRORS_BEFORE_POLLING) {
-            report(new Error('presence: stream failed; polling module stats instead'));
-            fallBackToPolling();
+          if (streamErrors >= STREAM_ERRORS_BEFORE_POLLING) {
+            report(new Error('presence: stream failed; polling module stats, trying the stream again later'));
+            streamErrors = 0;
+            if (pollTimer === null) poll();
+            retryTimer = setTimeout(openStream, STREAM_RETRY_AFTER_POLLING_MS);
+          } else {
+            retryTimer = setTimeout(openStream, FIRST_RETRY_MS * 2 ** (streamErrors - 1));
           }
         });
-      } else {
-        poll();
       }
+
+      openStream();
 
       return () => {
         closed = true;
         source?.close();
         source = null;
+        clearTimeout(retryTimer);
         clearTimeout(pollTimer);
+        retryTimer = null;
         pollTimer = null;
       };
     },
@@ -263,6 +303,10 @@ export const heartbeatService = createHeartbeatService();
 function currentPage(target) {
   const path = target?.location?.pathname;
   return typeof path === 'string' && path !== '' ? [...path].slice(0, MAX_PAGE_LENGTH).join('') : null;
+}
+
+function timeoutSignal() {
+  return typeof AbortSignal?.timeout === 'function' ? AbortSignal.timeout(REQUEST_TIMEOUT_MS) : undefined;
 }
 
 function retryAfterMs(response) {

@@ -55,21 +55,39 @@ function service(extra = {}) {
     fetch: net.fn,
     storage,
     target,
-    EventSource: undefined,
+    EventSource: null,
     onError: (e) => errors.push(e),
     ...extra,
   });
 }
 
+// Timers the client has set and not yet seen fire or cleared.
+let pending;
+let mockedSet;
+let mockedClear;
+
 beforeEach(() => {
   mock.timers.enable({ apis: ['setTimeout'] });
+  pending = new Set();
+  mockedSet = globalThis.setTimeout;
+  mockedClear = globalThis.clearTimeout;
+  globalThis.setTimeout = (fn, ms, ...args) => {
+    const id = mockedSet(() => { pending.delete(id); fn(...args); }, ms);
+    pending.add(id);
+    return id;
+  };
+  globalThis.clearTimeout = (id) => { pending.delete(id); mockedClear(id); };
   net = fakeFetch();
   storage = new MemoryStorage();
   target = new FakeTarget();
   errors = [];
 });
 
-afterEach(() => mock.timers.reset());
+afterEach(() => {
+  globalThis.setTimeout = mockedSet;
+  globalThis.clearTimeout = mockedClear;
+  mock.timers.reset();
+});
 
 test('start beats at once with module, clientId and page', async () => {
   const s = service();
@@ -148,6 +166,7 @@ test('stop ends the session with DELETE keepalive and leaves no timer running', 
   assert.equal(leave.init.keepalive, true);
   assert.equal(leave.url, `https://presence.test/api/stats/heartbeat?clientId=${clientId}`);
   assert.equal(s.getCurrentModule(), null);
+  assert.equal(pending.size, 0, 'no timer left running');
   mock.timers.tick(10 * 60 * 1000);
   await settle();
   assert.equal(net.beats().length, 1, 'no beat after stop');
@@ -155,17 +174,99 @@ test('stop ends the session with DELETE keepalive and leaves no timer running', 
   assert.equal(net.calls.length, 2, 'stopping twice sends nothing more');
 });
 
-test('a reply arriving after stop schedules nothing', async () => {
-  let release;
-  const slow = new Promise((resolve) => { release = resolve; });
-  const s = service({ fetch: async (url, init) => { net.calls.push({ url, init }); if (init.method === 'POST') await slow; return reply(200, { nextHeartbeatMs: 1000 }); } });
+/** A fetch whose replies the test releases one by one. */
+function heldFetch() {
+  const calls = [];
+  const fn = (url, init = {}) => new Promise((resolve) => {
+    calls.push({ url, init, body: init.body ? JSON.parse(init.body) : undefined,
+      release: (answer = reply(200, { nextHeartbeatMs: 40000 })) => resolve(answer) });
+  });
+  return { fn, calls };
+}
+
+test('stop then start: the POST waits for the DELETE, so the session is not ended after it began', async () => {
+  const held = heldFetch();
+  const s = service({ fetch: held.fn });
   s.startHeartbeat('pms');
-  s.stopHeartbeat();
-  release();
   await settle();
+  held.calls[0].release();
+  await settle();
+  s.stopHeartbeat(); // e.g. React StrictMode: unmount...
+  s.startHeartbeat('pms'); // ...and mount again
+  await settle();
+  assert.deepEqual(held.calls.map((c) => c.init.method), ['POST', 'DELETE'], 'the POST is not sent yet');
+  held.calls[1].release(reply(204));
+  await settle();
+  assert.deepEqual(held.calls.map((c) => c.init.method), ['POST', 'DELETE', 'POST'], 'then it follows');
+});
+
+test('switching during an in-flight beat sends the new module after it and keeps one timer', async () => {
+  const held = heldFetch();
+  const s = service({ fetch: held.fn });
+  s.startHeartbeat('pms');
+  await settle();
+  s.startHeartbeat('ih'); // while pms is in flight
+  await settle();
+  assert.equal(held.calls.length, 1, 'ih waits for the pms reply');
+  held.calls[0].release();
+  await settle();
+  assert.deepEqual(held.calls.map((c) => c.body.module), ['pms', 'ih']);
+  held.calls[1].release();
+  await settle();
+  assert.equal(pending.size, 1, 'one timer: the next ih beat');
+  assert.equal(s.getCurrentModule(), 'ih');
+});
+
+test('starting the current module while its first beat is in flight sends nothing more', async () => {
+  const held = heldFetch();
+  const s = service({ fetch: held.fn });
+  s.startHeartbeat('pms');
+  s.startHeartbeat('pms');
+  await settle();
+  held.calls[0]?.release();
+  await settle();
+  assert.equal(held.calls.length, 1);
+});
+
+test('a reply arriving after stop schedules nothing', async () => {
+  const held = heldFetch();
+  const s = service({ fetch: held.fn });
+  s.startHeartbeat('pms');
+  await settle();
+  s.stopHeartbeat();
+  held.calls[0].release(reply(200, { nextHeartbeatMs: 1000 }));
+  await settle();
+  held.calls[1].release(reply(204));
+  await settle();
+  assert.equal(pending.size, 0, 'no timer left running');
   mock.timers.tick(60000);
   await settle();
-  assert.equal(net.calls.filter((c) => c.init.method === 'POST').length, 1);
+  assert.equal(held.calls.filter((c) => c.init.method === 'POST').length, 1);
+});
+
+test('a throwing getToken is reported and the heartbeat goes on', async () => {
+  let calls = 0;
+  const s = service({ getToken: () => { calls += 1; if (calls === 1) throw new Error('storage blocked'); return 'tok'; } });
+  s.startHeartbeat('pms');
+  await settle();
+  assert.equal(net.calls.length, 0);
+  assert.ok(errors.length >= 1);
+  mock.timers.tick(45000);
+  await settle();
+  assert.equal(net.beats().length, 1, 'it tried again');
+});
+
+test('Retry-After: 0 is not a tight loop', async () => {
+  net.answers.push(reply(503, {}, { 'Retry-After': '0' }), reply(503, {}, { 'Retry-After': '0' }));
+  const s = service();
+  s.startHeartbeat('pms');
+  await settle();
+  mock.timers.tick(999);
+  await settle();
+  assert.equal(net.beats().length, 1, 'waits the back-off, not 0 ms');
+  mock.timers.tick(1);
+  await settle();
+  assert.equal(net.beats().length, 2);
 });
 
 test('429 honours Retry-After', async () => {
@@ -254,23 +355,39 @@ test('subscribeModuleStats delivers stream events and unsubscribes', async () =>
   assert.equal(seen.length, 1, 'nothing after unsubscribe');
 });
 
-test('when the stream fails it polls GET /api/stats/modules every 30 s', async () => {
+test('a failed stream reconnects with a fresh token, then polls every 30 s, then tries the stream again', async () => {
+  let tokenNo = 0;
   net.answers.push(reply(200, { procurement: { activeNow: 2 } }), reply(200, { procurement: { activeNow: 3 } }));
-  const s = service({ EventSource: FakeEventSource });
+  const s = service({ EventSource: FakeEventSource, getToken: () => `tok${++tokenNo}` });
   const seen = [];
   const unsubscribe = s.subscribeModuleStats((stats) => seen.push(stats.procurement.activeNow));
-  const es = FakeEventSource.last;
-  es.readyState = 2;
-  es.emit('error');
+  const first = FakeEventSource.last;
+  first.emit('error');
+  assert.equal(first.closed, true);
+  mock.timers.tick(1000);
+  const second = FakeEventSource.last;
+  assert.notEqual(second, first, 'reconnected after 1 s');
+  assert.notEqual(second.url, first.url, 'with a fresh token');
+  second.emit('error');
+  mock.timers.tick(2000);
+  FakeEventSource.last.emit('error'); // the third failure in a row
   await settle();
-  assert.equal(es.closed, true);
-  assert.deepEqual(seen, [2]);
+  assert.deepEqual(seen, [2], 'polled at once');
   assert.equal(net.calls[0].url, 'https://presence.test/api/stats/modules');
   mock.timers.tick(30000);
   await settle();
-  assert.deepEqual(seen, [2, 3]);
-  unsubscribe();
+  assert.deepEqual(seen, [2, 3], 'and every 30 s');
+  const polling = FakeEventSource.last;
+  mock.timers.tick(5 * 60 * 1000 - 30000);
+  await settle();
+  assert.notEqual(FakeEventSource.last, polling, 'the stream is tried again after 5 min');
+  FakeEventSource.last.emit('modules', { data: '{"procurement":{"activeNow":4}}' });
+  assert.deepEqual(seen.at(-1), 4);
+  const calls = net.calls.length;
   mock.timers.tick(120000);
   await settle();
-  assert.equal(net.calls.length, 2, 'no polling after unsubscribe');
+  assert.equal(net.calls.length, calls, 'no polling once the stream is back');
+  unsubscribe();
+  assert.equal(FakeEventSource.last.closed, true);
+  assert.equal(pending.size, 0, 'nothing left running after unsubscribe');
 });
