@@ -52,6 +52,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The whole HTTP service for `state`. `cors_origins` empty: no CORS headers.
 pub fn app(state: AppState, cors_origins: &[String]) -> Router {
     let (mut api, _doc) = routes::api();
+    api = api.merge(routes::dashboard::router());
     if state.demo.is_some() {
         api = api.merge(routes::demo::router());
     }
@@ -125,6 +126,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let cancel = state.shutdown.clone();
     let sweeper = tokio::spawn(sweeper::run(state.clone(), sweep_interval, cancel.clone()));
+    let sampler = tokio::spawn(sweeper::sample(state.clone(), cancel.clone()));
     let publisher = tokio::spawn(live::run(state, cancel.clone()));
     let signal = cancel.clone();
     let server = axum::serve(listener, router)
@@ -146,7 +148,7 @@ pub async fn serve(
         },
     };
     cancel.cancel();
-    let _ = tokio::join!(sweeper, publisher);
+    let _ = tokio::join!(sweeper, sampler, publisher);
     result
 }
 

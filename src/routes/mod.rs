@@ -17,9 +17,11 @@ use crate::state::AppState;
 use crate::store::StoreError;
 
 mod admin;
+pub mod dashboard;
 pub mod demo;
 mod health;
 pub mod heartbeat;
+mod history;
 pub mod modules;
 mod presence;
 pub mod stream;
@@ -68,6 +70,7 @@ pub fn api() -> (Router<AppState>, OpenApiDoc) {
         .merge(presence::router())
         .merge(stream::router())
         .merge(admin::router())
+        .merge(history::router())
         .merge(health::router())
         .split_for_parts();
     // Rendered once: the document cannot change while the process runs.

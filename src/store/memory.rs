@@ -29,6 +29,7 @@ use std::time::Duration;
 use chrono_tz::Tz;
 
 use super::day::day_bounds;
+use super::history::{History, HistoryRing};
 use super::{
     Cursor, Heartbeat, HeartbeatAck, Leave, ModuleCounts, ModuleSnapshot, ResourceViewers,
     SessionInfo, SessionPage, SessionStore, StoreError, Viewer,
@@ -104,6 +105,8 @@ struct State {
     resources: HashMap<ResourceId, HashSet<SessionKey>>,
     day_start: Millis,
     next_day_start: Millis,
+    history: HistoryRing,
+    ttl: Millis,
 }
 
 /// Each user's latest heartbeat in one place, ordered by time.
@@ -165,6 +168,8 @@ impl MemoryStore {
             resources: HashMap::new(),
             day_start,
             next_day_start,
+            history: HistoryRing::new(n),
+            ttl: duration_ms(config.session_ttl),
         };
         Self {
             shared: Arc::new(Shared {
@@ -219,6 +224,8 @@ impl MemoryStore {
         st.refresh_presence(&user, None, cutoff);
         st.today[module.index()].insert(user.clone());
         st.total[module.index()].insert(user);
+        let active_here = st.presence[module.index()].prune_and_count(cutoff);
+        st.history.at(module.index(), now).see(active_here, now);
         HeartbeatAck {
             active_users: st.anywhere.prune_and_count(cutoff),
             at: now,
@@ -226,7 +233,7 @@ impl MemoryStore {
     }
 
     fn leave_sync(&self, user: &UserId, which: Leave) -> usize {
-        let (mut st, _now, cutoff) = self.lock();
+        let (mut st, now, cutoff) = self.lock();
         let clients: Vec<Option<ClientId>> = match which {
             Leave::Session(client) => vec![client],
             Leave::All => st
@@ -238,7 +245,7 @@ impl MemoryStore {
         let mut ended = 0;
         let mut touched = Vec::new();
         for client in clients {
-            if let Some(s) = st.remove_session(user, client.as_ref()) {
+            if let Some(s) = st.remove_session(user, client.as_ref(), now) {
                 ended += usize::from(s.last_seen > cutoff);
                 touched.push(s.module);
             }
@@ -333,13 +340,13 @@ impl MemoryStore {
 
     /// Removes up to one batch of expired sessions; returns how many.
     fn sweep_batch(&self) -> usize {
-        let (mut st, _now, cutoff) = self.lock();
+        let (mut st, now, cutoff) = self.lock();
         let mut removed = 0;
         while removed < SWEEP_BATCH && st.by_time.first().is_some_and(|(ts, _)| *ts <= cutoff) {
             // Popping first guarantees progress even if the indexes were
             // ever to disagree.
             if let Some((_, (user, client))) = st.by_time.pop_first() {
-                let gone = st.remove_session(&user, client.as_ref());
+                let gone = st.remove_session(&user, client.as_ref(), now);
                 debug_assert!(gone.is_some(), "by_time and users agree");
             }
             removed += 1;
@@ -382,14 +389,16 @@ impl State {
         }
         doomed
             .into_iter()
-            .filter_map(|c| self.remove_session(user, c.as_ref()))
+            .filter_map(|c| self.remove_session(user, c.as_ref(), cutoff + self.ttl))
             .map(|s| s.module)
             .collect()
     }
 
     /// Creates or refreshes the session of `beat` and its `by_time` and
-    /// `resources` entries. Returns the module it moved from, if it moved.
+    /// `resources` entries, recording a start (and, on a move, the end in
+    /// the old module) in the history. Returns the module it moved from.
     fn upsert(&mut self, beat: Heartbeat, now: Millis) -> Option<ModuleId> {
+        let module = beat.module;
         let key: SessionKey = (beat.user.clone(), beat.client.clone());
         let sessions = self.users.entry(beat.user).or_default();
         let mut moved_from = None;
@@ -397,7 +406,7 @@ impl State {
             Some(s) => {
                 let previous = (s.last_seen, s.resource.clone());
                 if s.module != beat.module {
-                    moved_from = Some(s.module);
+                    moved_from = Some((s.module, now - s.started_at));
                     s.module = beat.module;
                     s.started_at = now;
                 }
@@ -422,6 +431,12 @@ impl State {
                 None
             }
         };
+        if previous.is_none() || moved_from.is_some() {
+            self.history.at(module.index(), now).started += 1;
+        }
+        if let Some((old, length)) = moved_from {
+            self.record_end(old, now, length);
+        }
         let (old_time, old_resource) = previous.unzip();
         if let Some(old) = old_time {
             self.by_time.remove(&(old, key.clone()));
@@ -436,7 +451,7 @@ impl State {
                 self.resources.entry(r).or_default().insert(key);
             }
         }
-        moved_from
+        moved_from.map(|(old, _)| old)
     }
 
     fn session(&self, user: &UserId, client: Option<&ClientId>) -> Option<&Session> {
@@ -446,9 +461,16 @@ impl State {
             .find(|s| s.client.as_ref() == client)
     }
 
-    /// Takes one session out of `users`, `by_time` and `resources`. The
-    /// caller refreshes presence for the session's module.
-    fn remove_session(&mut self, user: &UserId, client: Option<&ClientId>) -> Option<Session> {
+    /// Takes one session out of `users`, `by_time` and `resources`, and
+    /// records its end in the history: expired at `last_seen + TTL` if it
+    /// was past its TTL at `now`, else left at `now`. The caller refreshes
+    /// presence for the session's module.
+    fn remove_session(
+        &mut self,
+        user: &UserId,
+        client: Option<&ClientId>,
+        now: Millis,
+    ) -> Option<Session> {
         let sessions = self.users.get_mut(user)?;
         let i = sessions.iter().position(|s| s.client.as_ref() == client)?;
         let session = sessions.swap_remove(i);
@@ -460,7 +482,22 @@ impl State {
         if let Some(r) = &session.resource {
             self.unindex_resource(r, &key);
         }
+        let (end, length) = if session.last_seen <= now - self.ttl {
+            (
+                session.last_seen + self.ttl,
+                session.last_seen - session.started_at,
+            )
+        } else {
+            (now, now - session.started_at)
+        };
+        self.record_end(session.module, end, length);
         Some(session)
+    }
+
+    fn record_end(&mut self, module: ModuleId, at: Millis, length: Millis) {
+        let minute = self.history.at(module.index(), at);
+        minute.ended += 1;
+        minute.ended_ms += u64::try_from(length).unwrap_or(0);
     }
 
     fn unindex_resource(&mut self, resource: &ResourceId, key: &SessionKey) {
@@ -547,5 +584,26 @@ impl SessionStore for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn record_sample(&self) -> Result<(), StoreError> {
+        let (mut st, now, cutoff) = self.lock();
+        for m in 0..st.presence.len() {
+            let active = st.presence[m].prune_and_count(cutoff);
+            let minute = st.history.at(m, now);
+            if minute.sample.is_none() {
+                minute.sample = Some(active);
+                minute.see(active, now);
+            }
+        }
+        Ok(())
+    }
+
+    async fn history(&self, minutes: i64) -> Result<History, StoreError> {
+        let (st, now, _) = self.lock();
+        Ok(History {
+            minutes: st.history.window(now, minutes),
+            at: now,
+        })
     }
 }

@@ -19,9 +19,11 @@ use crate::config::{ConfigError, ServeArgs, StoreKind};
 use crate::domain::{ClientId, ModuleId, Page, ResourceId, UserId};
 
 mod day;
+pub mod history;
 pub mod memory;
 pub mod redis;
 
+pub use history::History;
 use memory::MemoryConfig;
 pub use memory::MemoryStore;
 pub use redis::{RedisConfig, RedisStore, TimeSource};
@@ -193,6 +195,14 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Succeeds when the store can serve requests (for `/readyz`).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Records each module's `activeNow` as the current minute's sample
+    /// (the first sample of a minute wins, so several instances may all
+    /// sample).
+    fn record_sample(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The last `minutes` minutes of history, up to now.
+    fn history(&self, minutes: i64) -> impl Future<Output = Result<History, StoreError>> + Send;
 }
 
 /// The store chosen at start-up.
@@ -285,5 +295,13 @@ impl SessionStore for Store {
 
     async fn ping(&self) -> Result<(), StoreError> {
         delegate!(self, s => s.ping())
+    }
+
+    async fn record_sample(&self) -> Result<(), StoreError> {
+        delegate!(self, s => s.record_sample())
+    }
+
+    async fn history(&self, minutes: i64) -> Result<History, StoreError> {
+        delegate!(self, s => s.history(minutes))
     }
 }

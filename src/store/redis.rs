@@ -50,6 +50,7 @@ use redis::{FromRedisValue, Script, ScriptInvocation, Value};
 use serde::Deserialize;
 
 use super::day::{day_bounds, local_date};
+use super::history::{History, MinuteBucket, ModuleMinute};
 use super::{
     Cursor, Heartbeat, HeartbeatAck, Leave, ModuleCounts, ModuleSnapshot, ResourceViewers,
     SessionInfo, SessionPage, SessionStore, StoreError, Viewer,
@@ -106,6 +107,8 @@ struct Scripts {
     viewers: Script,
     sessions: Script,
     sweep: Script,
+    sample: Script,
+    history: Script,
 }
 
 /// Sessions in Redis. Cheap to clone: clones share the connection.
@@ -166,6 +169,8 @@ impl RedisStore {
                 viewers: script!("viewers.lua"),
                 sessions: script!("sessions.lua"),
                 sweep: script!("sweep.lua"),
+                sample: script!("sample.lua"),
+                history: script!("history.lua"),
             }),
             time_key: format!("{tag}:time"),
             tag,
@@ -400,6 +405,55 @@ impl SessionStore for RedisStore {
                 return Ok(total);
             }
         }
+    }
+
+    async fn record_sample(&self) -> Result<(), StoreError> {
+        let inv = self.invocation(&self.scripts.sample);
+        let _: Vec<Value> = self.call(&inv).await?;
+        Ok(())
+    }
+
+    async fn history(&self, minutes: i64) -> Result<History, StoreError> {
+        let mut inv = self.invocation(&self.scripts.history);
+        inv.arg(minutes);
+        let flat: Vec<Value> = self.call(&inv).await?;
+        let mut it = flat.into_iter();
+        let at = int(&it.next().ok_or_else(|| malformed("empty history"))?)?;
+        let mut buckets = Vec::new();
+        while let (Some(start), Some(fields)) = (it.next(), it.next()) {
+            let mut bucket = MinuteBucket {
+                start: int(&start)?,
+                modules: vec![ModuleMinute::default(); self.config.modules.len()],
+            };
+            for _ in 0..int(&fields)? / 2 {
+                let (Some(name), Some(value)) = (it.next(), it.next()) else {
+                    return Err(malformed("history fields"));
+                };
+                let (name, value) = (text(name)?, text(value)?);
+                let Some((code, field)) = name.rsplit_once(':') else {
+                    continue;
+                };
+                let Some(id) = self.config.modules.by_code(code) else {
+                    continue; // a module no longer in the registry
+                };
+                let n: u64 = value.parse().map_err(|_| malformed("history value"))?;
+                let minute = &mut bucket.modules[id.index()];
+                match field {
+                    "s" => minute.sample = Some(n),
+                    "p" => minute.peak = n,
+                    "pa" => minute.peak_at = Millis::try_from(n).ok(),
+                    "st" => minute.started = n,
+                    "e" => minute.ended = n,
+                    "ems" => minute.ended_ms = n,
+                    _ => {}
+                }
+            }
+            buckets.push(bucket);
+        }
+        Ok(History {
+            minutes: buckets,
+            at,
+        })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -110,3 +110,69 @@ async fn bad_paging_is_400_invalid_query() {
     let (status, _) = app.get("/api/admin/sessions?limit=1000", &admin).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn history_reports_samples_peak_average_and_distribution() {
+    let app = spawn_app().await;
+    app.beat_ok("1", json!({"module": "pms"})).await;
+    app.beat_ok("2", json!({"module": "pms"})).await;
+    app.beat_ok("3", json!({"module": "ih"})).await;
+    // The sampler's first tick is a minute away; take this minute's now.
+    presence::store::SessionStore::record_sample(&app.state.store)
+        .await
+        .unwrap();
+    app.clock.advance(Duration::from_secs(90));
+    assert_eq!(app.leave("1", "").await, StatusCode::NO_CONTENT);
+    let admin = app.admin_token("root");
+    let (status, body) = app.get("/api/admin/history?window=1h", &admin).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["window"], json!("1h"));
+    let pms = &body["modules"]["procurement"];
+    assert_eq!(
+        pms["samples"],
+        json!([{"at": "2026-01-14T09:30:00.000Z", "activeNow": 2}])
+    );
+    assert_eq!(
+        pms["peakConcurrent"],
+        json!({"value": 2, "at": "2026-01-14T09:30:00.000Z"})
+    );
+    assert_eq!(pms["averageSessionSeconds"], json!(90.0));
+    assert_eq!(pms["sessionsStarted"], json!(2));
+    let ih = &body["modules"]["innovation"];
+    assert_eq!(
+        ih["averageSessionSeconds"],
+        Value::Null,
+        "nobody left innovation"
+    );
+    assert_eq!(
+        body["distribution"],
+        json!({"procurement": 0.5, "innovation": 0.5})
+    );
+    assert_eq!(body["timestamp"], json!("2026-01-14T09:31:30.000Z"));
+
+    app.clock.advance(Duration::from_secs(600));
+    let (_, later) = app.get("/api/admin/history?window=5m", &admin).await;
+    assert_eq!(
+        later["modules"]["procurement"]["samples"],
+        json!([]),
+        "the sample is outside 5 minutes"
+    );
+    assert_eq!(
+        later["distribution"],
+        json!({"procurement": 0.0, "innovation": 0.0}),
+        "all 0 when nobody is active"
+    );
+
+    for bad in ["0m", "59s", "25h", "soon", ""] {
+        let response = app
+            .client
+            .get(app.url(&format!("/api/admin/history?window={bad}")))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_error(response, StatusCode::BAD_REQUEST, "invalid_query").await;
+    }
+    let (status, _) = app.get("/api/admin/history", &app.token("user")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}

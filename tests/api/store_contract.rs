@@ -378,6 +378,62 @@ pub async fn paging_survives_the_cursor_session_leaving(make: impl Factory) {
     );
 }
 
+// History: starts, ends (leave, move, expiry) with their lengths, the peak
+// and when it was reached, and the minute samples.
+pub async fn history_records_starts_ends_peaks_and_samples(make: impl Factory) {
+    let f = make(start_time(), Tz::UTC); // 09:30:00
+    let t0 = f.clock.now_ms();
+    f.beat("A", None, "pms").await;
+    f.advance(Duration::from_secs(10));
+    f.beat("B", None, "pms").await; // peak 2 at 09:30:10
+    f.advance(Duration::from_secs(10));
+    f.store.record_sample().await.unwrap(); // 09:30:20: sample 2
+    f.store.record_sample().await.unwrap(); // a second sample in the minute changes nothing
+    f.advance(Duration::from_secs(100)); // 09:32:00
+    f.store.leave(&user("A"), Leave::All).await.unwrap(); // A: 120 s, left
+    f.advance(Duration::from_secs(60)); // 09:33:00
+    f.beat("C", None, "pms").await;
+    f.advance(Duration::from_secs(60)); // 09:34:00
+    f.beat("C", None, "ih").await; // C: 60 s in pms, moved
+    f.advance(Duration::from_secs(180)); // 09:37:00: B expired at 09:35:10
+    f.store.sweep().await.unwrap(); // B: 0 s (one heartbeat), expired
+
+    let h = f.store.history(60).await.unwrap();
+    assert_eq!(h.at, f.clock.now_ms());
+    let minute = |start: i64| {
+        h.minutes
+            .iter()
+            .find(|b| b.start == start)
+            .map(|b| b.modules.clone())
+    };
+    let at = |secs: i64| t0 + secs * 1000;
+    let first = minute(at(0)).expect("09:30 recorded");
+    assert_eq!(first[0].sample, Some(2));
+    assert_eq!((first[0].peak, first[0].peak_at), (2, Some(at(10))));
+    assert_eq!(first[0].started, 2);
+    assert_eq!(first[1].sample, Some(0));
+    let sum = |m: usize, f: fn(&presence::store::history::ModuleMinute) -> u64| -> u64 {
+        h.minutes.iter().map(|b| f(&b.modules[m])).sum()
+    };
+    assert_eq!(sum(0, |m| m.started), 3, "A, B, C started in pms");
+    assert_eq!(sum(1, |m| m.started), 1, "C started in ih");
+    assert_eq!(sum(0, |m| m.ended), 3, "A left, C moved, B expired");
+    assert_eq!(sum(0, |m| m.ended_ms), 180_000, "120 s + 60 s + 0 s");
+    let b_expiry = minute(at(5 * 60)).expect("09:35 recorded");
+    assert_eq!(
+        b_expiry[0].ended, 1,
+        "B's end is filed when it expired, not when swept"
+    );
+    assert!(
+        h.minutes.windows(2).all(|w| w[0].start < w[1].start),
+        "oldest first"
+    );
+
+    // A window of one minute holds only the current minute.
+    let last = f.store.history(1).await.unwrap();
+    assert!(last.minutes.iter().all(|b| b.start == at(7 * 60)));
+}
+
 macro_rules! store_suite {
     ($backend:ident, $available:ident: $($scenario:ident),* $(,)?) => {
         mod $backend {
@@ -408,6 +464,7 @@ macro_rules! for_every_scenario {
             resource_viewers_follow_the_latest_heartbeat,
             sessions_page_newest_first_without_gaps,
             paging_survives_the_cursor_session_leaving,
+            history_records_starts_ends_peaks_and_samples,
         );
     };
 }

@@ -31,10 +31,13 @@ if not s then
     sessions[oldest_field] = nil
   end
   s = { m = code, st = NOW, rs = NOW, ls = NOW, p = page, r = resource }
+  record_start(code)
   if resource ~= '' then redis.call('SADD', res_key(resource), member(field, user)) end
 else
   if s.m ~= code then
     touched[s.m] = true
+    record_end(s.m, NOW, NOW - s.st)
+    record_start(code)
     s.m = code
     s.st = NOW
   end
@@ -59,4 +62,5 @@ refresh_presence(user, sessions, touched)
 redis.call('SADD', today_key(code), user)
 redis.call('EXPIRE', today_key(code), DAY_KEEP_S)
 redis.call('SADD', total_key(code), user)
+see_peak(code, live_count(pres_key(code)))
 return { live_count(ANY_KEY), NOW }

@@ -84,10 +84,46 @@ local function sessions_of(user)
   return out
 end
 
+-- History: one hash per minute, {p}:hist:<minute start ms>, with fields
+-- <code>:s sample, :p peak, :pa peak at, :st started, :e ended, :ems ended ms.
+local HIST_KEEP_S = 25 * 3600
+local function hist_key(t) return P .. ':hist:' .. string.format('%d', t - (t % 60000)) end
+
+local function hist_incr(t, field, by)
+  local key = hist_key(t)
+  redis.call('HINCRBY', key, field, by)
+  redis.call('EXPIRE', key, HIST_KEEP_S)
+end
+
+local function record_start(code) hist_incr(NOW, code .. ':st', 1) end
+
+local function record_end(code, at, length)
+  hist_incr(at, code .. ':e', 1)
+  hist_incr(at, code .. ':ems', math.max(0, length))
+end
+
+-- Raises this minute's peak of a module to n if higher.
+local function see_peak(code, n)
+  local key = hist_key(NOW)
+  local peak = tonumber(redis.call('HGET', key, code .. ':p') or '0')
+  local at = redis.call('HGET', key, code .. ':pa')
+  if n > peak or (not at and n > 0) then
+    redis.call('HSET', key, code .. ':p', n, code .. ':pa', string.format('%d', NOW))
+    redis.call('EXPIRE', key, HIST_KEEP_S)
+  end
+end
+
+-- Removes a session and records its end: expired at lastSeen + TTL if it
+-- was past its TTL, else left now.
 local function remove_session(user, field, s)
   redis.call('HDEL', sess_key(user), field)
   redis.call('ZREM', TIME_KEY, member(field, user))
   if s.r ~= '' then redis.call('SREM', res_key(s.r), member(field, user)) end
+  if s.ls <= CUTOFF then
+    record_end(s.m, s.ls + TTL, s.ls - s.st)
+  else
+    record_end(s.m, NOW, NOW - s.st)
+  end
 end
 
 -- Recomputes the user's latest live heartbeat in each touched module and
