@@ -36,6 +36,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod live;
+pub mod metrics;
 pub mod routes;
 pub mod state;
 pub mod store;
@@ -57,6 +58,10 @@ pub fn app(state: AppState, cors_origins: &[String]) -> Router {
         api = api.merge(routes::demo::router());
     }
     let mut router = api
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            routes::metrics::track,
+        ))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(routes::heartbeat::MAX_BODY_BYTES))

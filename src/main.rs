@@ -7,7 +7,7 @@ use clap::Parser;
 use presence::auth::{KeySource, mint};
 use presence::clock::{Clock, SystemClock};
 use presence::config::{Cli, Command, Config, ConfigError, ServeArgs, TokenArgs, one_line};
-use presence::store::{Store, TimeSource};
+use presence::store::TimeSource;
 use presence::{AppState, telemetry};
 
 fn main() -> ExitCode {
@@ -79,11 +79,7 @@ fn serve(args: ServeArgs) -> ExitCode {
 async fn run(config: Config) -> ExitCode {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let args = &config.args;
-    let store = match Store::open(args, clock.clone(), TimeSource::Redis) {
-        Ok(store) => store,
-        Err(e) => return config_failure(&e.to_string()),
-    };
-    let state = match AppState::new(&config, store, clock.clone()) {
+    let state = match AppState::build(&config, clock.clone(), TimeSource::Redis) {
         Ok(state) => state,
         Err(e) => return config_failure(&e.to_string()),
     };

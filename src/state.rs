@@ -18,8 +18,10 @@ use crate::config::{Config, ConfigError, RateLimit};
 use crate::domain::{Modules, UserId};
 use crate::error::ApiError;
 use crate::live::Live;
+use crate::metrics::Metrics;
 use crate::routes::demo::DemoKeys;
 use crate::store::Store;
+use crate::store::TimeSource;
 
 /// Shared by every request.
 #[derive(Debug, Clone)]
@@ -43,14 +45,40 @@ pub struct AppState {
     pub demo: Option<Arc<DemoKeys>>,
     /// The service's clock.
     pub clock: Arc<dyn Clock>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Where "today" starts, for the daily peak.
+    pub timezone: chrono_tz::Tz,
+    /// `METRICS_PUBLIC`.
+    pub metrics_public: bool,
 }
 
 impl AppState {
+    /// Builds the state, its store and its metrics for `config`. With
+    /// `STORE=redis`, `redis_time` says whose clock decides liveness.
+    ///
+    /// # Errors
+    /// The configured key or store cannot be used.
+    pub fn build(
+        config: &Config,
+        clock: Arc<dyn Clock>,
+        redis_time: TimeSource,
+    ) -> Result<Self, ConfigError> {
+        let metrics = Arc::new(Metrics::new());
+        let store = Store::open(&config.args, clock.clone(), redis_time, metrics.clone())?;
+        Self::new(config, store, clock, metrics)
+    }
+
     /// Builds the state for `config` over `store`.
     ///
     /// # Errors
     /// The configured key cannot be used.
-    pub fn new(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<Self, ConfigError> {
+    pub fn new(
+        config: &Config,
+        store: Store,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ConfigError> {
         let verifier = Verifier::new(&config.keys, &config.args.jwt, clock.clone())?;
         let demo = config.keys.is_demo().then(|| {
             Arc::new(DemoKeys {
@@ -71,6 +99,9 @@ impl AppState {
             shutdown: CancellationToken::new(),
             demo,
             clock,
+            metrics,
+            timezone: config.args.stats_timezone,
+            metrics_public: config.args.metrics_public,
         })
     }
 }

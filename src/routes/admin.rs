@@ -91,7 +91,12 @@ async fn sessions_list(
         )));
     }
     let cursor = query.cursor.as_deref().map(decode_cursor).transpose()?;
-    let page = within_deadline(state.store.sessions(limit, cursor)).await?;
+    let page = within_deadline(
+        &state.metrics,
+        "sessions",
+        state.store.sessions(limit, cursor),
+    )
+    .await?;
     Ok(Json(SessionsResponse {
         sessions: page
             .sessions

@@ -45,7 +45,7 @@ async fn healthz() -> Json<Health> {
         (status = 503, description = "Store unreachable", body = ErrorBody),
     ))]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
-    within_deadline(state.store.ping()).await?;
+    within_deadline(&state.metrics, "ping", state.store.ping()).await?;
     Ok(Json(Health {
         status: "ready",
         store: Some(state.store.kind()),

@@ -1,23 +1,25 @@
 //! `POST` and `DELETE /api/stats/heartbeat`: record activity, end sessions.
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::metrics::HeartbeatModule;
 use super::within_deadline;
 use crate::auth::{AuthUser, Caller};
 use crate::clock::rfc3339;
 use crate::domain::{ClientId, MAX_PAGE_LEN, MAX_RESOURCE_LEN, ModuleId, Page, ResourceId};
 use crate::error::{ApiError, ApiQuery, ErrorBody};
 use crate::state::AppState;
+use crate::store::day::local_date;
 use crate::store::{Heartbeat, Leave, SessionStore};
 
 /// The largest heartbeat body accepted.
@@ -82,6 +84,18 @@ async fn heartbeat_create(
     State(state): State<AppState>,
     LimitedUser(caller): LimitedUser,
     HeartbeatBody(body): HeartbeatBody,
+) -> (
+    Extension<HeartbeatModule>,
+    Result<Json<HeartbeatResponse>, ApiError>,
+) {
+    let module = HeartbeatModule(state.modules.get(body.module).code.clone());
+    (Extension(module), record(&state, caller, body).await)
+}
+
+async fn record(
+    state: &AppState,
+    caller: Caller,
+    body: ValidBody,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     let beat = Heartbeat {
         user: caller.user,
@@ -90,12 +104,15 @@ async fn heartbeat_create(
         page: body.page,
         resource: body.resource,
     };
-    let ack = within_deadline(state.store.heartbeat(beat)).await?;
+    let ack = within_deadline(&state.metrics, "heartbeat", state.store.heartbeat(beat)).await?;
+    state
+        .metrics
+        .see_active_users(ack.active_users, local_date(state.timezone, ack.at));
     Ok(Json(HeartbeatResponse {
         success: true,
         active_users: ack.active_users,
         timestamp: rfc3339(ack.at),
-        next_heartbeat_ms: next_heartbeat_ms(&state),
+        next_heartbeat_ms: next_heartbeat_ms(state),
     }))
 }
 
@@ -151,7 +168,12 @@ async fn heartbeat_delete(
             .transpose()?;
         Leave::Session(client)
     };
-    within_deadline(state.store.leave(&caller.user, which)).await?;
+    within_deadline(
+        &state.metrics,
+        "leave",
+        state.store.leave(&caller.user, which),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -94,8 +94,9 @@ async fn history_get(
 ) -> Result<Json<HistoryResponse>, ApiError> {
     let window = query.window.unwrap_or_else(|| "1h".to_owned());
     let minutes = parse_window(&window)?;
-    let history = within_deadline(state.store.history(minutes)).await?;
-    let counts = within_deadline(state.store.module_counts()).await?;
+    let history = within_deadline(&state.metrics, "history", state.store.history(minutes)).await?;
+    let counts =
+        within_deadline(&state.metrics, "module_counts", state.store.module_counts()).await?;
     let total_active: u64 = counts.counts.iter().map(|c| c.active_now).sum();
     let mut modules = IndexMap::new();
     let mut distribution = IndexMap::new();

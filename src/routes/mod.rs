@@ -13,6 +13,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::store::StoreError;
 
@@ -22,6 +23,7 @@ pub mod demo;
 mod health;
 pub mod heartbeat;
 mod history;
+pub(crate) mod metrics;
 pub mod modules;
 mod presence;
 pub mod stream;
@@ -71,6 +73,7 @@ pub fn api() -> (Router<AppState>, OpenApiDoc) {
         .merge(stream::router())
         .merge(admin::router())
         .merge(history::router())
+        .merge(metrics::router())
         .merge(health::router())
         .split_for_parts();
     // Rendered once: the document cannot change while the process runs.
@@ -95,9 +98,14 @@ pub fn api() -> (Router<AppState>, OpenApiDoc) {
 /// The store's own error, or [`ApiError::StoreUnavailable`] past
 /// [`STORE_DEADLINE`].
 pub(crate) async fn within_deadline<T>(
+    metrics: &Metrics,
+    op: &str,
     call: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, ApiError> {
-    match tokio::time::timeout(STORE_DEADLINE, call).await {
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(STORE_DEADLINE, call).await;
+    metrics.store_call(op, started.elapsed());
+    match result {
         Ok(result) => result.map_err(ApiError::from),
         Err(_) => Err(ApiError::from(StoreError::Unavailable(format!(
             "no answer within {STORE_DEADLINE:?}"
@@ -112,9 +120,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_store_that_never_answers_is_503_after_the_deadline() {
         let started = tokio::time::Instant::now();
-        let err = within_deadline(std::future::pending::<Result<(), StoreError>>())
-            .await
-            .expect_err("a hung store must not hang the request");
+        let err = within_deadline(
+            &Metrics::new(),
+            "test",
+            std::future::pending::<Result<(), StoreError>>(),
+        )
+        .await
+        .expect_err("a hung store must not hang the request");
         assert_eq!(err.code(), "store_unavailable");
         assert_eq!(err.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(started.elapsed(), STORE_DEADLINE);

@@ -89,6 +89,7 @@ async fn modules_get(
     State(state): State<AppState>,
     AuthUser(_caller): AuthUser,
 ) -> Result<Json<ModulesResponse>, ApiError> {
-    let snapshot = within_deadline(state.store.module_counts()).await?;
+    let snapshot =
+        within_deadline(&state.metrics, "module_counts", state.store.module_counts()).await?;
     Ok(Json(ModulesResponse::new(&state, &snapshot)))
 }

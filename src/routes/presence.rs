@@ -65,7 +65,12 @@ async fn resource_viewers_get(
 ) -> Result<Json<ResourceViewersResponse>, ApiError> {
     let resource = ResourceId::parse(&resource)
         .ok_or_else(|| ApiError::InvalidQuery("resource must be 1 to 128 characters".into()))?;
-    let found = within_deadline(state.store.resource_viewers(&resource)).await?;
+    let found = within_deadline(
+        &state.metrics,
+        "resource_viewers",
+        state.store.resource_viewers(&resource),
+    )
+    .await?;
     Ok(Json(ResourceViewersResponse {
         resource: resource.to_string(),
         viewers: found

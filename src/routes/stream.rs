@@ -62,7 +62,8 @@ async fn stream_get(
     // Subscribe before reading the counts, so no change between the two is
     // missed.
     let updates = WatchStream::from_changes(state.live.subscribe());
-    let snapshot = within_deadline(state.store.module_counts()).await?;
+    let snapshot =
+        within_deadline(&state.metrics, "module_counts", state.store.module_counts()).await?;
     let first = serde_json::to_string(&ModulesResponse::new(&state, &snapshot))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut last = snapshot.counts;

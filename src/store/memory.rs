@@ -32,7 +32,7 @@ use super::day::day_bounds;
 use super::history::{History, HistoryRing};
 use super::{
     Cursor, Heartbeat, HeartbeatAck, Leave, ModuleCounts, ModuleSnapshot, ResourceViewers,
-    SessionInfo, SessionPage, SessionStore, StoreError, Viewer,
+    SessionInfo, SessionObserver, SessionPage, SessionStore, StoreError, Viewer,
 };
 use crate::clock::{Clock, Millis, duration_ms};
 use crate::domain::{ClientId, ModuleId, Modules, Page, ResourceId, UserId};
@@ -75,6 +75,8 @@ pub struct MemoryStore {
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
+    observer: Arc<dyn SessionObserver>,
+    modules: Modules,
     clock: Arc<dyn Clock>,
     ttl: Millis,
     timezone: Tz,
@@ -107,6 +109,8 @@ struct State {
     next_day_start: Millis,
     history: HistoryRing,
     ttl: Millis,
+    /// Sessions ended under the lock, told to the observer after it.
+    ended: Vec<(ModuleId, Millis, bool)>,
 }
 
 /// Each user's latest heartbeat in one place, ordered by time.
@@ -154,7 +158,11 @@ impl PresenceIndex {
 
 impl MemoryStore {
     /// An empty store reading time from `clock`.
-    pub fn new(config: &MemoryConfig, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        config: &MemoryConfig,
+        clock: Arc<dyn Clock>,
+        observer: Arc<dyn SessionObserver>,
+    ) -> Self {
         let n = config.modules.len();
         let now = clock.now_ms();
         let (day_start, next_day_start) = day_bounds(config.timezone, now);
@@ -170,10 +178,13 @@ impl MemoryStore {
             next_day_start,
             history: HistoryRing::new(n),
             ttl: duration_ms(config.session_ttl),
+            ended: Vec::new(),
         };
         Self {
             shared: Arc::new(Shared {
                 state: Mutex::new(state),
+                observer,
+                modules: config.modules.clone(),
                 clock,
                 ttl: duration_ms(config.session_ttl),
                 timezone: config.timezone,
@@ -226,9 +237,26 @@ impl MemoryStore {
         st.total[module.index()].insert(user);
         let active_here = st.presence[module.index()].prune_and_count(cutoff);
         st.history.at(module.index(), now).see(active_here, now);
-        HeartbeatAck {
+        let ack = HeartbeatAck {
             active_users: st.anywhere.prune_and_count(cutoff),
             at: now,
+        };
+        self.notify(st);
+        ack
+    }
+
+    /// Releases the lock, then tells the observer of the sessions that ended.
+    fn notify(&self, mut st: MutexGuard<'_, State>) {
+        let ended = std::mem::take(&mut st.ended);
+        drop(st);
+        for (module, length, expired) in ended {
+            #[allow(
+                clippy::cast_precision_loss,
+                reason = "session lengths are far below 2^52 ms"
+            )]
+            let seconds = length.max(0) as f64 / 1000.0;
+            let code = &self.shared.modules.get(module).code;
+            self.shared.observer.session_ended(code, seconds, expired);
         }
     }
 
@@ -254,6 +282,7 @@ impl MemoryStore {
             st.refresh_presence(user, Some(module), cutoff);
         }
         st.refresh_presence(user, None, cutoff);
+        self.notify(st);
         ended
     }
 
@@ -271,7 +300,11 @@ impl MemoryStore {
                 total_users: total.len() as u64,
             })
             .collect();
-        ModuleSnapshot { counts, at: now }
+        ModuleSnapshot {
+            counts,
+            users_anywhere: st.anywhere.prune_and_count(cutoff),
+            at: now,
+        }
     }
 
     fn resource_viewers_sync(&self, resource: &ResourceId) -> ResourceViewers {
@@ -357,6 +390,7 @@ impl MemoryStore {
             p.prune(cutoff);
         }
         st.anywhere.prune(cutoff);
+        self.notify(st);
         removed
     }
 }
@@ -435,7 +469,7 @@ impl State {
             self.history.at(module.index(), now).started += 1;
         }
         if let Some((old, length)) = moved_from {
-            self.record_end(old, now, length);
+            self.record_end(old, now, length, false);
         }
         let (old_time, old_resource) = previous.unzip();
         if let Some(old) = old_time {
@@ -482,7 +516,8 @@ impl State {
         if let Some(r) = &session.resource {
             self.unindex_resource(r, &key);
         }
-        let (end, length) = if session.last_seen <= now - self.ttl {
+        let expired = session.last_seen <= now - self.ttl;
+        let (end, length) = if expired {
             (
                 session.last_seen + self.ttl,
                 session.last_seen - session.started_at,
@@ -490,14 +525,15 @@ impl State {
         } else {
             (now, now - session.started_at)
         };
-        self.record_end(session.module, end, length);
+        self.record_end(session.module, end, length, expired);
         Some(session)
     }
 
-    fn record_end(&mut self, module: ModuleId, at: Millis, length: Millis) {
+    fn record_end(&mut self, module: ModuleId, at: Millis, length: Millis, expired: bool) {
         let minute = self.history.at(module.index(), at);
         minute.ended += 1;
         minute.ended_ms += u64::try_from(length).unwrap_or(0);
+        self.ended.push((module, length, expired));
     }
 
     fn unindex_resource(&mut self, resource: &ResourceId, key: &SessionKey) {
@@ -567,6 +603,19 @@ impl SessionStore for MemoryStore {
         cursor: Option<Cursor>,
     ) -> Result<SessionPage, StoreError> {
         Ok(self.sessions_sync(limit, cursor))
+    }
+
+    async fn live_sessions(&self) -> Result<Vec<u64>, StoreError> {
+        // A walk over the live sessions, newest first: O(live sessions), for
+        // the metrics scrape only.
+        let (st, _now, cutoff) = self.lock();
+        let mut per_module = vec![0; self.shared.modules.len()];
+        for (_, (user, client)) in st.by_time.iter().rev().take_while(|(ts, _)| *ts > cutoff) {
+            if let Some(s) = st.session(user, client.as_ref()) {
+                per_module[s.module.index()] += 1;
+            }
+        }
+        Ok(per_module)
     }
 
     async fn sweep(&self) -> Result<usize, StoreError> {

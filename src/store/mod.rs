@@ -18,7 +18,7 @@ use crate::clock::{Clock, Millis};
 use crate::config::{ConfigError, ServeArgs, StoreKind};
 use crate::domain::{ClientId, ModuleId, Page, ResourceId, UserId};
 
-mod day;
+pub(crate) mod day;
 pub mod history;
 pub mod memory;
 pub mod redis;
@@ -27,6 +27,21 @@ pub use history::History;
 use memory::MemoryConfig;
 pub use memory::MemoryStore;
 pub use redis::{RedisConfig, RedisStore, TimeSource};
+
+/// Told of every session that ends, for the session-length metric.
+pub trait SessionObserver: Send + Sync + std::fmt::Debug + 'static {
+    /// A session in `module` (its code) ended after `seconds`; `expired`
+    /// when it ran out its TTL, else it was left (ended, moved away).
+    fn session_ended(&self, module: &str, seconds: f64, expired: bool);
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoObserver;
+
+impl SessionObserver for NoObserver {
+    fn session_ended(&self, _module: &str, _seconds: f64, _expired: bool) {}
+}
 
 /// Why a store could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +103,8 @@ pub struct ModuleCounts {
 pub struct ModuleSnapshot {
     /// Indexed by [`ModuleId::index`].
     pub counts: Vec<ModuleCounts>,
+    /// Distinct users live in any module.
+    pub users_anywhere: u64,
     /// The instant the counts are exact for.
     pub at: Millis,
 }
@@ -190,6 +207,9 @@ pub trait SessionStore: Send + Sync + 'static {
         cursor: Option<Cursor>,
     ) -> impl Future<Output = Result<SessionPage, StoreError>> + Send;
 
+    /// Live sessions per module, indexed by [`ModuleId::index`].
+    fn live_sessions(&self) -> impl Future<Output = Result<Vec<u64>, StoreError>> + Send;
+
     /// Removes expired sessions from memory; returns how many.
     fn sweep(&self) -> impl Future<Output = Result<usize, StoreError>> + Send;
 
@@ -224,11 +244,14 @@ impl Store {
         args: &ServeArgs,
         clock: Arc<dyn Clock>,
         redis_time: TimeSource,
+        observer: Arc<dyn SessionObserver>,
     ) -> Result<Self, ConfigError> {
         Ok(match args.store {
-            StoreKind::Memory => {
-                Self::Memory(MemoryStore::new(&MemoryConfig::from_args(args), clock))
-            }
+            StoreKind::Memory => Self::Memory(MemoryStore::new(
+                &MemoryConfig::from_args(args),
+                clock,
+                observer,
+            )),
             StoreKind::Redis => {
                 let config = RedisConfig {
                     url: args.redis_url.clone(),
@@ -238,7 +261,7 @@ impl Store {
                     timezone: args.stats_timezone,
                     max_sessions_per_user: usize::from(args.max_sessions_per_user),
                 };
-                let store = RedisStore::new(config, clock, redis_time)
+                let store = RedisStore::new(config, clock, redis_time, observer)
                     .map_err(|e| ConfigError::new("REDIS_URL", e.to_string()))?;
                 Self::Redis(store)
             }
@@ -287,6 +310,10 @@ impl SessionStore for Store {
         cursor: Option<Cursor>,
     ) -> Result<SessionPage, StoreError> {
         delegate!(self, s => s.sessions(limit, cursor))
+    }
+
+    async fn live_sessions(&self) -> Result<Vec<u64>, StoreError> {
+        delegate!(self, s => s.live_sessions())
     }
 
     async fn sweep(&self) -> Result<usize, StoreError> {

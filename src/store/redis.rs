@@ -53,7 +53,7 @@ use super::day::{day_bounds, local_date};
 use super::history::{History, MinuteBucket, ModuleMinute};
 use super::{
     Cursor, Heartbeat, HeartbeatAck, Leave, ModuleCounts, ModuleSnapshot, ResourceViewers,
-    SessionInfo, SessionPage, SessionStore, StoreError, Viewer,
+    SessionInfo, SessionObserver, SessionPage, SessionStore, StoreError, Viewer,
 };
 use crate::clock::{Clock, Millis, duration_ms};
 use crate::domain::{ClientId, Modules, Page, ResourceId, UserId};
@@ -109,6 +109,7 @@ struct Scripts {
     sweep: Script,
     sample: Script,
     history: Script,
+    live_sessions: Script,
 }
 
 /// Sessions in Redis. Cheap to clone: clones share the connection.
@@ -123,6 +124,7 @@ pub struct RedisStore {
     time: TimeSource,
     /// The instance's clock: only for choosing the local day window.
     clock: Arc<dyn Clock>,
+    observer: Arc<dyn SessionObserver>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -145,6 +147,7 @@ impl RedisStore {
         config: RedisConfig,
         clock: Arc<dyn Clock>,
         time: TimeSource,
+        observer: Arc<dyn SessionObserver>,
     ) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(config.url.as_str())?;
         let manager_config = ConnectionManagerConfig::new()
@@ -171,6 +174,7 @@ impl RedisStore {
                 sweep: script!("sweep.lua"),
                 sample: script!("sample.lua"),
                 history: script!("history.lua"),
+                live_sessions: script!("live_sessions.lua"),
             }),
             time_key: format!("{tag}:time"),
             tag,
@@ -178,7 +182,29 @@ impl RedisStore {
             config: Arc::new(config),
             time,
             clock,
+            observer,
         })
+    }
+
+    /// Calls a script whose reply is two integers followed by the sessions
+    /// it ended (code, length ms, expired), tells the observer of those, and
+    /// returns the two integers.
+    async fn call_ending(&self, inv: &ScriptInvocation<'_>) -> Result<(i64, Millis), StoreError> {
+        let flat: Vec<Value> = self.call(inv).await?;
+        let mut it = flat.into_iter();
+        let (Some(first), Some(at)) = (it.next(), it.next()) else {
+            return Err(malformed("short reply"));
+        };
+        while let (Some(code), Some(length), Some(expired)) = (it.next(), it.next(), it.next()) {
+            #[allow(
+                clippy::cast_precision_loss,
+                reason = "session lengths are far below 2^52 ms"
+            )]
+            let seconds = int(&length)? as f64 / 1000.0;
+            self.observer
+                .session_ended(&text(code)?, seconds, int(&expired)? == 1);
+        }
+        Ok((int(&first)?, int(&at)?))
     }
 
     /// Yesterday's, today's and tomorrow's local start as the instance's
@@ -272,9 +298,9 @@ impl SessionStore for RedisStore {
             .arg(beat.page.as_ref().map_or("", Page::as_str))
             .arg(beat.resource.as_ref().map_or("", ResourceId::as_str))
             .arg(self.config.max_sessions_per_user);
-        let (active, at): (u64, Millis) = self.call(&inv).await?;
+        let (active, at) = self.call_ending(&inv).await?;
         Ok(HeartbeatAck {
-            active_users: active,
+            active_users: u64::try_from(active).unwrap_or(0),
             at,
         })
     }
@@ -286,16 +312,16 @@ impl SessionStore for RedisStore {
             Leave::All => inv.arg("all").arg(""),
             Leave::Session(client) => inv.arg("one").arg(field(client.as_ref())),
         };
-        let (ended, _at): (usize, Millis) = self.call(&inv).await?;
-        Ok(ended)
+        let (ended, _at) = self.call_ending(&inv).await?;
+        Ok(usize::try_from(ended).unwrap_or(0))
     }
 
     async fn module_counts(&self) -> Result<ModuleSnapshot, StoreError> {
         let inv = self.invocation(&self.scripts.counts);
         let flat: Vec<u64> = self.call(&inv).await?;
-        let (at, rest) = flat
-            .split_first()
-            .ok_or_else(|| malformed("empty counts"))?;
+        let [at, users_anywhere, rest @ ..] = flat.as_slice() else {
+            return Err(malformed("short counts"));
+        };
         let counts: Vec<ModuleCounts> = rest
             .chunks_exact(3)
             .map(|c| ModuleCounts {
@@ -309,6 +335,7 @@ impl SessionStore for RedisStore {
         }
         Ok(ModuleSnapshot {
             counts,
+            users_anywhere: *users_anywhere,
             at: Millis::try_from(*at).unwrap_or_default(),
         })
     }
@@ -399,12 +426,17 @@ impl SessionStore for RedisStore {
         loop {
             let mut inv = self.invocation(&self.scripts.sweep);
             inv.arg(SWEEP_BATCH);
-            let (removed, _at): (i64, Millis) = self.call(&inv).await?;
+            let (removed, _at) = self.call_ending(&inv).await?;
             total += usize::try_from(removed).unwrap_or(0);
             if removed < SWEEP_BATCH {
                 return Ok(total);
             }
         }
+    }
+
+    async fn live_sessions(&self) -> Result<Vec<u64>, StoreError> {
+        let inv = self.invocation(&self.scripts.live_sessions);
+        self.call(&inv).await
     }
 
     async fn record_sample(&self) -> Result<(), StoreError> {

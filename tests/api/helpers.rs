@@ -9,7 +9,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use presence::AppState;
 use presence::clock::ManualClock;
 use presence::config::{Cli, Command};
-use presence::store::{Store, TimeSource};
+use presence::store::TimeSource;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -61,13 +61,7 @@ pub async fn spawn_app() -> TestApp {
 pub fn build_state(args: &[&str]) -> (AppState, Arc<ManualClock>, presence::config::Config) {
     let config = serve_config(args);
     let clock = Arc::new(ManualClock::new(start_time()));
-    let store = Store::open(
-        &config.args,
-        clock.clone(),
-        TimeSource::Clock(clock.clone()),
-    )
-    .unwrap();
-    let state = AppState::new(&config, store, clock.clone()).unwrap();
+    let state = AppState::build(&config, clock.clone(), TimeSource::Clock(clock.clone())).unwrap();
     (state, clock, config)
 }
 

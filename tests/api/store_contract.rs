@@ -13,7 +13,8 @@ use presence::clock::{Clock, ManualClock};
 use presence::domain::{ClientId, Modules, Page, ResourceId, UserId};
 use presence::store::memory::MemoryConfig;
 use presence::store::{
-    Heartbeat, Leave, MemoryStore, RedisConfig, RedisStore, SessionStore, Store, TimeSource,
+    Heartbeat, Leave, MemoryStore, NoObserver, RedisConfig, RedisStore, SessionStore, Store,
+    TimeSource,
 };
 use proptest::prelude::*;
 
@@ -43,6 +44,7 @@ pub fn memory(start: DateTime<Utc>, timezone: Tz) -> Fixture {
             max_sessions_per_user: 16,
         },
         clock.clone(),
+        Arc::new(NoObserver),
     ));
     Fixture {
         store,
@@ -65,7 +67,13 @@ pub fn redis(start: DateTime<Utc>, timezone: Tz) -> Fixture {
         max_sessions_per_user: 16,
     };
     let store = Store::Redis(
-        RedisStore::new(config, clock.clone(), TimeSource::Clock(clock.clone())).unwrap(),
+        RedisStore::new(
+            config,
+            clock.clone(),
+            TimeSource::Clock(clock.clone()),
+            Arc::new(NoObserver),
+        )
+        .unwrap(),
     );
     Fixture {
         store,

@@ -1,7 +1,7 @@
--- Returns {now, activeNow, today, totalUsers, activeNow, today, ...} in
--- registry order.
+-- Returns {now, users active anywhere, activeNow, today, totalUsers,
+-- activeNow, today, ...} in registry order.
 roll_day()
-local out = { NOW }
+local out = { NOW, live_count(ANY_KEY) }
 for _, code in ipairs(CODES) do
   out[#out + 1] = live_count(pres_key(code))
   out[#out + 1] = DAY and redis.call('SCARD', today_key(code)) or 0

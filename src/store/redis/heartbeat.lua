@@ -1,6 +1,6 @@
 -- ARGV[6] user, [7] client field ("" = default session), [8] module code,
 -- [9] page ("" = none), [10] resource ("" = none), [11] sessions per user cap
--- Returns {activeUsers, now}.
+-- Returns {activeUsers, now, ended sessions (code, length ms, expired)...}.
 local user, field, code, page, resource = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 local cap = tonumber(ARGV[11])
 roll_day()
@@ -36,7 +36,8 @@ if not s then
 else
   if s.m ~= code then
     touched[s.m] = true
-    record_end(s.m, NOW, NOW - s.st)
+    record_end(s.m, NOW, NOW - s.st, false)
+    redis.call('ZREM', msess_key(s.m), member(field, user))
     record_start(code)
     s.m = code
     s.st = NOW
@@ -58,9 +59,10 @@ redis.call('HSET', sess_key(user), field, cjson.encode(s))
 redis.call('PEXPIRE', sess_key(user), 2 * TTL)
 if resource ~= '' then redis.call('PEXPIRE', res_key(resource), 2 * TTL) end
 redis.call('ZADD', TIME_KEY, NOW, member(field, user))
+redis.call('ZADD', msess_key(code), NOW, member(field, user))
 refresh_presence(user, sessions, touched)
 redis.call('SADD', today_key(code), user)
 redis.call('EXPIRE', today_key(code), DAY_KEEP_S)
 redis.call('SADD', total_key(code), user)
 see_peak(code, live_count(pres_key(code)))
-return { live_count(ANY_KEY), NOW }
+return { live_count(ANY_KEY), NOW, unpack(ENDED) }

@@ -1,5 +1,6 @@
 -- ARGV[6] user, [7] "all", or "one" with [8] the client field.
--- Returns {sessions that were live, now}.
+-- Returns {sessions that were live, now, ended sessions (code, length ms,
+-- expired)...}.
 local user, mode, which = ARGV[6], ARGV[7], ARGV[8]
 local sessions = sessions_of(user)
 local touched = {}
@@ -13,4 +14,4 @@ for f, s in pairs(sessions) do
   end
 end
 if next(touched) then refresh_presence(user, sessions, touched) end
-return { ended, NOW }
+return { ended, NOW, unpack(ENDED) }

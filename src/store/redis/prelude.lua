@@ -41,6 +41,7 @@ local function today_key(code) return P .. ':today:' .. code .. ':' .. DAY end
 local function total_key(code) return P .. ':total:' .. code end
 local function pres_key(code) return P .. ':pres:' .. code end
 local function sess_key(user) return P .. ':sess:' .. user end
+local function msess_key(code) return P .. ':msess:' .. code end
 local function res_key(resource) return P .. ':res:' .. resource end
 local TIME_KEY = P .. ':time'
 local ANY_KEY = P .. ':any'
@@ -97,9 +98,16 @@ end
 
 local function record_start(code) hist_incr(NOW, code .. ':st', 1) end
 
-local function record_end(code, at, length)
+-- Ended sessions, returned to the caller for its metrics: code, length
+-- in ms, 1 if expired else 0.
+local ENDED = {}
+
+local function record_end(code, at, length, expired)
   hist_incr(at, code .. ':e', 1)
   hist_incr(at, code .. ':ems', math.max(0, length))
+  ENDED[#ENDED + 1] = code
+  ENDED[#ENDED + 1] = math.max(0, length)
+  ENDED[#ENDED + 1] = expired and 1 or 0
 end
 
 -- Raises this minute's peak of a module to n if higher.
@@ -118,11 +126,12 @@ end
 local function remove_session(user, field, s)
   redis.call('HDEL', sess_key(user), field)
   redis.call('ZREM', TIME_KEY, member(field, user))
+  redis.call('ZREM', msess_key(s.m), member(field, user))
   if s.r ~= '' then redis.call('SREM', res_key(s.r), member(field, user)) end
   if s.ls <= CUTOFF then
-    record_end(s.m, s.ls + TTL, s.ls - s.st)
+    record_end(s.m, s.ls + TTL, s.ls - s.st, true)
   else
-    record_end(s.m, NOW, NOW - s.st)
+    record_end(s.m, NOW, NOW - s.st, false)
   end
 end
 

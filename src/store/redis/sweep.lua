@@ -1,5 +1,6 @@
 -- ARGV[6] batch size. Removes up to a batch of expired sessions and prunes
--- the presence sets. Returns {removed, now}.
+-- the presence sets. Returns {removed, now, ended sessions (code, length
+-- ms, expired)...}.
 local batch = tonumber(ARGV[6])
 local expired = redis.call('ZRANGE', TIME_KEY, '-inf', CUTOFF, 'BYSCORE', 'LIMIT', 0, batch)
 for _, m in ipairs(expired) do
@@ -13,6 +14,7 @@ for _, m in ipairs(expired) do
 end
 for _, code in ipairs(CODES) do
   redis.call('ZREMRANGEBYSCORE', pres_key(code), '-inf', CUTOFF)
+  redis.call('ZREMRANGEBYSCORE', msess_key(code), '-inf', CUTOFF)
 end
 redis.call('ZREMRANGEBYSCORE', ANY_KEY, '-inf', CUTOFF)
-return { #expired, NOW }
+return { #expired, NOW, unpack(ENDED) }

@@ -1,0 +1,272 @@
+//! Prometheus metrics (`GET /metrics`), with the `prometheus-client` crate.
+//!
+//! Counters and histograms are updated as things happen (heartbeats, ended
+//! sessions, HTTP requests, store calls); gauges that describe the present
+//! (active users and sessions per module, module shares, open streams) are
+//! read from the store at scrape time, so they are exact then. On several
+//! instances each reports what it handled; the gauges agree, the counters
+//! add up.
+
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::store::SessionObserver;
+
+/// `module` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModuleLabel {
+    /// The module code, e.g. `pms`.
+    pub module: String,
+}
+
+/// Labels of `presence_heartbeats_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HeartbeatLabels {
+    /// The module code, or empty when the request named none.
+    pub module: String,
+    /// `ok`, `invalid`, `unauthorized`, `rate_limited`, `store_unavailable`
+    /// or `error`.
+    pub outcome: String,
+}
+
+/// Labels of `presence_session_duration_seconds`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SessionLabels {
+    /// The module code.
+    pub module: String,
+    /// `leave` (ended, moved away) or `expired`.
+    pub ended: String,
+}
+
+/// Labels of `presence_http_request_duration_seconds`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// The matched route (`/api/presence/resources/{resource}`), never the
+    /// raw path, so the label set stays bounded.
+    pub route: String,
+    /// The status code.
+    pub status: u16,
+}
+
+/// Labels of `presence_store_duration_seconds`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreLabels {
+    /// The store operation.
+    pub op: String,
+}
+
+/// Every metric of the service.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Heartbeats received, by module and outcome.
+    pub heartbeats: Family<HeartbeatLabels, Counter>,
+    /// Lengths of ended sessions.
+    pub session_seconds: Family<SessionLabels, Histogram>,
+    /// HTTP request durations.
+    pub http_seconds: Family<HttpLabels, Histogram>,
+    /// Store call durations.
+    pub store_seconds: Family<StoreLabels, Histogram>,
+    active_users: Family<ModuleLabel, Gauge>,
+    active_sessions: Family<ModuleLabel, Gauge>,
+    module_share: Family<ModuleLabel, Gauge<f64, AtomicU64>>,
+    users_anywhere: Gauge,
+    peak_since_start: Gauge,
+    peak_today: Gauge,
+    peak_day: Mutex<Option<NaiveDate>>,
+    open_streams: Gauge,
+}
+
+fn latency_family<L: Clone + std::hash::Hash + Eq>() -> Family<L, Histogram> {
+    // 0.1 ms to about 3.3 s.
+    Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 16)))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under the `presence_` prefix.
+    pub fn new() -> Self {
+        let mut m = Self {
+            registry: Registry::with_prefix("presence"),
+            heartbeats: Family::default(),
+            // One second to about a day.
+            session_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(1.0, 2.0, 17))
+            }),
+            http_seconds: latency_family(),
+            store_seconds: latency_family(),
+            active_users: Family::default(),
+            active_sessions: Family::default(),
+            module_share: Family::default(),
+            users_anywhere: Gauge::default(),
+            peak_since_start: Gauge::default(),
+            peak_today: Gauge::default(),
+            peak_day: Mutex::new(None),
+            open_streams: Gauge::default(),
+        };
+        let r = &mut m.registry;
+        r.register(
+            "heartbeats",
+            "Heartbeats received, by module and outcome",
+            m.heartbeats.clone(),
+        );
+        r.register_with_unit(
+            "session_duration",
+            "Length of ended sessions, by module and how they ended",
+            Unit::Seconds,
+            m.session_seconds.clone(),
+        );
+        r.register_with_unit(
+            "http_request_duration",
+            "HTTP request duration by route and status",
+            Unit::Seconds,
+            m.http_seconds.clone(),
+        );
+        r.register_with_unit(
+            "store_duration",
+            "Session store call duration by operation",
+            Unit::Seconds,
+            m.store_seconds.clone(),
+        );
+        r.register(
+            "active_users",
+            "Distinct users with a live session, per module",
+            m.active_users.clone(),
+        );
+        r.register(
+            "active_sessions",
+            "Live sessions, per module",
+            m.active_sessions.clone(),
+        );
+        r.register(
+            "module_share",
+            "Each module's share of the users active now (module preference)",
+            m.module_share.clone(),
+        );
+        r.register(
+            "active_users_anywhere",
+            "Distinct users active in any module",
+            m.users_anywhere.clone(),
+        );
+        r.register(
+            "peak_concurrent_users",
+            "Most users active at once (any module) since this instance started",
+            m.peak_since_start.clone(),
+        );
+        r.register(
+            "peak_concurrent_users_today",
+            "Most users active at once (any module) today, in STATS_TIMEZONE",
+            m.peak_today.clone(),
+        );
+        r.register(
+            "open_streams",
+            "Open SSE streams on this instance",
+            m.open_streams.clone(),
+        );
+        m
+    }
+
+    /// Counts a heartbeat's outcome.
+    pub fn heartbeat(&self, module: &str, outcome: &str) {
+        self.heartbeats
+            .get_or_create(&HeartbeatLabels {
+                module: module.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Raises the peaks to `active` users, `today` being the local date.
+    pub fn see_active_users(&self, active: u64, today: NaiveDate) {
+        let active = i64::try_from(active).unwrap_or(i64::MAX);
+        if active > self.peak_since_start.get() {
+            self.peak_since_start.set(active);
+        }
+        let mut day = self
+            .peak_day
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *day != Some(today) {
+            *day = Some(today);
+            self.peak_today.set(0);
+        }
+        if active > self.peak_today.get() {
+            self.peak_today.set(active);
+        }
+    }
+
+    /// Sets the gauges that describe now, then renders the text format.
+    pub fn render(&self, now: &Present<'_>) -> String {
+        let total: u64 = now.modules.iter().map(|m| m.1).sum();
+        for (code, users, sessions) in now.modules {
+            let label = ModuleLabel {
+                module: (*code).to_owned(),
+            };
+            self.active_users
+                .get_or_create(&label)
+                .set(i64::try_from(*users).unwrap_or(i64::MAX));
+            self.active_sessions
+                .get_or_create(&label)
+                .set(i64::try_from(*sessions).unwrap_or(i64::MAX));
+            #[allow(clippy::cast_precision_loss, reason = "user counts are far below 2^52")]
+            let share = if total == 0 {
+                0.0
+            } else {
+                *users as f64 / total as f64
+            };
+            self.module_share.get_or_create(&label).set(share);
+        }
+        self.users_anywhere
+            .set(i64::try_from(now.users_anywhere).unwrap_or(i64::MAX));
+        self.open_streams
+            .set(i64::try_from(now.open_streams).unwrap_or(i64::MAX));
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+
+    /// Observes one store call.
+    pub fn store_call(&self, op: &str, took: Duration) {
+        self.store_seconds
+            .get_or_create(&StoreLabels { op: op.to_owned() })
+            .observe(took.as_secs_f64());
+    }
+}
+
+/// What the present-tense gauges are set from at scrape time.
+#[derive(Debug)]
+pub struct Present<'a> {
+    /// (module code, active users, active sessions) in registry order.
+    pub modules: &'a [(&'a str, u64, u64)],
+    /// Distinct users active anywhere.
+    pub users_anywhere: u64,
+    /// Open SSE streams.
+    pub open_streams: usize,
+}
+
+impl SessionObserver for Metrics {
+    fn session_ended(&self, module: &str, seconds: f64, expired: bool) {
+        self.session_seconds
+            .get_or_create(&SessionLabels {
+                module: module.to_owned(),
+                ended: if expired { "expired" } else { "leave" }.to_owned(),
+            })
+            .observe(seconds);
+    }
+}
