@@ -1,11 +1,11 @@
-//! GET /api/admin/sessions over HTTP.
+//! The admin API over HTTP: sessions, history, metrics.
 
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use super::helpers::{assert_error, spawn_app};
+use super::helpers::{assert_error, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn sessions_list_every_field_newest_first() {
@@ -175,4 +175,151 @@ async fn history_reports_samples_peak_average_and_distribution() {
     }
     let (status, _) = app.get("/api/admin/history", &app.token("user")).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+/// The scraped samples, by metric name with labels, e.g.
+/// `presence_active_users{module="pms"}`.
+async fn scrape(
+    app: &super::helpers::TestApp,
+    token: Option<&str>,
+) -> (StatusCode, std::collections::HashMap<String, f64>) {
+    let mut request = app.client.get(app.url("/metrics"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    if status != StatusCode::OK {
+        return (status, Default::default());
+    }
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = response.text().await.unwrap();
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let parsed = prometheus_parse::Scrape::parse(lines).expect("the exposition parses");
+    let mut samples = std::collections::HashMap::new();
+    for s in parsed.samples {
+        let mut labels: Vec<String> = s
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{v}\""))
+            .collect();
+        labels.sort();
+        let key = if labels.is_empty() {
+            s.metric.clone()
+        } else {
+            format!("{}{{{}}}", s.metric, labels.join(","))
+        };
+        let value = match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Histogram(_) | prometheus_parse::Value::Summary(_) => continue,
+        };
+        samples.insert(key, value);
+    }
+    (status, samples)
+}
+
+#[tokio::test]
+async fn metrics_after_heartbeats_leaves_and_expiries() {
+    let app = spawn_app().await;
+    app.beat_ok("1", json!({"module": "pms"})).await;
+    app.beat_ok("2", json!({"module": "pms", "clientId": "a"}))
+        .await;
+    app.beat_ok("2", json!({"module": "pms", "clientId": "b"}))
+        .await;
+    app.beat_ok("3", json!({"module": "ih"})).await;
+    assert_eq!(
+        app.beat(&app.token("4"), json!({"module": "hr"}))
+            .await
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        app.beat("not-a-token", json!({"module": "pms"}))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    app.clock.advance(Duration::from_secs(30));
+    assert_eq!(app.leave("3", "").await, StatusCode::NO_CONTENT); // 30 s in ih, left
+    app.clock.advance(Duration::from_secs(300)); // everyone else expires
+    presence::store::SessionStore::sweep(&app.state.store)
+        .await
+        .unwrap();
+    app.beat_ok("5", json!({"module": "ih"})).await;
+
+    let (status, m) = scrape(&app, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let get = |k: &str| {
+        m.get(k)
+            .copied()
+            .unwrap_or_else(|| panic!("{k} missing from {m:?}"))
+    };
+    assert_eq!(
+        get(r#"presence_heartbeats_total{module="pms",outcome="ok"}"#),
+        3.0
+    );
+    assert_eq!(
+        get(r#"presence_heartbeats_total{module="ih",outcome="ok"}"#),
+        2.0
+    );
+    assert_eq!(
+        get(r#"presence_heartbeats_total{module="",outcome="invalid"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"presence_heartbeats_total{module="",outcome="unauthorized"}"#),
+        1.0
+    );
+    assert_eq!(get(r#"presence_active_users{module="pms"}"#), 0.0);
+    assert_eq!(get(r#"presence_active_users{module="ih"}"#), 1.0);
+    assert_eq!(get(r#"presence_active_sessions{module="ih"}"#), 1.0);
+    assert_eq!(get(r#"presence_module_share{module="ih"}"#), 1.0);
+    assert_eq!(get("presence_active_users_anywhere"), 1.0);
+    assert_eq!(get("presence_peak_concurrent_users"), 3.0);
+    assert_eq!(get("presence_peak_concurrent_users_today"), 3.0);
+    assert_eq!(
+        get(r#"presence_session_duration_seconds_count{ended="leave",module="ih"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"presence_session_duration_seconds_sum{ended="leave",module="ih"}"#),
+        30.0
+    );
+    assert_eq!(
+        get(r#"presence_session_duration_seconds_count{ended="expired",module="pms"}"#),
+        3.0
+    );
+    assert_eq!(get("presence_open_streams"), 0.0);
+    assert!(
+        get(
+            r#"presence_http_request_duration_seconds_count{route="/api/stats/heartbeat",status="200"}"#
+        ) >= 5.0
+    );
+}
+
+#[tokio::test]
+async fn metrics_can_be_kept_for_admins() {
+    let app = spawn_app_with(&[
+        "--jwt-secret",
+        super::helpers::SECRET,
+        "--metrics-public",
+        "false",
+    ])
+    .await;
+    assert_eq!(scrape(&app, None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        scrape(&app, Some(&app.token("1"))).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        scrape(&app, Some(&app.admin_token("1"))).await.0,
+        StatusCode::OK
+    );
 }
