@@ -111,7 +111,7 @@ pub struct ServeArgs {
     #[arg(long, env = "MAX_STREAMS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_streams: u32,
 
-    /// Reserved for /metrics, which this version does not serve yet.
+    /// `false` puts /metrics behind the admin role.
     #[arg(long, env = "METRICS_PUBLIC", default_value_t = true, action = clap::ArgAction::Set)]
     pub metrics_public: bool,
 
