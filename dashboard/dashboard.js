@@ -106,7 +106,8 @@ const state = {
   serverOffsetMs: 0, // server clock minus ours, so "12 s ago" is right on a skewed laptop
   stats: null, // last modules JSON from the stream
   history: null, // last history JSON
-  historyStatus: 'idle', // loading | ok | unavailable | error
+  historyStatus: 'idle', // loading | ok | unavailable (404) | error
+  historyError: null,
   windowKey: '1h',
   page: null, // last sessions page
   pageError: null,
@@ -204,6 +205,13 @@ async function start() {
     showGate('none');
     return;
   }
+  // Nothing from a previous token is shown with this one.
+  Object.assign(state, {
+    stats: null, history: null, historyStatus: 'idle', historyError: null,
+    page: null, pageError: null, cursors: [null],
+  });
+  $('module-cards').replaceChildren();
+  $('live-updated').textContent = '';
   showOnly('loading');
   // The first sessions page doubles as the admin check, so a non-admin token
   // never flashes an empty dashboard.
@@ -339,7 +347,7 @@ function onStats(stats) {
   noteServerTime(stats.timestamp);
   setLiveStatus('live');
   const at = Date.parse(stats.timestamp);
-  $('live-updated').textContent = Number.isFinite(at) ? `Live · updated ${fmtClockSeconds(at)}` : 'Live';
+  $('live-updated').textContent = Number.isFinite(at) ? `Updated ${fmtClockSeconds(at)}` : '';
   renderCards();
   if (state.historyStatus === 'unavailable') renderDistribution();
   // Counts moved: sessions started or ended, so the first page of the list is
@@ -388,7 +396,7 @@ function renderCards() {
     }
 
     const stats = state.history?.modules?.[key];
-    const ok = state.historyStatus === 'ok' && stats;
+    const ok = Boolean(state.history && stats); // the last good history, even if a refresh failed
     // Without a history endpoint there are no window figures to show.
     card.querySelector('.window-figures').hidden = state.historyStatus === 'unavailable';
     for (const label of card.querySelectorAll('[data-window-label]')) label.textContent = windowLabel;
@@ -414,12 +422,13 @@ function buildCard(key) {
     h('header', {},
       h('span', { class: 'swatch', style: `background:${colorFor(key)}` }),
       h('h3', { text: key })),
-    h('div', { class: 'headline' },
-      h('b', { 'data-count': 'activeNow', text: '–' }),
-      h('span', { text: 'active now' })),
-    h('dl', { class: 'counts' },
-      h('div', {}, h('dt', { text: 'today' }), h('dd', { 'data-count': 'today', text: '–' })),
-      h('div', {}, h('dt', { text: 'all time' }), h('dd', { 'data-count': 'totalUsers', text: '–' }))),
+    h('div', { class: 'card-main' },
+      h('div', { class: 'headline' },
+        h('b', { 'data-count': 'activeNow', text: '–' }),
+        h('span', { text: 'active now' })),
+      h('dl', { class: 'counts' },
+        h('div', {}, h('dt', { text: 'today' }), h('dd', { 'data-count': 'today', text: '–' })),
+        h('div', {}, h('dt', { text: 'all time' }), h('dd', { 'data-count': 'totalUsers', text: '–' })))),
     h('dl', { class: 'window-figures' },
       stat('peak', 'peak'),
       stat('avg session', 'averageSession'),
@@ -519,7 +528,8 @@ function renderChart() {
   const first = all.length ? Math.min(...all.map((s) => s.at)) : end;
   const start = Math.max(windowStart, Math.min(first, end - MIN_CHART_SPAN_MS));
   const label = WINDOWS[history.window] ?? history.window;
-  sub.textContent = start > windowStart + 60_000 ? `${label} · data since ${fmtClock(start)}` : label;
+  sub.textContent = all.length && first > windowStart + 60_000 ? `${label} · data since ${fmtClock(first)}` : label;
+  if (state.historyStatus === 'error') sub.textContent += ` · last refresh failed (${state.historyError?.message ?? 'error'})`;
 
   const width = Math.max(260, Math.floor(box.clientWidth || 600));
   state.chartWidth = width;
@@ -551,7 +561,9 @@ function renderChart() {
   const offset = new Date(start).getTimezoneOffset() * 60_000;
   for (let t = Math.ceil((start - offset) / stepMs) * stepMs + offset; t <= end; t += stepMs) {
     root.append(svg('line', { class: 'tick-mark', x1: x(t), x2: x(t), y1: margin.top + plotH, y2: margin.top + plotH + 4 }));
-    const text = svg('text', { class: 'tick', x: x(t), y: height - 6, 'text-anchor': 'middle' });
+    // Labels near an edge are anchored inside the chart rather than centred.
+    const anchor = x(t) > width - 34 ? 'end' : x(t) < margin.left + 20 ? 'start' : 'middle';
+    const text = svg('text', { class: 'tick', x: anchor === 'end' ? width - 2 : x(t), y: height - 6, 'text-anchor': anchor });
     text.textContent = fmtClock(t);
     root.append(text);
   }
@@ -623,10 +635,9 @@ function renderChart() {
     tooltip.hidden = true;
   });
 
-  $('chart-legend').replaceChildren(...series.map(({ key, samples }) => h('li', {},
+  $('chart-legend').replaceChildren(...series.map(({ key }) => h('li', {},
     h('span', { class: 'swatch', style: `background:${colorFor(key)}` }),
-    h('span', { text: key }),
-    samples.length ? h('span', { class: 'muted', text: ` · now ${fmtNumber(samples.at(-1).value)}` }) : null)));
+    h('span', { text: key }))));
 }
 
 /** The sample nearest to time t (samples sorted by time). */
@@ -670,11 +681,13 @@ function renderDistribution() {
     shares = Object.fromEntries(keys.map((key) => [key, total ? (state.stats[key]?.activeNow ?? 0) / total : 0]));
     sub.textContent = 'Share of active users per module · from the live counts';
   } else {
+    $('donut').replaceChildren();
     list.replaceChildren(h('li', { class: 'muted', text: state.historyStatus === 'error' ? 'Not available right now.' : 'Loading…' }));
     return;
   }
   const keys = Object.keys(shares);
   const nobody = keys.every((key) => !shares[key]);
+  renderDonut(keys.map((key) => ({ key, share: Math.max(0, Number(shares[key]) || 0) })));
   list.replaceChildren(...keys.map((key) => {
     const share = Math.max(0, Math.min(1, Number(shares[key]) || 0));
     const percent = `${Math.round(share * 100)} %`;
@@ -684,6 +697,37 @@ function renderDistribution() {
         h('div', { class: 'bar-fill', style: `width:${(share * 100).toFixed(1)}%;background:${colorFor(key)}` })));
   }));
   if (nobody) list.append(h('li', { class: 'muted small', text: 'Nobody is active right now.' }));
+}
+
+/** A ring of the shares; the middle names the module with the largest one. */
+function renderDonut(parts) {
+  const total = parts.reduce((sum, part) => sum + part.share, 0);
+  const size = 132;
+  const radius = 52;
+  const root = svg('svg', { class: 'donut-svg', width: size, height: size, viewBox: `0 0 ${size} ${size}`, 'aria-hidden': 'true' });
+  root.append(svg('circle', { class: 'donut-track', cx: size / 2, cy: size / 2, r: radius }));
+  // Each part is the same circle with a dash as long as its share, rotated
+  // to start where the previous one ended (pathLength 100 makes dashes percent).
+  let offset = 0;
+  for (const { key, share } of parts) {
+    if (!total || !share) continue;
+    const percent = (share / total) * 100;
+    root.append(svg('circle', {
+      class: 'donut-part', cx: size / 2, cy: size / 2, r: radius, pathLength: 100, stroke: colorFor(key),
+      'stroke-dasharray': `${percent} ${100 - percent}`, 'stroke-dashoffset': 25 - offset,
+    }));
+    offset += percent;
+  }
+  const top = total ? parts.reduce((best, part) => (part.share > best.share ? part : best)) : null;
+  const value = svg('text', { class: 'donut-value', x: size / 2, y: size / 2 + (top ? 2 : 6), 'text-anchor': 'middle' });
+  value.textContent = top ? `${Math.round((top.share / total) * 100)} %` : '–';
+  root.append(value);
+  if (top) {
+    const name = svg('text', { class: 'donut-name', x: size / 2, y: size / 2 + 20, 'text-anchor': 'middle' });
+    name.textContent = top.key.length > 14 ? `${top.key.slice(0, 13)}…` : top.key;
+    root.append(name);
+  }
+  $('donut').replaceChildren(root);
 }
 
 // --------------------------------------------------------------- sessions
@@ -761,7 +805,7 @@ function sessionRow(session) {
   const started = Date.parse(session.startedAt);
   const lastSeen = Date.parse(session.lastSeen);
   const missing = () => h('span', { class: 'muted', text: '—' });
-  return h('tr', { 'data-user': session.userId },
+  return h('tr', { 'data-user': session.userId, class: session.page || session.resource ? null : 'no-location' },
     h('td', { 'data-label': 'User' },
       h('span', { class: 'user', text: session.userId }),
       session.clientId ? h('span', { class: 'client muted small', title: 'client id', text: session.clientId }) : null),
