@@ -10,30 +10,15 @@
 // Without Chromium a local run skips with a notice; with CI=true it fails.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const root = resolve(here, '../../..');
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const BIN = process.env.PRESENCE_BIN ?? join(root, 'target/release/presence');
-const ARTIFACTS = join(root, 'target/e2e');
+import { ARTIFACTS, launchChromium, skipReason, startServer } from './support.mjs';
+
 const CHANGE_WITHIN_MS = 2000;
 // The list refreshes 1 s after a count changes, and every 15 s in any case.
 const LIST_WITHIN_MS = 17000;
-
-const missing = [
-  existsSync(CHROMIUM) ? null : `${CHROMIUM} (apt-get install chromium)`,
-  existsSync(BIN) ? null : `${BIN} (cargo build --release)`,
-].filter(Boolean);
-if (missing.length && process.env.CI === 'true') {
-  throw new Error(`end-to-end test cannot run under CI: missing ${missing.join(', ')}`);
-}
-const skip = missing.length ? `NOTICE: skipped, missing ${missing.join(', ')}` : false;
+const skip = skipReason();
 
 let server;
 let base;
@@ -44,43 +29,13 @@ let browser;
 let historyStatus;
 let history;
 
-/** Starts the service in demo mode; resolves with its URL and the printed admin token. */
-async function startServer() {
-  const child = spawn(BIN, [], {
-    cwd: mkdtempSync(join(tmpdir(), 'presence-e2e-')), // no .env here: demo mode
-    env: { PATH: process.env.PATH, LISTEN_ADDR: '127.0.0.1:0', RUST_LOG: 'warn' },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const lines = createInterface({ input: child.stdout });
-  let token = null;
-  let tokenNext = false;
-  const url = await new Promise((resolveUrl, reject) => {
-    const timer = setTimeout(() => reject(new Error('the service printed no demo page URL')), 20000);
-    lines.on('line', (line) => {
-      if (tokenNext) { token = line.trim(); tokenNext = false; }
-      if (line.startsWith('Demo token')) tokenNext = true;
-      const match = line.match(/(http:\/\/[\d.:]+)\/demo\//);
-      if (match) { clearTimeout(timer); resolveUrl(match[1]); }
-    });
-    child.on('exit', (code) => reject(new Error(`the service exited with ${code}`)));
-  });
-  assert.ok(token, 'the service printed an admin token');
-  return { child, url, token };
-}
-
 before(async () => {
   if (skip) return;
-  const { chromium } = await import('playwright-core');
   ({ child: server, url: base, token: adminToken } = await startServer());
   const probe = await fetch(`${base}/api/admin/history?window=1h`, { headers: { Authorization: `Bearer ${adminToken}` } });
   historyStatus = probe.status;
   history = historyStatus === 200 ? await probe.json() : null;
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--disable-quic'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -7,69 +7,27 @@
 // Without Chromium a local run skips with a notice; with CI=true it fails.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const root = resolve(here, '../../..');
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const BIN = process.env.PRESENCE_BIN ?? join(root, 'target/release/presence');
-const ARTIFACTS = join(root, 'target/e2e');
+import { ARTIFACTS, launchChromium, skipReason, startServer } from './support.mjs';
+
 const CHANGE_WITHIN_MS = 2000;
-
-const missing = [
-  existsSync(CHROMIUM) ? null : `${CHROMIUM} (apt-get install chromium)`,
-  existsSync(BIN) ? null : `${BIN} (cargo build --release)`,
-].filter(Boolean);
-if (missing.length && process.env.CI === 'true') {
-  throw new Error(`end-to-end test cannot run under CI: missing ${missing.join(', ')}`);
-}
-const skip = missing.length ? `NOTICE: skipped, missing ${missing.join(', ')}` : false;
+const skip = skipReason();
 
 let server;
 let base;
 let browser;
-let scratch;
-
-async function startServer() {
-  const child = spawn(BIN, [], {
-    cwd: mkdtempSync(join(tmpdir(), 'presence-e2e-')), // no .env here: demo mode
-    env: { PATH: process.env.PATH, LISTEN_ADDR: '127.0.0.1:0', RUST_LOG: 'warn' },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const lines = createInterface({ input: child.stdout });
-  const url = await new Promise((resolveUrl, reject) => {
-    const timer = setTimeout(() => reject(new Error('the service printed no demo page URL')), 20000);
-    lines.on('line', (line) => {
-      const match = line.match(/(http:\/\/[\d.:]+)\/demo\//);
-      if (match) { clearTimeout(timer); resolveUrl(match[1]); }
-    });
-    child.on('exit', (code) => reject(new Error(`the service exited with ${code}`)));
-  });
-  return { child, url };
-}
 
 before(async () => {
   if (skip) return;
-  const { chromium } = await import('playwright-core');
   ({ child: server, url: base } = await startServer());
-  scratch = mkdtempSync(join(tmpdir(), 'presence-chromium-'));
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--disable-quic'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
   await browser?.close();
   server?.kill('SIGTERM');
-  if (scratch) rmSync(scratch, { recursive: true, force: true });
 });
 
 /** Opens the demo page in a new context as `name`, collecting console errors. */
