@@ -290,8 +290,14 @@ impl ServeArgs {
                 ),
             ));
         }
-        if self.sweep_interval.is_zero() {
-            return Err(ConfigError::new("SWEEP_INTERVAL", "must be above zero"));
+        if self.sweep_interval.is_zero() || self.sweep_interval >= self.session_ttl {
+            return Err(ConfigError::new(
+                "SWEEP_INTERVAL",
+                format!(
+                    "must be above zero and under SESSION_TTL ({})",
+                    humantime::format_duration(self.session_ttl)
+                ),
+            ));
         }
         for origin in &self.cors_allowed_origins {
             if axum::http::HeaderValue::from_str(origin).is_err() || !origin.contains("://") {

@@ -8,7 +8,7 @@
 //! add up.
 
 use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::NaiveDate;
@@ -53,6 +53,8 @@ pub struct HttpLabels {
     /// The matched route (`/api/presence/resources/{resource}`), never the
     /// raw path, so the label set stays bounded.
     pub route: String,
+    /// The request method.
+    pub method: String,
     /// The status code.
     pub status: u16,
 }
@@ -191,22 +193,28 @@ impl Metrics {
     }
 
     /// Raises the peaks to `active` users, `today` being the local date.
+    /// Called after each heartbeat and at each scrape (which also brings in
+    /// peaks that other instances caused, and starts a new day's peak
+    /// without waiting for a heartbeat).
     pub fn see_active_users(&self, active: u64, today: NaiveDate) {
         let active = i64::try_from(active).unwrap_or(i64::MAX);
-        if active > self.peak_since_start.get() {
-            self.peak_since_start.set(active);
-        }
+        self.peak_since_start
+            .inner()
+            .fetch_max(active, Ordering::Relaxed);
         let mut day = self
             .peak_day
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if *day != Some(today) {
-            *day = Some(today);
-            self.peak_today.set(0);
+        match *day {
+            // A late call from yesterday must not undo today.
+            Some(current) if today < current => return,
+            Some(current) if today == current => {}
+            _ => {
+                *day = Some(today);
+                self.peak_today.set(0);
+            }
         }
-        if active > self.peak_today.get() {
-            self.peak_today.set(active);
-        }
+        self.peak_today.inner().fetch_max(active, Ordering::Relaxed);
     }
 
     /// Sets the gauges that describe now, then renders the text format.

@@ -30,16 +30,18 @@ pub async fn run(state: AppState, interval: Duration, cancel: CancellationToken)
     }
 }
 
-/// Samples every module's `activeNow` into the history once a minute until
-/// `cancel` fires.
+/// Samples every module's `activeNow` into the history once a minute, a
+/// second after each minute starts on the service's clock (so ticks never
+/// drift across a minute boundary and leave a minute without a sample),
+/// until `cancel` fires.
 pub async fn sample(state: AppState, cancel: CancellationToken) {
-    let minute = Duration::from_secs(60);
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + minute, minute);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
+        let now = state.clock.now_ms();
+        let next = now - now.rem_euclid(60_000) + 61_000;
+        let wait = Duration::from_millis(u64::try_from(next - now).unwrap_or(60_000));
         tokio::select! {
             () = cancel.cancelled() => return,
-            _ = ticks.tick() => {}
+            () = tokio::time::sleep(wait) => {}
         }
         if let Err(e) = state.store.record_sample().await {
             tracing::warn!(error = %e, "history sample failed; will retry");

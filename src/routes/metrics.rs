@@ -17,6 +17,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::metrics::{HttpLabels, Present};
 use crate::state::AppState;
 use crate::store::SessionStore;
+use crate::store::day::local_date;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(metrics_get))
@@ -64,6 +65,9 @@ async fn metrics_get(
             )
         })
         .collect();
+    state
+        .metrics
+        .see_active_users(counts.users_anywhere, local_date(state.timezone, counts.at));
     let text = state.metrics.render(&Present {
         modules: &modules,
         users_anywhere: counts.users_anywhere,
@@ -86,7 +90,8 @@ pub(crate) async fn track(State(state): State<AppState>, request: Request, next:
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(String::new, |p| p.as_str().to_owned());
-    let heartbeat = request.method() == Method::POST && route == "/api/stats/heartbeat";
+    let method = request.method().clone();
+    let heartbeat = method == Method::POST && route == "/api/stats/heartbeat";
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status();
@@ -95,6 +100,7 @@ pub(crate) async fn track(State(state): State<AppState>, request: Request, next:
         .http_seconds
         .get_or_create(&HttpLabels {
             route,
+            method: method.as_str().to_owned(),
             status: status.as_u16(),
         })
         .observe(started.elapsed().as_secs_f64());

@@ -5,8 +5,8 @@
 //! also run on Redis Cluster.
 //! - `{p}:sess:<user>` hash: client id (`""` for the default session) to the
 //!   session as JSON (module, startedAt, resourceSince, lastSeen, page,
-//!   resource); the source of truth. Expires `2 × SESSION_TTL` after the
-//!   user's last heartbeat as a backstop to the sweeper.
+//!   resource); the source of truth. Expires `SESSION_TTL` + 1 h after the
+//!   user's last heartbeat, a backstop for when no instance sweeps.
 //! - `{p}:time` sorted set: every session scored by its last heartbeat; the
 //!   sweeper takes expired ones from its low end, the admin list pages from
 //!   its high end.

@@ -227,7 +227,30 @@ async fn scrape(
 
 #[tokio::test]
 async fn metrics_after_heartbeats_leaves_and_expiries() {
-    let app = spawn_app().await;
+    metrics_scenario(&spawn_app().await).await;
+}
+
+#[tokio::test]
+async fn metrics_after_heartbeats_leaves_and_expiries_on_redis() {
+    let Some(server) = super::redis_server::RedisServer::start() else {
+        return;
+    };
+    let prefix = super::redis_server::unique_prefix("metrics");
+    let app = spawn_app_with(&[
+        "--jwt-secret",
+        super::helpers::SECRET,
+        "--store",
+        "redis",
+        "--redis-url",
+        &server.url(),
+        "--redis-key-prefix",
+        &prefix,
+    ])
+    .await;
+    metrics_scenario(&app).await;
+}
+
+async fn metrics_scenario(app: &super::helpers::TestApp) {
     app.beat_ok("1", json!({"module": "pms"})).await;
     app.beat_ok("2", json!({"module": "pms", "clientId": "a"}))
         .await;
@@ -254,7 +277,7 @@ async fn metrics_after_heartbeats_leaves_and_expiries() {
         .unwrap();
     app.beat_ok("5", json!({"module": "ih"})).await;
 
-    let (status, m) = scrape(&app, None).await;
+    let (status, m) = scrape(app, None).await;
     assert_eq!(status, StatusCode::OK);
     let get = |k: &str| {
         m.get(k)
@@ -299,7 +322,7 @@ async fn metrics_after_heartbeats_leaves_and_expiries() {
     assert_eq!(get("presence_open_streams"), 0.0);
     assert!(
         get(
-            r#"presence_http_request_duration_seconds_count{route="/api/stats/heartbeat",status="200"}"#
+            r#"presence_http_request_duration_seconds_count{method="POST",route="/api/stats/heartbeat",status="200"}"#
         ) >= 5.0
     );
 }

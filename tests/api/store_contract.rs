@@ -396,7 +396,9 @@ pub async fn history_records_starts_ends_peaks_and_samples(make: impl Factory) {
     f.beat("B", None, "pms").await; // peak 2 at 09:30:10
     f.advance(Duration::from_secs(10));
     f.store.record_sample().await.unwrap(); // 09:30:20: sample 2
-    f.store.record_sample().await.unwrap(); // a second sample in the minute changes nothing
+    f.beat("D", None, "pms").await; // peak 3 at 09:30:20
+    f.store.record_sample().await.unwrap(); // the first sample of a minute stays
+    f.store.leave(&user("D"), Leave::All).await.unwrap(); // D: 0 s, left
     f.advance(Duration::from_secs(100)); // 09:32:00
     f.store.leave(&user("A"), Leave::All).await.unwrap(); // A: 120 s, left
     f.advance(Duration::from_secs(60)); // 09:33:00
@@ -417,16 +419,16 @@ pub async fn history_records_starts_ends_peaks_and_samples(make: impl Factory) {
     let at = |secs: i64| t0 + secs * 1000;
     let first = minute(at(0)).expect("09:30 recorded");
     assert_eq!(first[0].sample, Some(2));
-    assert_eq!((first[0].peak, first[0].peak_at), (2, Some(at(10))));
-    assert_eq!(first[0].started, 2);
+    assert_eq!((first[0].peak, first[0].peak_at), (3, Some(at(20))));
+    assert_eq!(first[0].started, 3);
     assert_eq!(first[1].sample, Some(0));
     let sum = |m: usize, f: fn(&presence::store::history::ModuleMinute) -> u64| -> u64 {
         h.minutes.iter().map(|b| f(&b.modules[m])).sum()
     };
-    assert_eq!(sum(0, |m| m.started), 3, "A, B, C started in pms");
+    assert_eq!(sum(0, |m| m.started), 4, "A, B, C, D started in pms");
     assert_eq!(sum(1, |m| m.started), 1, "C started in ih");
-    assert_eq!(sum(0, |m| m.ended), 3, "A left, C moved, B expired");
-    assert_eq!(sum(0, |m| m.ended_ms), 180_000, "120 s + 60 s + 0 s");
+    assert_eq!(sum(0, |m| m.ended), 4, "D and A left, C moved, B expired");
+    assert_eq!(sum(0, |m| m.ended_ms), 180_000, "0 s + 120 s + 60 s + 0 s");
     let b_expiry = minute(at(5 * 60)).expect("09:35 recorded");
     assert_eq!(
         b_expiry[0].ended, 1,
@@ -438,8 +440,11 @@ pub async fn history_records_starts_ends_peaks_and_samples(make: impl Factory) {
     );
 
     // A window of one minute holds only the current minute.
+    f.beat("E", None, "ih").await;
     let last = f.store.history(1).await.unwrap();
-    assert!(last.minutes.iter().all(|b| b.start == at(7 * 60)));
+    assert_eq!(last.minutes.len(), 1);
+    assert_eq!(last.minutes[0].start, at(7 * 60));
+    assert_eq!(last.minutes[0].modules[1].started, 1);
 }
 
 macro_rules! store_suite {

@@ -107,8 +107,13 @@ const listedUsers = (page) => page.$$eval('#sessions-body tr .user', (nodes) => 
 test('an admin sees live counts, the history chart and the live sessions', { skip }, async () => {
   // The history endpoint may not exist in this build: then the page says so
   // and the test checks everything else.
-  assert.ok([200, 404].includes(historyStatus), `history answered ${historyStatus}`);
-  if (historyStatus === 404) console.log('NOTICE: /api/admin/history answers 404 here; chart checks skipped');
+  // The service has the history endpoint: the chart checks must run. (Set
+  // PRESENCE_HISTORY_OPTIONAL=1 to try the page against an older build.)
+  if (process.env.PRESENCE_HISTORY_OPTIONAL === '1') {
+    assert.ok([200, 404].includes(historyStatus), `history answered ${historyStatus}`);
+  } else {
+    assert.equal(historyStatus, 200, 'GET /api/admin/history answers 200');
+  }
 
   const { context, page, errors } = await open({ token: adminToken });
   await page.waitForSelector('#dashboard:not([hidden])', { timeout: 5000 });

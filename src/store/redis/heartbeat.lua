@@ -54,9 +54,9 @@ end
 sessions[field] = s
 
 redis.call('HSET', sess_key(user), field, cjson.encode(s))
--- The sweeper removes expired sessions; the expiry is a backstop so a
--- user's hash never outlives their sessions by much.
-redis.call('PEXPIRE', sess_key(user), 2 * TTL)
+-- The sweeper removes expired sessions (and records their end); the
+-- expiry is only a backstop for when no instance sweeps for an hour.
+redis.call('PEXPIRE', sess_key(user), TTL + 3600000)
 if resource ~= '' then redis.call('PEXPIRE', res_key(resource), 2 * TTL) end
 redis.call('ZADD', TIME_KEY, NOW, member(field, user))
 redis.call('ZADD', msess_key(code), NOW, member(field, user))
