@@ -349,7 +349,7 @@ function onStats(stats) {
   const at = Date.parse(stats.timestamp);
   $('live-updated').textContent = Number.isFinite(at) ? `Updated ${fmtClockSeconds(at)}` : '';
   renderCards();
-  if (state.historyStatus === 'unavailable') renderDistribution();
+  renderDistribution();
   // Counts moved: sessions started or ended, so the first page of the list is
   // stale. Refresh it soon (once, however many events arrive meanwhile). A
   // reconnect repeats the same counts: that is no change.
@@ -670,16 +670,17 @@ function renderDistribution() {
   const list = $('distribution');
   const sub = $('dist-sub');
   let shares;
-  if (state.history?.distribution) {
-    shares = state.history.distribution;
-    const at = Date.parse(state.history.timestamp);
-    sub.textContent = `Share of active users per module · as of ${Number.isFinite(at) ? fmtClock(at) : 'now'}`;
-  } else if (state.historyStatus === 'unavailable' && state.stats) {
-    // No history endpoint: the same share, computed from the live counts.
+  if (state.stats) {
+    // The same share as history's `distribution`, but from the live counts,
+    // so it never lags the cards above.
     const keys = moduleKeys();
     const total = keys.reduce((sum, key) => sum + (state.stats[key]?.activeNow ?? 0), 0);
     shares = Object.fromEntries(keys.map((key) => [key, total ? (state.stats[key]?.activeNow ?? 0) / total : 0]));
     sub.textContent = 'Share of active users per module · from the live counts';
+  } else if (state.history?.distribution) {
+    shares = state.history.distribution;
+    const at = Date.parse(state.history.timestamp);
+    sub.textContent = `Share of active users per module · as of ${Number.isFinite(at) ? fmtClock(at) : 'now'}`;
   } else {
     $('donut').replaceChildren();
     list.replaceChildren(h('li', { class: 'muted', text: state.historyStatus === 'error' ? 'Not available right now.' : 'Loading…' }));
