@@ -9,6 +9,11 @@ RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && cargo build --release --locked \
     && rm -rf src
 COPY src ./src
+# Embedded in the binary at build time (include_str!): the dashboard, the
+# browser client and the demo page.
+COPY dashboard ./dashboard
+COPY clients/js/presence-client.js ./clients/js/presence-client.js
+COPY clients/js/demo ./clients/js/demo
 # Make sure cargo sees the real sources as newer than the stub build.
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked
 
