@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use chrono::NaiveDate;
+use chrono_tz::Tz;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -19,7 +19,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::clock::Millis;
 use crate::store::SessionObserver;
+use crate::store::day::day_bounds;
 
 /// `module` label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -84,7 +86,8 @@ pub struct Metrics {
     users_anywhere: Gauge,
     peak_since_start: Gauge,
     peak_today: Gauge,
-    peak_day: Mutex<Option<NaiveDate>>,
+    /// The local day the daily peak is for: its start, and the next day's.
+    peak_day: Mutex<(Millis, Millis)>,
     open_streams: Gauge,
 }
 
@@ -117,7 +120,7 @@ impl Metrics {
             users_anywhere: Gauge::default(),
             peak_since_start: Gauge::default(),
             peak_today: Gauge::default(),
-            peak_day: Mutex::new(None),
+            peak_day: Mutex::new((Millis::MIN, Millis::MIN)),
             open_streams: Gauge::default(),
         };
         let r = &mut m.registry;
@@ -192,11 +195,11 @@ impl Metrics {
             .inc();
     }
 
-    /// Raises the peaks to `active` users, `today` being the local date.
+    /// Raises the peaks to `active` users seen at `at`.
     /// Called after each heartbeat and at each scrape (which also brings in
     /// peaks that other instances caused, and starts a new day's peak
     /// without waiting for a heartbeat).
-    pub fn see_active_users(&self, active: u64, today: NaiveDate) {
+    pub fn see_active_users(&self, active: u64, at: Millis, timezone: Tz) {
         let active = i64::try_from(active).unwrap_or(i64::MAX);
         self.peak_since_start
             .inner()
@@ -205,14 +208,14 @@ impl Metrics {
             .peak_day
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match *day {
-            // A late call from yesterday must not undo today.
-            Some(current) if today < current => return,
-            Some(current) if today == current => {}
-            _ => {
-                *day = Some(today);
-                self.peak_today.set(0);
-            }
+        let (start, next) = *day;
+        if at < start {
+            return; // a late call from yesterday must not undo today
+        }
+        if at >= next {
+            // A new local day: its bounds are computed once, not per call.
+            *day = day_bounds(timezone, at);
+            self.peak_today.set(0);
         }
         self.peak_today.inner().fetch_max(active, Ordering::Relaxed);
     }

@@ -19,7 +19,6 @@ use crate::clock::rfc3339;
 use crate::domain::{ClientId, MAX_PAGE_LEN, MAX_RESOURCE_LEN, ModuleId, Page, ResourceId};
 use crate::error::{ApiError, ApiQuery, ErrorBody};
 use crate::state::AppState;
-use crate::store::day::local_date;
 use crate::store::{Heartbeat, Leave, SessionStore};
 
 /// The largest heartbeat body accepted.
@@ -107,7 +106,7 @@ async fn record(
     let ack = within_deadline(&state.metrics, "heartbeat", state.store.heartbeat(beat)).await?;
     state
         .metrics
-        .see_active_users(ack.active_users, local_date(state.timezone, ack.at));
+        .see_active_users(ack.active_users, ack.at, state.timezone);
     Ok(Json(HeartbeatResponse {
         success: true,
         active_users: ack.active_users,
@@ -260,40 +259,35 @@ fn parse_body(bytes: &[u8], state: &AppState) -> Result<ValidBody, ApiError> {
     };
     Ok(ValidBody {
         module,
-        client: optional(
-            body.remove("clientId"),
-            ClientId::parse,
-            "clientId must be a string of 1 to 64 of [A-Za-z0-9_-]",
-        )?,
-        page: optional(
-            body.remove("page"),
-            Page::parse,
-            length_message("page", MAX_PAGE_LEN).as_str(),
-        )?,
-        resource: optional(
-            body.remove("resource"),
-            ResourceId::parse,
-            length_message("resource", MAX_RESOURCE_LEN).as_str(),
-        )?,
+        client: optional(body.remove("clientId"), ClientId::parse, || {
+            "clientId must be a string of 1 to 64 of [A-Za-z0-9_-]".to_owned()
+        })?,
+        page: optional(body.remove("page"), Page::parse, || {
+            length_message("page", MAX_PAGE_LEN)
+        })?,
+        resource: optional(body.remove("resource"), ResourceId::parse, || {
+            length_message("resource", MAX_RESOURCE_LEN)
+        })?,
     })
 }
 
 fn length_message(field: &str, max: usize) -> String {
-    format!("{field} must be a string of 1 to {max} characters")
+    format!("{field} must be a string of 1 to {max} characters, without control characters")
 }
 
-/// An optional string field: absent and `null` are `None`.
+/// An optional string field: absent and `null` are `None`. The error
+/// message is only built for a bad value, never on the heartbeat's happy path.
 fn optional<T>(
     value: Option<Value>,
     parse: impl FnOnce(&str) -> Option<T>,
-    message: &str,
+    message: impl FnOnce() -> String,
 ) -> Result<Option<T>, ApiError> {
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => parse(&s)
             .map(Some)
-            .ok_or_else(|| ApiError::InvalidBody(message.to_owned())),
-        Some(_) => Err(ApiError::InvalidBody(message.to_owned())),
+            .ok_or_else(|| ApiError::InvalidBody(message())),
+        Some(_) => Err(ApiError::InvalidBody(message())),
     }
 }
 

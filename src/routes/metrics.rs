@@ -17,7 +17,6 @@ use crate::error::{ApiError, ErrorBody};
 use crate::metrics::{HttpLabels, Present};
 use crate::state::AppState;
 use crate::store::SessionStore;
-use crate::store::day::local_date;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(metrics_get))
@@ -67,7 +66,7 @@ async fn metrics_get(
         .collect();
     state
         .metrics
-        .see_active_users(counts.users_anywhere, local_date(state.timezone, counts.at));
+        .see_active_users(counts.users_anywhere, counts.at, state.timezone);
     let text = state.metrics.render(&Present {
         modules: &modules,
         users_anywhere: counts.users_anywhere,

@@ -17,7 +17,6 @@ use super::modules::ModulesResponse;
 use super::within_deadline;
 use crate::auth::{AuthError, AuthUser, Caller};
 use crate::error::{ApiError, ErrorBody};
-use crate::live::StreamRefused;
 use crate::state::AppState;
 use crate::store::SessionStore;
 
@@ -56,9 +55,10 @@ async fn stream_get(
     State(state): State<AppState>,
     StreamUser(caller): StreamUser,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let guard = state.live.admit(&caller.user).map_err(|e| match e {
-        StreamRefused::PerUser | StreamRefused::Total => ApiError::TooManyStreams(e),
-    })?;
+    let guard = state
+        .live
+        .admit(&caller.user)
+        .map_err(ApiError::TooManyStreams)?;
     // Subscribe before reading the counts, so no change between the two is
     // missed.
     let updates = WatchStream::from_changes(state.live.subscribe());

@@ -41,7 +41,7 @@ pub struct ModuleMinute {
 impl ModuleMinute {
     /// Raises the peak to `active` at `at` if it is higher.
     pub fn see(&mut self, active: u64, at: Millis) {
-        if active > self.peak || self.peak_at.is_none() && active > 0 {
+        if active > self.peak {
             self.peak = active;
             self.peak_at = Some(at);
         }

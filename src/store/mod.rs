@@ -252,19 +252,10 @@ impl Store {
                 clock,
                 observer,
             )),
-            StoreKind::Redis => {
-                let config = RedisConfig {
-                    url: args.redis_url.clone(),
-                    key_prefix: args.redis_key_prefix.clone(),
-                    modules: args.modules.clone(),
-                    session_ttl: args.session_ttl,
-                    timezone: args.stats_timezone,
-                    max_sessions_per_user: usize::from(args.max_sessions_per_user),
-                };
-                let store = RedisStore::new(config, clock, redis_time, observer)
-                    .map_err(|e| ConfigError::new("REDIS_URL", e.to_string()))?;
-                Self::Redis(store)
-            }
+            StoreKind::Redis => Self::Redis(
+                RedisStore::new(RedisConfig::from_args(args), clock, redis_time, observer)
+                    .map_err(|e| ConfigError::new("REDIS_URL", e.to_string()))?,
+            ),
         })
     }
 

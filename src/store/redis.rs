@@ -41,7 +41,7 @@
 //! timeouts of [`REDIS_TIMEOUT`], so with Redis gone requests answer 503
 //! `store_unavailable` quickly and service resumes when Redis returns.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono_tz::Tz;
@@ -91,6 +91,20 @@ pub struct RedisConfig {
     pub max_sessions_per_user: usize,
 }
 
+impl RedisConfig {
+    /// The Redis store's part of the `serve` settings.
+    pub fn from_args(args: &crate::config::ServeArgs) -> Self {
+        Self {
+            url: args.redis_url.clone(),
+            key_prefix: args.redis_key_prefix.clone(),
+            modules: args.modules.clone(),
+            session_ttl: args.session_ttl,
+            timezone: args.stats_timezone,
+            max_sessions_per_user: usize::from(args.max_sessions_per_user),
+        }
+    }
+}
+
 /// Whose clock decides "now".
 #[derive(Debug, Clone)]
 pub enum TimeSource {
@@ -98,6 +112,14 @@ pub enum TimeSource {
     Redis,
     /// The given clock (tests).
     Clock(Arc<dyn Clock>),
+}
+
+/// The day window sent to the scripts, valid for one local day.
+#[derive(Debug, Default)]
+struct DayWindow {
+    from: Millis,
+    until: Millis,
+    text: Arc<str>,
 }
 
 struct Scripts {
@@ -124,6 +146,7 @@ pub struct RedisStore {
     time: TimeSource,
     /// The instance's clock: only for choosing the local day window.
     clock: Arc<dyn Clock>,
+    day_window: Arc<Mutex<DayWindow>>,
     observer: Arc<dyn SessionObserver>,
 }
 
@@ -182,6 +205,7 @@ impl RedisStore {
             config: Arc::new(config),
             time,
             clock,
+            day_window: Arc::default(),
             observer,
         })
     }
@@ -208,16 +232,30 @@ impl RedisStore {
     }
 
     /// Yesterday's, today's and tomorrow's local start as the instance's
-    /// clock sees them, as `start:date,...`.
-    fn day_window(&self) -> String {
-        let tz = self.config.timezone;
-        let (today, tomorrow) = day_bounds(tz, self.clock.now_ms());
-        let (yesterday, _) = day_bounds(tz, today - 1);
-        [yesterday, today, tomorrow]
-            .iter()
-            .map(|start| format!("{start}:{}", local_date(tz, *start)))
-            .collect::<Vec<_>>()
-            .join(",")
+    /// clock sees them, as `start:date,...`. Computed once a day, not on
+    /// every call: every heartbeat sends it.
+    fn day_window(&self) -> Arc<str> {
+        let now = self.clock.now_ms();
+        let mut cached = self
+            .day_window
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !(cached.from..cached.until).contains(&now) {
+            let tz = self.config.timezone;
+            let (today, tomorrow) = day_bounds(tz, now);
+            let (yesterday, _) = day_bounds(tz, today - 1);
+            let text = [yesterday, today, tomorrow]
+                .iter()
+                .map(|start| format!("{start}:{}", local_date(tz, *start)))
+                .collect::<Vec<_>>()
+                .join(",");
+            *cached = DayWindow {
+                from: today,
+                until: tomorrow,
+                text: text.into(),
+            };
+        }
+        Arc::clone(&cached.text)
     }
 
     /// Prepares `script` with the prelude's arguments.
@@ -230,7 +268,7 @@ impl RedisStore {
         inv.arg(&self.tag)
             .arg(duration_ms(self.config.session_ttl))
             .arg(now)
-            .arg(self.day_window())
+            .arg(&*self.day_window())
             .arg(&self.codes);
         inv
     }

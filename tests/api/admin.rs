@@ -99,12 +99,12 @@ async fn bad_paging_is_400_invalid_query() {
         "cursor=",
     ] {
         let response = app
-            .client
-            .get(app.url(&format!("/api/admin/sessions?{query}")))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap();
+            .request(
+                reqwest::Method::GET,
+                &format!("/api/admin/sessions?{query}"),
+                Some(&admin),
+            )
+            .await;
         assert_error(response, StatusCode::BAD_REQUEST, "invalid_query").await;
     }
     let (status, _) = app.get("/api/admin/sessions?limit=1000", &admin).await;
@@ -165,12 +165,12 @@ async fn history_reports_samples_peak_average_and_distribution() {
 
     for bad in ["0m", "59s", "25h", "soon", ""] {
         let response = app
-            .client
-            .get(app.url(&format!("/api/admin/history?window={bad}")))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap();
+            .request(
+                reqwest::Method::GET,
+                &format!("/api/admin/history?window={bad}"),
+                Some(&admin),
+            )
+            .await;
         assert_error(response, StatusCode::BAD_REQUEST, "invalid_query").await;
     }
     let (status, _) = app.get("/api/admin/history", &app.token("user")).await;

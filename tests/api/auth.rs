@@ -12,12 +12,8 @@ const EC_PRIVATE: &[u8] = include_bytes!("keys/ec_private.pem");
 const EC_PUBLIC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/keys/ec_public.pem");
 
 async fn modules_status(app: &TestApp, token: &str) -> reqwest::Response {
-    app.client
-        .get(app.url("/api/stats/modules"))
-        .bearer_auth(token)
-        .send()
+    app.request(reqwest::Method::GET, "/api/stats/modules", Some(token))
         .await
-        .unwrap()
 }
 
 async fn assert_401(app: &TestApp, token: &str) -> Value {
@@ -36,11 +32,8 @@ async fn assert_401(app: &TestApp, token: &str) -> Value {
 async fn no_token_is_401_with_www_authenticate() {
     let app = spawn_app().await;
     let response = app
-        .client
-        .get(app.url("/api/stats/modules"))
-        .send()
-        .await
-        .unwrap();
+        .request(reqwest::Method::GET, "/api/stats/modules", None)
+        .await;
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
     let body = assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
     assert!(body["error"].as_str().unwrap().contains("Bearer"), "{body}");
@@ -55,35 +48,23 @@ async fn no_token_is_401_with_www_authenticate() {
         assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
     }
     // Every /api endpoint needs it.
-    let response = app
-        .client
-        .post(app.url("/api/stats/heartbeat"))
-        .json(&json!({"module": "pms"}))
-        .send()
-        .await
-        .unwrap();
-    assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
-    let response = app
-        .client
-        .delete(app.url("/api/stats/heartbeat"))
-        .send()
-        .await
-        .unwrap();
-    assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
-    let response = app
-        .client
-        .get(app.url("/api/presence/resources/x"))
-        .send()
-        .await
-        .unwrap();
-    assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
-    let response = app
-        .client
-        .get(app.url("/api/admin/sessions"))
-        .send()
-        .await
-        .unwrap();
-    assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    use reqwest::Method;
+    for (method, path) in [
+        (Method::POST, "/api/stats/heartbeat"),
+        (Method::DELETE, "/api/stats/heartbeat"),
+        (Method::GET, "/api/stats/stream"),
+        (Method::GET, "/api/presence/resources/x"),
+        (Method::GET, "/api/admin/sessions"),
+        (Method::GET, "/api/admin/history"),
+    ] {
+        let response = app.request(method.clone(), path, None).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "{method} {path}"
+        );
+        assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    }
 }
 
 #[tokio::test]

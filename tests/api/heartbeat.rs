@@ -59,12 +59,12 @@ async fn modules_lists_every_module_in_registry_order_then_timestamp() {
     ])
     .await;
     let response = app
-        .client
-        .get(app.url("/api/stats/modules"))
-        .bearer_auth(app.token("1"))
-        .send()
-        .await
-        .unwrap();
+        .request(
+            reqwest::Method::GET,
+            "/api/stats/modules",
+            Some(&app.token("1")),
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     let text = response.text().await.unwrap();
     let keys: Vec<usize> = [
@@ -299,20 +299,20 @@ async fn delete_ends_one_session_or_all() {
         "204 when nothing existed"
     );
     let response = app
-        .client
-        .delete(app.url("/api/stats/heartbeat?clientId=bad%20id"))
-        .bearer_auth(app.token("A"))
-        .send()
-        .await
-        .unwrap();
+        .request(
+            reqwest::Method::DELETE,
+            "/api/stats/heartbeat?clientId=bad%20id",
+            Some(&app.token("A")),
+        )
+        .await;
     assert_error(response, StatusCode::BAD_REQUEST, "invalid_query").await;
     let response = app
-        .client
-        .delete(app.url("/api/stats/heartbeat?all=maybe"))
-        .bearer_auth(app.token("A"))
-        .send()
-        .await
-        .unwrap();
+        .request(
+            reqwest::Method::DELETE,
+            "/api/stats/heartbeat?all=maybe",
+            Some(&app.token("A")),
+        )
+        .await;
     assert_error(response, StatusCode::BAD_REQUEST, "invalid_query").await;
 }
 
@@ -343,20 +343,16 @@ async fn resource_viewers_over_http() {
         .await;
     assert_eq!(empty["viewers"], json!([]));
     let response = app
-        .client
-        .get(app.url("/api/presence/resources/a%00b"))
-        .bearer_auth(app.token("9"))
-        .send()
-        .await
-        .unwrap();
+        .request(
+            reqwest::Method::GET,
+            "/api/presence/resources/a%00b",
+            Some(&app.token("9")),
+        )
+        .await;
     assert_error(response, StatusCode::BAD_REQUEST, "invalid_query").await;
     let long = format!("/api/presence/resources/{}", "r".repeat(129));
     let response = app
-        .client
-        .get(app.url(&long))
-        .bearer_auth(app.token("9"))
-        .send()
-        .await
-        .unwrap();
+        .request(reqwest::Method::GET, &long, Some(&app.token("9")))
+        .await;
     assert_error(response, StatusCode::BAD_REQUEST, "invalid_query").await;
 }

@@ -130,6 +130,20 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
+    /// Sends `method path` with an optional bearer token and no body.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> Response {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
     /// POSTs a heartbeat with a JSON body.
     pub async fn beat(&self, token: &str, body: Value) -> Response {
         self.client

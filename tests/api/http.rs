@@ -14,7 +14,7 @@ use super::helpers::{SECRET, assert_error, spawn_app, spawn_app_with};
 async fn unknown_paths_are_json_404() {
     let app = spawn_app().await;
     for path in ["/", "/api", "/api/stats/nope", "/api/stats/modules/extra"] {
-        let response = app.client.get(app.url(path)).send().await.unwrap();
+        let response = app.request(reqwest::Method::GET, path, None).await;
         assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
     }
 }
@@ -23,11 +23,8 @@ async fn unknown_paths_are_json_404() {
 async fn wrong_methods_are_json_405() {
     let app = spawn_app().await;
     let response = app
-        .client
-        .put(app.url("/api/stats/heartbeat"))
-        .send()
-        .await
-        .unwrap();
+        .request(reqwest::Method::PUT, "/api/stats/heartbeat", None)
+        .await;
     assert!(
         response.headers()["allow"]
             .to_str()
@@ -41,11 +38,8 @@ async fn wrong_methods_are_json_405() {
     )
     .await;
     let response = app
-        .client
-        .post(app.url("/api/stats/modules"))
-        .send()
-        .await
-        .unwrap();
+        .request(reqwest::Method::POST, "/api/stats/modules", None)
+        .await;
     assert_error(
         response,
         StatusCode::METHOD_NOT_ALLOWED,
@@ -81,7 +75,10 @@ async fn openapi_documents_every_endpoint() {
         ("/api/stats/heartbeat", "delete"),
         ("/api/stats/modules", "get"),
         ("/api/presence/resources/{resource}", "get"),
+        ("/api/stats/stream", "get"),
         ("/api/admin/sessions", "get"),
+        ("/api/admin/history", "get"),
+        ("/metrics", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
     ] {
@@ -99,8 +96,8 @@ async fn openapi_documents_every_endpoint() {
 #[tokio::test]
 async fn every_response_carries_a_request_id() {
     let app = spawn_app().await;
-    let first = app.client.get(app.url("/healthz")).send().await.unwrap();
-    let second = app.client.get(app.url("/healthz")).send().await.unwrap();
+    let first = app.request(reqwest::Method::GET, "/healthz", None).await;
+    let second = app.request(reqwest::Method::GET, "/healthz", None).await;
     assert!(!first.headers()["x-request-id"].is_empty());
     assert_ne!(
         first.headers()["x-request-id"],
@@ -212,7 +209,7 @@ async fn in_process_heartbeat_through_the_router() {
 #[tokio::test]
 async fn the_demo_page_and_its_token_endpoint_exist_only_in_demo_mode() {
     let demo = spawn_app_with(&[]).await;
-    let page = demo.client.get(demo.url("/demo/")).send().await.unwrap();
+    let page = demo.request(reqwest::Method::GET, "/demo/", None).await;
     assert_eq!(page.status(), StatusCode::OK);
     assert!(
         page.headers()["content-type"]
@@ -227,11 +224,8 @@ async fn the_demo_page_and_its_token_endpoint_exist_only_in_demo_mode() {
             .contains("/demo/presence-client.js")
     );
     let client = demo
-        .client
-        .get(demo.url("/demo/presence-client.js"))
-        .send()
-        .await
-        .unwrap();
+        .request(reqwest::Method::GET, "/demo/presence-client.js", None)
+        .await;
     assert!(
         client.headers()["content-type"]
             .to_str()
@@ -262,7 +256,7 @@ async fn the_demo_page_and_its_token_endpoint_exist_only_in_demo_mode() {
         "/demo/token?user=alice",
         "/demo/presence-client.js",
     ] {
-        let response = real.client.get(real.url(path)).send().await.unwrap();
+        let response = real.request(reqwest::Method::GET, path, None).await;
         assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
     }
 }

@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::Request;
 use futures_util::StreamExt as _;
 use http_body_util::BodyExt as _;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
@@ -147,28 +147,16 @@ async fn a_heartbeat_that_changes_no_count_sends_no_event() {
 #[tokio::test]
 async fn the_token_comes_from_the_header_or_access_token_and_is_required() {
     let app = spawn_app().await;
-    let response = app
-        .client
-        .get(app.url("/api/stats/stream"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.request(Method::GET, "/api/stats/stream", None).await;
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
     assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
     let response = app
-        .client
-        .get(app.url("/api/stats/stream?access_token=nope"))
-        .send()
-        .await
-        .unwrap();
+        .request(Method::GET, "/api/stats/stream?access_token=nope", None)
+        .await;
     assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
     let response = app
-        .client
-        .get(app.url("/api/stats/stream"))
-        .bearer_auth(app.token("1"))
-        .send()
-        .await
-        .unwrap();
+        .request(Method::GET, "/api/stats/stream", Some(&app.token("1")))
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
 }
 
@@ -179,11 +167,12 @@ async fn streams_per_user_are_capped_and_freed_when_a_client_leaves() {
     let first = Listener::open(&app, &token).await;
     let _second = Listener::open(&app, &token).await;
     let response = app
-        .client
-        .get(app.url(&format!("/api/stats/stream?access_token={token}")))
-        .send()
-        .await
-        .unwrap();
+        .request(
+            reqwest::Method::GET,
+            &format!("/api/stats/stream?access_token={token}"),
+            None,
+        )
+        .await;
     assert_error(response, StatusCode::TOO_MANY_REQUESTS, "too_many_streams").await;
     let _other_user = Listener::open(&app, &app.token("other")).await;
     drop(first);
@@ -205,12 +194,12 @@ async fn streams_are_capped_in_total() {
     let _a = Listener::open(&app, &app.token("a")).await;
     let _b = Listener::open(&app, &app.token("b")).await;
     let response = app
-        .client
-        .get(app.url("/api/stats/stream"))
-        .bearer_auth(app.token("c"))
-        .send()
-        .await
-        .unwrap();
+        .request(
+            reqwest::Method::GET,
+            "/api/stats/stream",
+            Some(&app.token("c")),
+        )
+        .await;
     assert_error(response, StatusCode::TOO_MANY_REQUESTS, "too_many_streams").await;
 }
 

@@ -114,8 +114,7 @@ end
 local function see_peak(code, n)
   local key = hist_key(NOW)
   local peak = tonumber(redis.call('HGET', key, code .. ':p') or '0')
-  local at = redis.call('HGET', key, code .. ':pa')
-  if n > peak or (not at and n > 0) then
+  if n > peak then
     redis.call('HSET', key, code .. ':p', n, code .. ':pa', string.format('%d', NOW))
     redis.call('EXPIRE', key, HIST_KEEP_S)
   end
