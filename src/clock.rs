@@ -49,11 +49,6 @@ impl ManualClock {
         let by = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
         self.now.fetch_add(by, Ordering::SeqCst);
     }
-
-    /// Sets the clock to `to`.
-    pub fn set(&self, to: DateTime<Utc>) {
-        self.now.store(to.timestamp_millis(), Ordering::SeqCst);
-    }
 }
 
 impl Clock for ManualClock {
