@@ -111,6 +111,27 @@ pub struct ServeArgs {
     #[arg(long, env = "MAX_STREAMS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_streams: u32,
 
+    /// Most TCP connections served at once; past it, new ones wait in the
+    /// listen backlog until one closes.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// Most requests handled at once; past it, requests are answered 503
+    /// `overloaded` with `Retry-After` instead of queueing.
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_concurrent_requests: u32,
+
+    /// Longest a request may take, from its headers to its response's
+    /// headers (a slow body included); past it, 408 `request_timeout`.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Longest a connection may take to send a request's headers, counted
+    /// from when it opens or its previous response ends; past it, the
+    /// connection is closed. This also closes idle keep-alive connections.
+    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
     /// `false` puts /metrics behind the admin role.
     #[arg(long, env = "METRICS_PUBLIC", default_value_t = true, action = clap::ArgAction::Set)]
     pub metrics_public: bool,
@@ -289,6 +310,14 @@ impl ServeArgs {
                     humantime::format_duration(self.session_ttl)
                 ),
             ));
+        }
+        for (variable, timeout) in [
+            ("REQUEST_TIMEOUT", self.request_timeout),
+            ("HEADER_READ_TIMEOUT", self.header_read_timeout),
+        ] {
+            if timeout.is_zero() {
+                return Err(ConfigError::new(variable, "must be above zero"));
+            }
         }
         if self.sweep_interval.is_zero() || self.sweep_interval >= self.session_ttl {
             return Err(ConfigError::new(

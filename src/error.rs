@@ -43,6 +43,10 @@ pub enum ApiError {
     /// 405 `method_not_allowed`.
     #[error("method not allowed on this endpoint")]
     MethodNotAllowed,
+    /// 408 `request_timeout`: the request was not received, or not
+    /// answered, within `REQUEST_TIMEOUT`.
+    #[error("the request took longer than {} ms", .0.as_millis())]
+    RequestTimeout(Duration),
     /// 413 `payload_too_large`.
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -55,6 +59,10 @@ pub enum ApiError {
     /// 429 `too_many_streams`: an SSE stream limit is reached.
     #[error("{0}; close another stream first")]
     TooManyStreams(crate::live::StreamRefused),
+    /// 503 `overloaded`, with `Retry-After`: `MAX_CONCURRENT_REQUESTS` are
+    /// already in flight.
+    #[error("the service is at capacity; retry in a moment")]
+    Overloaded,
     /// 503 `store_unavailable`.
     #[error("session store unavailable, retry shortly")]
     StoreUnavailable(#[source] StoreError),
@@ -87,10 +95,11 @@ impl ApiError {
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited(_) | Self::TooManyStreams(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded | Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -105,10 +114,12 @@ impl ApiError {
             Self::Forbidden => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::RequestTimeout(_) => "request_timeout",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::RateLimited(_) => "rate_limited",
             Self::TooManyStreams(_) => "too_many_streams",
+            Self::Overloaded => "overloaded",
             Self::StoreUnavailable(_) => "store_unavailable",
             Self::Internal(_) => "internal",
         }
@@ -140,6 +151,9 @@ impl IntoResponse for ApiError {
             }
             Self::RateLimited(wait) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(*wait)));
+            }
+            Self::Overloaded | Self::StoreUnavailable(_) => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
         }

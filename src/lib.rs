@@ -6,6 +6,7 @@
 //! - [`domain`]: validated values (module, client id, page, resource).
 //! - [`store`]: the session store trait and its backends.
 //! - [`routes`]: the HTTP API, one file per resource, and its OpenAPI.
+//! - [`server`]: the HTTP/1.1 server loop and the limits on each client.
 //! - [`sweeper`]: the task that removes expired sessions from memory.
 //! - [`telemetry`]: logs and request spans.
 //! - [`error`]: the API's one error type and its JSON body.
@@ -38,6 +39,7 @@ pub mod error;
 pub mod live;
 pub mod metrics;
 pub mod routes;
+pub mod server;
 pub mod state;
 pub mod store;
 pub mod sweeper;
@@ -65,7 +67,7 @@ pub fn app(state: AppState, cors_origins: &[String]) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(routes::heartbeat::MAX_BODY_BYTES))
-        .with_state(state);
+        .with_state(state.clone());
     if !cors_origins.is_empty() {
         let origins: Vec<HeaderValue> = cors_origins
             .iter()
@@ -79,25 +81,27 @@ pub fn app(state: AppState, cors_origins: &[String]) -> Router {
                 .max_age(Duration::from_secs(3600)),
         );
     }
-    router.layer(
-        ServiceBuilder::new()
-            .map_request(drop_unusable_request_id)
-            .layer(SetRequestIdLayer::new(
-                REQUEST_ID,
-                telemetry::RequestIds::new(),
-            ))
-            .layer(
-                TraceLayer::new_for_http()
-                    .make_span_with(telemetry::request_span)
-                    .on_response(DefaultOnResponse::new().level(Level::INFO)),
-            )
-            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-            .layer(CatchPanicLayer::custom(
-                |_: Box<dyn std::any::Any + Send>| {
-                    error::ApiError::Internal("a handler panicked".into()).into_response()
-                },
-            )),
-    )
+    router
+        .layer(axum::middleware::from_fn_with_state(state, server::guard))
+        .layer(
+            ServiceBuilder::new()
+                .map_request(drop_unusable_request_id)
+                .layer(SetRequestIdLayer::new(
+                    REQUEST_ID,
+                    telemetry::RequestIds::new(),
+                ))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(telemetry::request_span)
+                        .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                )
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(CatchPanicLayer::custom(
+                    |_: Box<dyn std::any::Any + Send>| {
+                        error::ApiError::Internal("a handler panicked".into()).into_response()
+                    },
+                )),
+        )
 }
 
 /// A caller's `x-request-id` is kept only when it is 1 to 64 of
@@ -120,41 +124,31 @@ fn drop_unusable_request_id<B>(mut request: Request<B>) -> Request<B> {
 /// `sweep_interval`, until `shutdown` completes; then stops accepting and
 /// lets in-flight requests finish for up to [`DRAIN_TIMEOUT`].
 ///
-/// # Errors
-/// Accepting connections failed.
+/// Connections are served under `state`'s [`server::Limits`].
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     state: AppState,
     sweep_interval: Duration,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+    shutdown: impl Future<Output = ()>,
+) {
     let cancel = state.shutdown.clone();
     let sweeper = tokio::spawn(sweeper::run(state.clone(), sweep_interval, cancel.clone()));
     let sampler = tokio::spawn(sweeper::sample(state.clone(), cancel.clone()));
+    let limits = state.limits.clone();
     let publisher = tokio::spawn(live::run(state, cancel.clone()));
     let signal = cancel.clone();
-    let server = axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: no new connections, draining in-flight requests");
-            signal.cancel();
-        })
-        .into_future();
-    let mut server = std::pin::pin!(server);
-    let result = tokio::select! {
-        result = &mut server => result,
-        () = cancel.cancelled() => match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
-            Ok(result) => result,
-            Err(_) => {
-                tracing::warn!(timeout = ?DRAIN_TIMEOUT, "requests still in flight after the drain timeout; closing");
-                Ok(())
-            }
-        },
+    let shutdown = async move {
+        tokio::select! {
+            () = shutdown => {},
+            () = signal.cancelled() => {},
+        }
+        // Open streams end now, so they do not hold up the drain.
+        signal.cancel();
     };
+    server::run(listener, router, &limits, DRAIN_TIMEOUT, shutdown).await;
     cancel.cancel();
     let _ = tokio::join!(sweeper, sampler, publisher);
-    result
 }
 
 /// Completes on Ctrl-C or SIGTERM.

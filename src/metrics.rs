@@ -89,6 +89,11 @@ pub struct Metrics {
     /// The local day the daily peak is for: its start, and the next day's.
     peak_day: Mutex<(Millis, Millis)>,
     open_streams: Gauge,
+    /// Requests answered 503 `overloaded`.
+    pub requests_shed: Counter,
+    requests_in_flight: Gauge,
+    open_connections: Gauge,
+    runtime_tasks: Gauge,
 }
 
 fn latency_family<L: Clone + std::hash::Hash + Eq>() -> Family<L, Histogram> {
@@ -122,6 +127,10 @@ impl Metrics {
             peak_today: Gauge::default(),
             peak_day: Mutex::new((Millis::MIN, Millis::MIN)),
             open_streams: Gauge::default(),
+            requests_shed: Counter::default(),
+            requests_in_flight: Gauge::default(),
+            open_connections: Gauge::default(),
+            runtime_tasks: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -181,6 +190,26 @@ impl Metrics {
             "open_streams",
             "Open SSE streams on this instance",
             m.open_streams.clone(),
+        );
+        r.register(
+            "requests_shed",
+            "Requests answered 503 overloaded because MAX_CONCURRENT_REQUESTS were in flight",
+            m.requests_shed.clone(),
+        );
+        r.register(
+            "requests_in_flight",
+            "Requests being handled on this instance",
+            m.requests_in_flight.clone(),
+        );
+        r.register(
+            "open_connections",
+            "Open HTTP connections on this instance",
+            m.open_connections.clone(),
+        );
+        r.register(
+            "runtime_alive_tasks",
+            "Tasks alive in this instance's async runtime",
+            m.runtime_tasks.clone(),
         );
         m
     }
@@ -243,8 +272,14 @@ impl Metrics {
         }
         self.users_anywhere
             .set(i64::try_from(now.users_anywhere).unwrap_or(i64::MAX));
-        self.open_streams
-            .set(i64::try_from(now.open_streams).unwrap_or(i64::MAX));
+        for (gauge, value) in [
+            (&self.open_streams, now.open_streams),
+            (&self.requests_in_flight, now.requests_in_flight),
+            (&self.open_connections, now.open_connections),
+            (&self.runtime_tasks, now.runtime_tasks),
+        ] {
+            gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+        }
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "cannot encode metrics");
@@ -269,6 +304,12 @@ pub struct Present<'a> {
     pub users_anywhere: u64,
     /// Open SSE streams.
     pub open_streams: usize,
+    /// Requests being handled.
+    pub requests_in_flight: usize,
+    /// Open HTTP connections.
+    pub open_connections: usize,
+    /// Tasks alive in the async runtime.
+    pub runtime_tasks: usize,
 }
 
 impl SessionObserver for Metrics {

@@ -20,6 +20,7 @@ use crate::error::ApiError;
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::routes::demo::DemoKeys;
+use crate::server::Limits;
 use crate::store::Store;
 use crate::store::TimeSource;
 
@@ -51,6 +52,8 @@ pub struct AppState {
     pub timezone: chrono_tz::Tz,
     /// `METRICS_PUBLIC`.
     pub metrics_public: bool,
+    /// Connection and request limits.
+    pub limits: Arc<Limits>,
 }
 
 impl AppState {
@@ -102,6 +105,7 @@ impl AppState {
             metrics,
             timezone: config.args.stats_timezone,
             metrics_public: config.args.metrics_public,
+            limits: Arc::new(Limits::from_args(&config.args)),
         })
     }
 }

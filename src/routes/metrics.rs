@@ -71,6 +71,11 @@ async fn metrics_get(
         modules: &modules,
         users_anywhere: counts.users_anywhere,
         open_streams: state.live.open_streams(),
+        requests_in_flight: state.limits.in_flight(),
+        open_connections: state.limits.open_connections(),
+        runtime_tasks: tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks(),
     });
     Ok((
         [(

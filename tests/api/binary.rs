@@ -210,6 +210,10 @@ fn help_documents_every_setting_and_its_variable() {
         "MAX_SESSIONS_PER_USER",
         "MAX_STREAMS_PER_USER",
         "MAX_STREAMS",
+        "MAX_CONNECTIONS",
+        "MAX_CONCURRENT_REQUESTS",
+        "REQUEST_TIMEOUT",
+        "HEADER_READ_TIMEOUT",
         "LOG_FORMAT",
     ] {
         assert!(
@@ -382,4 +386,86 @@ fn two_binaries_on_one_redis_share_sessions_on_redis_time() {
         terminate(child);
         assert!(wait_with_timeout(child, Duration::from_secs(15)).success());
     }
+}
+
+#[test]
+fn no_token_secret_or_authorization_header_reaches_the_logs() {
+    const SECRET: &str = "log-test-secret-that-must-never-be-printed";
+    let dir = tempfile::tempdir().unwrap();
+    // The most verbose logs there are, from every crate.
+    let (mut child, addr, logs) =
+        start_serving(&dir, &[("JWT_SECRET", SECRET), ("RUST_LOG", "trace")]);
+    let now = chrono::Utc::now().timestamp();
+    let sign = |secret: &[u8], sub: &str| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &serde_json::json!({"sub": sub, "exp": now + 60, "role": "admin"}),
+            &jsonwebtoken::EncodingKey::from_secret(secret).unwrap(),
+        )
+        .unwrap()
+    };
+    let token = sign(SECRET.as_bytes(), "log-user");
+    let forged = sign(b"someone-elses-secret", "log-user");
+    let curl = |args: &[&str]| {
+        let status = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "--max-time", "2"])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(
+            status.success() || status.code() == Some(28),
+            "curl {args:?}"
+        );
+    };
+    let base = format!("http://{addr}");
+    for bearer in [&token, &forged] {
+        let auth = format!("Authorization: Bearer {bearer}");
+        curl(&[
+            "-X",
+            "POST",
+            &format!("{base}/api/stats/heartbeat"),
+            "-H",
+            &auth,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            r#"{"module":"pms"}"#,
+        ]);
+        curl(&[&format!("{base}/api/admin/sessions"), "-H", &auth]);
+        curl(&[&format!("{base}/api/stats/stream?access_token={bearer}")]);
+        curl(&[&format!("{base}/no/such/path?access_token={bearer}")]);
+        curl(&[
+            "-X",
+            "DELETE",
+            &format!("{base}/api/stats/heartbeat"),
+            "-H",
+            &auth,
+        ]);
+    }
+    terminate(&child);
+    assert!(wait_with_timeout(&mut child, Duration::from_secs(15)).success());
+    let lines: Vec<String> = logs.iter().collect();
+    assert!(
+        lines.iter().any(|l| l.contains("/api/stats/heartbeat")),
+        "the requests were logged at all: {lines:?}"
+    );
+    let signature = |t: &str| t.rsplit('.').next().unwrap().to_owned();
+    for secret in [
+        SECRET.to_owned(),
+        token.clone(),
+        forged.clone(),
+        signature(&token),
+        signature(&forged),
+    ] {
+        let leaks: Vec<&String> = lines.iter().filter(|l| l.contains(&secret)).collect();
+        assert!(leaks.is_empty(), "leaked into the logs: {leaks:?}");
+    }
+    let bearer: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.to_ascii_lowercase().contains("bearer "))
+        .collect();
+    assert!(
+        bearer.is_empty(),
+        "an Authorization value was logged: {bearer:?}"
+    );
 }

@@ -81,8 +81,7 @@ pub async fn spawn_app_with(args: &[&str]) -> TestApp {
         presence::serve(listener, router, serve_state, sweep, async {
             let _ = rx.await;
         })
-        .await
-        .unwrap();
+        .await;
     });
     TestApp {
         base: format!("http://{addr}"),

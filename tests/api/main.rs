@@ -12,6 +12,7 @@ mod binary;
 mod heartbeat;
 mod helpers;
 mod http;
+mod limits;
 mod redis;
 mod redis_server;
 mod store_contract;

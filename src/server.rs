@@ -1,0 +1,184 @@
+//! The HTTP/1.1 server: the router on hyper, with the limits that keep one
+//! client from holding the service.
+//!
+//! `axum::serve` sets no header timeout and no connection limit, so a client
+//! could open connections and trickle bytes forever (slow-loris). Here:
+//! - at most [`Limits::max_connections`] connections are served at once;
+//!   past it the listener is not polled and new ones wait in the backlog;
+//! - a request head must arrive within [`Limits::header_read_timeout`],
+//!   counted from when the connection opens or its previous response ends, and
+//!   be at most [`MAX_HEADER_BYTES`] in at most [`MAX_HEADERS`] fields (hyper
+//!   answers 431 past either);
+//! - [`guard`] answers 503 `overloaded` once
+//!   [`Limits::max_concurrent_requests`] are in flight, and 408
+//!   `request_timeout` to a request that takes longer than
+//!   [`Limits::request_timeout`] (a slow body included).
+//!
+//! TLS and HTTP/2 are a reverse proxy's job; this serves plain HTTP/1.1.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::config::ServeArgs;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The largest request head (request line and headers) accepted.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// The most header fields a request may have.
+pub const MAX_HEADERS: usize = 64;
+
+const LIVENESS_PATH: &str = "/healthz";
+
+/// What one client may take of the server.
+#[derive(Debug)]
+pub struct Limits {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Time to receive a request head.
+    pub header_read_timeout: Duration,
+    /// Time to receive and answer a request.
+    pub request_timeout: Duration,
+    /// Open connections; one permit each.
+    connections: Arc<Semaphore>,
+    /// Requests in flight; one permit each.
+    in_flight: Semaphore,
+    max_concurrent_requests: usize,
+}
+
+impl Limits {
+    /// The limits of the `serve` settings.
+    pub fn from_args(args: &ServeArgs) -> Self {
+        let max_connections = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
+        let max_concurrent_requests =
+            usize::try_from(args.max_concurrent_requests).unwrap_or(usize::MAX);
+        Self {
+            max_connections,
+            connections: Arc::new(Semaphore::new(max_connections)),
+            header_read_timeout: args.header_read_timeout,
+            request_timeout: args.request_timeout,
+            in_flight: Semaphore::new(max_concurrent_requests),
+            max_concurrent_requests,
+        }
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.max_connections - self.connections.available_permits()
+    }
+
+    /// Requests being handled now.
+    pub fn in_flight(&self) -> usize {
+        self.max_concurrent_requests - self.in_flight.available_permits()
+    }
+}
+
+/// Middleware on every request: sheds it with 503 `overloaded` when
+/// `MAX_CONCURRENT_REQUESTS` are already in flight, and answers 408
+/// `request_timeout` when it is not done within `REQUEST_TIMEOUT`.
+///
+/// A stream holds its permit only until its response headers are sent.
+/// `/healthz` is never shed: a busy instance is alive, and an orchestrator
+/// must not restart it for being busy (`/readyz` can still say not ready).
+pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if request.uri().path() == LIVENESS_PATH {
+        return next.run(request).await;
+    }
+    let limits = &state.limits;
+    let Ok(_permit) = limits.in_flight.try_acquire() else {
+        state.metrics.requests_shed.inc();
+        return ApiError::Overloaded.into_response();
+    };
+    match tokio::time::timeout(limits.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::RequestTimeout(limits.request_timeout).into_response(),
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then stops
+/// accepting and gives open connections up to `drain` to finish.
+pub(crate) async fn run(
+    listener: TcpListener,
+    router: Router,
+    limits: &Limits,
+    drain: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = limits.connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(e) => {
+                    pause_after_accept_error(&e).await;
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let connection = http.serve_connection(
+            TokioIo::new(stream),
+            TowerToHyperService::new(router.clone()),
+        );
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: no new connections, draining in-flight requests");
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(timeout = ?drain, "connections still open after the drain timeout; closing");
+    }
+}
+
+/// After a failed `accept`: per-connection errors are the peer's and are
+/// skipped; anything else (out of file descriptors, say) is logged and
+/// waited out for a second rather than spun on.
+async fn pause_after_accept_error(e: &io::Error) {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "accept failed; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
