@@ -248,6 +248,9 @@ pub enum AuthError {
     NoUser(String),
 }
 
+/// The longest token looked at; longer ones are refused before decoding.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
 /// Checks tokens; built once at start-up and shared.
 pub struct Verifier {
     key: DecodingKey,
@@ -323,6 +326,9 @@ impl Verifier {
     /// Every reason of [`AuthError`].
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::Invalid("token longer than 8 KiB"));
+        }
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
             .map_err(|e| {
             AuthError::Invalid(match e.kind() {

@@ -1,6 +1,6 @@
 //! Contract section 2 over HTTP: every way a token is accepted or refused.
 
-use jsonwebtoken::{Algorithm, EncodingKey};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -357,4 +357,133 @@ async fn es256_with_a_public_key_file() {
         &claims,
     );
     assert_401(&app, &rs).await;
+}
+
+#[tokio::test]
+async fn key_id_and_key_url_headers_never_choose_the_key() {
+    let app = spawn_app().await;
+    let claims = json!({"sub": "1", "exp": app.now_s() + 60});
+    let attacker = EncodingKey::from_secret(b"attacker-secret").unwrap();
+    for (kid, jku) in [
+        (Some("../../../../dev/null"), None),
+        (Some("' OR 1=1 --"), None),
+        (Some(""), None),
+        (None, Some("http://attacker.example/jwks.json")),
+    ] {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = kid.map(str::to_owned);
+        header.jku = jku.map(str::to_owned);
+        let token = jsonwebtoken::encode(&header, &claims, &attacker).unwrap();
+        assert_401(&app, &token).await;
+    }
+    // A `kid` on a token signed with the real key changes nothing.
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("anything".into());
+    let genuine = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        modules_status(&app, &genuine).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn an_embedded_public_key_is_never_trusted() {
+    let app = spawn_app_with(&["--jwt-public-key-file", RSA_PUBLIC]).await;
+    let claims = json!({"sub": "1", "exp": app.now_s() + 60});
+    // Signed with the attacker's key pair (the RSA test key stands in for
+    // it), carrying its public half as `jwk`, sent to a service whose
+    // configured key is another one (the EC key).
+    let ec_app = spawn_app_with(&["--jwt-public-key-file", EC_PUBLIC]).await;
+    let mut header = Header::new(Algorithm::RS256);
+    header.jwk = Some(
+        serde_json::from_value(json!({
+            "kty": "RSA", "n": "AQAB", "e": "AQAB", "alg": "RS256"
+        }))
+        .unwrap(),
+    );
+    let token = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &EncodingKey::from_rsa_pem(RSA_PRIVATE).unwrap(),
+    )
+    .unwrap();
+    assert_401(&ec_app, &token).await;
+    // The same token is fine where its key is the configured one: the
+    // embedded key played no part either way.
+    assert_eq!(modules_status(&app, &token).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn huge_tokens_are_refused_without_a_500() {
+    let app = spawn_app().await;
+    // Validly signed, but over 8 KiB: refused before it is decoded.
+    let padded = sign(&json!({
+        "sub": "1", "exp": app.now_s() + 60, "pad": "x".repeat(9 * 1024)
+    }));
+    assert_401(&app, &padded).await;
+    // Just under the limit is accepted.
+    let fits = sign(&json!({
+        "sub": "1", "exp": app.now_s() + 60, "pad": "x".repeat(5 * 1024)
+    }));
+    assert_eq!(modules_status(&app, &fits).await.status(), StatusCode::OK);
+    // Past the 16 KiB head limit the HTTP layer answers 431.
+    let huge = format!("{}.{}.{}", "a".repeat(8 * 1024), "b".repeat(8 * 1024), "c");
+    assert_eq!(
+        modules_status(&app, &huge).await.status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+    // Many segments, long runs of dots, bad base64: all 401.
+    for garbage in [
+        ".".repeat(4000),
+        "a.".repeat(2000),
+        format!("{}.e30.", "!".repeat(100)),
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0".to_owned(),
+    ] {
+        assert_401(&app, &garbage).await;
+    }
+}
+
+#[tokio::test]
+async fn authorization_headers_that_are_not_utf8_are_401() {
+    let app = spawn_app().await;
+    for raw in [
+        &b"Bearer \xff\xfe\xfd"[..],
+        b"Bearer \xc3\x28.e30.x",
+        b"\xffearer abc",
+        b"Bearer tok\x80en",
+    ] {
+        let response = app
+            .client
+            .get(app.url("/api/stats/modules"))
+            .header(
+                "authorization",
+                reqwest::header::HeaderValue::from_bytes(raw).unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    }
+    // Non-UTF-8 bytes in any other header are simply not our business.
+    let response = app
+        .client
+        .get(app.url("/api/stats/modules"))
+        .bearer_auth(app.token("1"))
+        .header(
+            "x-request-id",
+            reqwest::header::HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
+        )
+        .header(
+            "user-agent",
+            reqwest::header::HeaderValue::from_bytes(b"agent \xff").unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
 }
