@@ -54,7 +54,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole HTTP service for `state`. `cors_origins` empty: no CORS headers.
 pub fn app(state: AppState, cors_origins: &[String]) -> Router {
-    let (mut api, _doc) = routes::api();
+    let (mut api, _doc) = routes::api(&state.modules);
     api = api.merge(routes::dashboard::router());
     if state.demo.is_some() {
         api = api.merge(routes::demo::router());

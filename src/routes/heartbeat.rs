@@ -39,11 +39,17 @@ struct HeartbeatRequest {
     /// One browser tab or device: 1 to 64 of `[A-Za-z0-9_-]`.
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "tab-3f9c")]
     client_id: Option<String>,
-    /// The route the user is on: 1 to 256 characters.
-    #[schema(min_length = 1, max_length = 256, example = "/requests/123")]
+    /// The route the user is on: 1 to 256 characters, no control characters.
+    #[schema(
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,256}$",
+        example = "/requests/123"
+    )]
     page: Option<String>,
-    /// What the user is viewing: 1 to 128 characters.
-    #[schema(min_length = 1, max_length = 128, example = "request:123")]
+    /// What the user is viewing: 1 to 128 characters, no control characters.
+    #[schema(
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,128}$",
+        example = "request:123"
+    )]
     resource: Option<String>,
 }
 
@@ -129,6 +135,7 @@ fn next_heartbeat_ms(state: &AppState) -> u64 {
 #[into_params(parameter_in = Query)]
 struct LeaveQuery {
     /// End this tab's session (without it, the default session).
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     client_id: Option<String>,
     /// `true` ends every session of the caller (logout).
     #[serde(default)]
@@ -154,17 +161,18 @@ async fn heartbeat_delete(
     AuthUser(caller): AuthUser,
     ApiQuery(query): ApiQuery<LeaveQuery>,
 ) -> Result<StatusCode, ApiError> {
+    // A bad clientId is refused even with `all=true`: it is still bad input.
+    let client = query
+        .client_id
+        .map(|c| {
+            ClientId::parse(&c).ok_or_else(|| {
+                ApiError::InvalidQuery("clientId must be 1 to 64 of [A-Za-z0-9_-]".into())
+            })
+        })
+        .transpose()?;
     let which = if query.all {
         Leave::All
     } else {
-        let client = query
-            .client_id
-            .map(|c| {
-                ClientId::parse(&c).ok_or_else(|| {
-                    ApiError::InvalidQuery("clientId must be 1 to 64 of [A-Za-z0-9_-]".into())
-                })
-            })
-            .transpose()?;
         Leave::Session(client)
     };
     within_deadline(

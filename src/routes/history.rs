@@ -27,6 +27,12 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 struct HistoryQuery {
     /// From `1m` to `24h` (humantime, e.g. `90m`, `6h`); default `1h`.
+    /// The pattern gives the usual shapes; any humantime in range is
+    /// accepted.
+    #[param(
+        pattern = "^([1-9]|1[0-9]|2[0-4])h$|^([1-9]|[1-5][0-9])m$",
+        example = "6h"
+    )]
     window: Option<String>,
 }
 

@@ -12,6 +12,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::domain::Modules;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::state::AppState;
@@ -64,8 +65,9 @@ impl Modify for BearerAuth {
     }
 }
 
-/// Every route of the API, and the OpenAPI document describing them.
-pub fn api() -> (Router<AppState>, OpenApiDoc) {
+/// Every route of the API, and the OpenAPI document describing them, with
+/// the configured module codes as the heartbeat's `module` enum.
+pub fn api(modules: &Modules) -> (Router<AppState>, OpenApiDoc) {
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(heartbeat::router())
         .merge(modules::router())
@@ -77,10 +79,7 @@ pub fn api() -> (Router<AppState>, OpenApiDoc) {
         .merge(health::router())
         .split_for_parts();
     // Rendered once: the document cannot change while the process runs.
-    let json = doc.to_json().unwrap_or_else(|e| {
-        tracing::error!(error = %e, "cannot render the OpenAPI document");
-        String::from("{}")
-    });
+    let json = render_with_modules(&doc, modules);
     let router = router.route(
         "/openapi.json",
         get(move || {
@@ -89,6 +88,28 @@ pub fn api() -> (Router<AppState>, OpenApiDoc) {
         }),
     );
     (router, doc)
+}
+
+/// The document as JSON, its heartbeat `module` listing the codes that
+/// this instance accepts, so generated clients and schema-driven tests
+/// know them.
+fn render_with_modules(doc: &OpenApiDoc, modules: &Modules) -> String {
+    let mut json = match serde_json::to_value(doc) {
+        Ok(json) => json,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot render the OpenAPI document");
+            return String::from("{}");
+        }
+    };
+    if let Some(module) = json.pointer_mut("/components/schemas/HeartbeatRequest/properties/module")
+    {
+        let codes = modules
+            .ids()
+            .map(|id| serde_json::Value::from(modules.get(id).code.as_str()))
+            .collect();
+        module["enum"] = serde_json::Value::Array(codes);
+    }
+    json.to_string()
 }
 
 /// Runs a store call, turning a slow store into 503 instead of a hung

@@ -49,7 +49,7 @@ struct ResourceViewersResponse {
     get,
     path = "/api/presence/resources/{resource}",
     tag = "presence",
-    params(("resource" = String, Path, description = "1 to 128 characters, e.g. `request:123`")),
+    params(("resource" = String, Path, description = "1 to 128 characters, no control characters, e.g. `request:123`", pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,128}$")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Viewers, one per user", body = ResourceViewersResponse),

@@ -9,7 +9,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream, StreamExt as _};
 use serde::Deserialize;
 use tokio_stream::wrappers::WatchStream;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -36,6 +36,20 @@ struct StreamQuery {
     access_token: Option<String>,
 }
 
+/// One event of the stream, as an `EventSource` delivers it.
+#[derive(Debug, ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the wire format; events are built by axum's Event"
+)]
+struct StreamEvent {
+    /// Always `modules`.
+    #[schema(pattern = "^modules$", example = "modules")]
+    event: String,
+    /// The JSON of `GET /api/stats/modules`, on one line.
+    data: String,
+}
+
 /// `text/event-stream`: one `modules` event on connect, then one whenever a
 /// count changes (at most one a second), and a comment every 15 s.
 #[utoipa::path(
@@ -45,7 +59,7 @@ struct StreamQuery {
     params(StreamQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "An event stream of `modules` events, each the JSON of GET /api/stats/modules", content_type = "text/event-stream", body = String),
+        (status = 200, description = "An event stream of `modules` events, each the JSON of GET /api/stats/modules", content_type = "text/event-stream", body = StreamEvent),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 429, description = "Too many open streams (`too_many_streams`)", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),

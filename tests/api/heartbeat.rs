@@ -314,6 +314,15 @@ async fn delete_ends_one_session_or_all() {
         )
         .await;
     assert_error(response, StatusCode::BAD_REQUEST, "invalid_query").await;
+    // A bad clientId is bad input even when `all` makes it unused.
+    let response = app
+        .request(
+            reqwest::Method::DELETE,
+            "/api/stats/heartbeat?all=true&clientId=bad%20id",
+            Some(&app.token("A")),
+        )
+        .await;
+    assert_error(response, StatusCode::BAD_REQUEST, "invalid_query").await;
 }
 
 #[tokio::test]

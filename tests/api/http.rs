@@ -91,6 +91,20 @@ async fn openapi_documents_every_endpoint() {
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         json!("bearer")
     );
+    let module = "/components/schemas/HeartbeatRequest/properties/module/enum";
+    assert_eq!(doc.pointer(module), Some(&json!(["pms", "ih"])));
+
+    // The document lists this instance's modules, so schema-driven clients
+    // and tests send codes it accepts.
+    let custom = spawn_app_with(&[
+        "--jwt-secret",
+        SECRET,
+        "--modules",
+        "crm:sales,ih:innovation",
+    ])
+    .await;
+    let (_, doc) = custom.get("/openapi.json", "").await;
+    assert_eq!(doc.pointer(module), Some(&json!(["crm", "ih"])));
 }
 
 #[tokio::test]
