@@ -7,6 +7,7 @@
 //! - [`store`]: the session store trait and its backends.
 //! - [`routes`]: the HTTP API, one file per resource, and its OpenAPI.
 //! - [`sweeper`]: the task that removes expired sessions from memory.
+//! - [`snapshot`]: the memory store kept across restarts (`STATE_FILE`).
 //! - [`telemetry`]: logs and request spans.
 //! - [`error`]: the API's one error type and its JSON body.
 //! - [`clock`]: the time source, replaceable in tests.
@@ -38,6 +39,7 @@ pub mod error;
 pub mod live;
 pub mod metrics;
 pub mod routes;
+pub mod snapshot;
 pub mod state;
 pub mod store;
 pub mod sweeper;
@@ -117,8 +119,10 @@ fn drop_unusable_request_id<B>(mut request: Request<B>) -> Request<B> {
 }
 
 /// Serves `router` on `listener`, sweeping `state`'s store every
-/// `sweep_interval`, until `shutdown` completes; then stops accepting and
-/// lets in-flight requests finish for up to [`DRAIN_TIMEOUT`].
+/// `sweep_interval` (and, with `STATE_FILE`, saving a snapshot every
+/// minute), until `shutdown` completes; then stops accepting, lets
+/// in-flight requests finish for up to [`DRAIN_TIMEOUT`], and saves a last
+/// snapshot.
 ///
 /// # Errors
 /// Accepting connections failed.
@@ -132,6 +136,10 @@ pub async fn serve(
     let cancel = state.shutdown.clone();
     let sweeper = tokio::spawn(sweeper::run(state.clone(), sweep_interval, cancel.clone()));
     let sampler = tokio::spawn(sweeper::sample(state.clone(), cancel.clone()));
+    let snapshots = state.snapshots.clone();
+    let snapshotter = snapshots
+        .clone()
+        .map(|s| tokio::spawn(snapshot::run(s, cancel.clone())));
     let publisher = tokio::spawn(live::run(state, cancel.clone()));
     let signal = cancel.clone();
     let server = axum::serve(listener, router)
@@ -154,6 +162,14 @@ pub async fn serve(
     };
     cancel.cancel();
     let _ = tokio::join!(sweeper, sampler, publisher);
+    if let Some(snapshots) = snapshots {
+        // After the periodic task has finished its last save, if any, so
+        // the two never write at once; the outcome is logged by `save`.
+        if let Some(task) = snapshotter {
+            let _ = task.await;
+        }
+        let _ = snapshots.save().await;
+    }
     result
 }
 

@@ -89,6 +89,7 @@ pub struct Metrics {
     /// The local day the daily peak is for: its start, and the next day's.
     peak_day: Mutex<(Millis, Millis)>,
     open_streams: Gauge,
+    snapshot_saved_at: Gauge<f64, AtomicU64>,
 }
 
 fn latency_family<L: Clone + std::hash::Hash + Eq>() -> Family<L, Histogram> {
@@ -122,6 +123,7 @@ impl Metrics {
             peak_today: Gauge::default(),
             peak_day: Mutex::new((Millis::MIN, Millis::MIN)),
             open_streams: Gauge::default(),
+            snapshot_saved_at: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -182,7 +184,23 @@ impl Metrics {
             "Open SSE streams on this instance",
             m.open_streams.clone(),
         );
+        r.register_with_unit(
+            "snapshot_last_success_timestamp",
+            "When the last STATE_FILE snapshot was saved (0: none yet)",
+            Unit::Seconds,
+            m.snapshot_saved_at.clone(),
+        );
         m
+    }
+
+    /// Records a snapshot saved at `at`.
+    pub fn snapshot_saved(&self, at: Millis) {
+        #[allow(
+            clippy::cast_precision_loss,
+            reason = "ms timestamps are far below 2^52"
+        )]
+        let seconds = at as f64 / 1000.0;
+        self.snapshot_saved_at.set(seconds);
     }
 
     /// Counts a heartbeat's outcome.
