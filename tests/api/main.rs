@@ -14,5 +14,6 @@ mod helpers;
 mod http;
 mod redis;
 mod redis_server;
+mod snapshot;
 mod store_contract;
 mod stream;
