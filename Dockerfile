@@ -22,7 +22,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin presence
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin presence \
+    && install -d -o presence -m 700 /var/lib/presence
 COPY --from=build /src/target/release/presence /usr/local/bin/presence
 USER presence
 ENV LISTEN_ADDR=0.0.0.0:8080 \
@@ -30,7 +31,8 @@ ENV LISTEN_ADDR=0.0.0.0:8080 \
 EXPOSE 8080
 HEALTHCHECK --interval=15s --timeout=3s --start-period=5s --retries=3 \
     CMD curl -fsS http://127.0.0.1:8080/healthz >/dev/null || exit 1
-# SIGTERM drains in-flight requests for up to 10 s, then exits 0.
+# SIGTERM drains in-flight requests for up to 10 s, saves the snapshot (with
+# STATE_FILE, e.g. /var/lib/presence/state.json on a volume), then exits 0.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/presence"]
 CMD ["serve"]

@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono_tz::Tz;
@@ -90,6 +90,11 @@ pub struct ServeArgs {
     /// share one Redis.
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "presence", value_parser = parse_key_prefix)]
     pub redis_key_prefix: String,
+
+    /// Memory store: a snapshot kept across restarts, written every minute
+    /// and at shutdown, read at start-up [default: none, nothing is kept].
+    #[arg(long, env = "STATE_FILE", value_parser = parse_state_file)]
+    pub state_file: Option<PathBuf>,
 
     /// Comma-separated origins allowed by CORS.
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
@@ -345,9 +350,44 @@ impl ServeArgs {
                 ));
             }
         }
+        if let Some(path) = &self.state_file {
+            check_state_file(path, self.store)?;
+        }
         let keys = KeySource::from_args(&self.jwt)?;
         Ok(Config { args: self, keys })
     }
+}
+
+const STATE_FILE_EXAMPLE: &str = "/var/lib/presence/state.json";
+
+fn parse_state_file(s: &str) -> Result<PathBuf, String> {
+    if s.trim().is_empty() {
+        return Err(format!(
+            "expected a file path like {STATE_FILE_EXAMPLE} (unset it to keep nothing)"
+        ));
+    }
+    Ok(PathBuf::from(s))
+}
+
+/// `STATE_FILE` is for the memory store, and names a file in a directory
+/// that exists (the file itself may not exist yet). What the file holds is
+/// not checked here: an unusable snapshot never stops start-up.
+fn check_state_file(path: &Path, store: StoreKind) -> Result<(), ConfigError> {
+    let fail = |message: String| Err(ConfigError::new("STATE_FILE", message));
+    if store == StoreKind::Redis {
+        return fail("only for STORE=memory; with STORE=redis the state lives in Redis".into());
+    }
+    if path.is_dir() {
+        return fail(format!(
+            "`{}` is a directory; expected a file path like {STATE_FILE_EXAMPLE}",
+            path.display()
+        ));
+    }
+    let dir = crate::snapshot::directory_of(path);
+    if !dir.is_dir() {
+        return fail(format!("directory `{}` does not exist", dir.display()));
+    }
+    Ok(())
 }
 
 /// Parses a humantime duration (`45s`, `5m`, `1h 30m`).
@@ -479,6 +519,23 @@ mod tests {
         assert!(err.starts_with("REDIS_URL:"), "{err}");
         let err = serve(&["--redis-key-prefix", "a{b}"]).unwrap_err();
         assert!(err.starts_with("REDIS_KEY_PREFIX"), "{err}");
+    }
+
+    #[test]
+    fn state_file_is_for_the_memory_store_in_a_directory_that_exists() {
+        let err = serve(&["--store", "redis", "--state-file", "state.json"]).unwrap_err();
+        assert!(err.starts_with("STATE_FILE:"), "{err}");
+        let err = serve(&["--state-file", "/nonexistent/dir/state.json"]).unwrap_err();
+        assert!(
+            err.starts_with("STATE_FILE:") && err.contains("/nonexistent/dir"),
+            "{err}"
+        );
+        let err = serve(&["--state-file", "/"]).unwrap_err();
+        assert!(err.starts_with("STATE_FILE:"), "{err}");
+        let err = serve(&["--state-file", ""]).unwrap_err();
+        assert!(err.starts_with("STATE_FILE (--state-file)"), "{err}");
+        assert!(err.contains("expected a file path"), "{err}");
+        assert!(serve(&["--state-file", "state.json"]).is_ok());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`routes`]: the HTTP API, one file per resource, and its OpenAPI.
 //! - [`server`]: the HTTP/1.1 server loop and the limits on each client.
 //! - [`sweeper`]: the task that removes expired sessions from memory.
+//! - [`snapshot`]: the memory store kept across restarts (`STATE_FILE`).
 //! - [`telemetry`]: logs and request spans.
 //! - [`error`]: the API's one error type and its JSON body.
 //! - [`clock`]: the time source, replaceable in tests.
@@ -40,6 +41,7 @@ pub mod live;
 pub mod metrics;
 pub mod routes;
 pub mod server;
+pub mod snapshot;
 pub mod state;
 pub mod store;
 pub mod sweeper;
@@ -121,8 +123,10 @@ fn drop_unusable_request_id<B>(mut request: Request<B>) -> Request<B> {
 }
 
 /// Serves `router` on `listener`, sweeping `state`'s store every
-/// `sweep_interval`, until `shutdown` completes; then stops accepting and
-/// lets in-flight requests finish for up to [`DRAIN_TIMEOUT`].
+/// `sweep_interval` (and, with `STATE_FILE`, saving a snapshot every
+/// minute), until `shutdown` completes; then stops accepting, lets
+/// in-flight requests finish for up to [`DRAIN_TIMEOUT`], and saves a last
+/// snapshot.
 ///
 /// Connections are served under `state`'s [`server::Limits`].
 pub async fn serve(
@@ -136,6 +140,10 @@ pub async fn serve(
     let sweeper = tokio::spawn(sweeper::run(state.clone(), sweep_interval, cancel.clone()));
     let sampler = tokio::spawn(sweeper::sample(state.clone(), cancel.clone()));
     let limits = state.limits.clone();
+    let snapshots = state.snapshots.clone();
+    let snapshotter = snapshots
+        .clone()
+        .map(|s| tokio::spawn(snapshot::run(s, cancel.clone())));
     let publisher = tokio::spawn(live::run(state, cancel.clone()));
     let signal = cancel.clone();
     let shutdown = async move {
@@ -149,6 +157,14 @@ pub async fn serve(
     server::run(listener, router, &limits, DRAIN_TIMEOUT, shutdown).await;
     cancel.cancel();
     let _ = tokio::join!(sweeper, sampler, publisher);
+    if let Some(snapshots) = snapshots {
+        // After the periodic task has finished its last save, if any, so
+        // the two never write at once; the outcome is logged by `save`.
+        if let Some(task) = snapshotter {
+            let _ = task.await;
+        }
+        let _ = snapshots.save().await;
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -94,6 +94,7 @@ pub struct Metrics {
     requests_in_flight: Gauge,
     open_connections: Gauge,
     runtime_tasks: Gauge,
+    snapshot_saved_at: Gauge<f64, AtomicU64>,
 }
 
 fn latency_family<L: Clone + std::hash::Hash + Eq>() -> Family<L, Histogram> {
@@ -131,6 +132,7 @@ impl Metrics {
             requests_in_flight: Gauge::default(),
             open_connections: Gauge::default(),
             runtime_tasks: Gauge::default(),
+            snapshot_saved_at: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -211,7 +213,23 @@ impl Metrics {
             "Tasks alive in this instance's async runtime",
             m.runtime_tasks.clone(),
         );
+        r.register_with_unit(
+            "snapshot_last_success_timestamp",
+            "When the last STATE_FILE snapshot was saved (0: none yet)",
+            Unit::Seconds,
+            m.snapshot_saved_at.clone(),
+        );
         m
+    }
+
+    /// Records a snapshot saved at `at`.
+    pub fn snapshot_saved(&self, at: Millis) {
+        #[allow(
+            clippy::cast_precision_loss,
+            reason = "ms timestamps are far below 2^52"
+        )]
+        let seconds = at as f64 / 1000.0;
+        self.snapshot_saved_at.set(seconds);
     }
 
     /// Counts a heartbeat's outcome.

@@ -21,6 +21,7 @@ use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::routes::demo::DemoKeys;
 use crate::server::Limits;
+use crate::snapshot::Snapshots;
 use crate::store::Store;
 use crate::store::TimeSource;
 
@@ -29,6 +30,8 @@ use crate::store::TimeSource;
 pub struct AppState {
     /// Where sessions live.
     pub store: Store,
+    /// With `STATE_FILE` (memory store only), where the store is saved.
+    pub snapshots: Option<Snapshots>,
     /// Checks tokens.
     pub verifier: Arc<Verifier>,
     /// Per-user heartbeat limit.
@@ -58,7 +61,8 @@ pub struct AppState {
 
 impl AppState {
     /// Builds the state, its store and its metrics for `config`. With
-    /// `STORE=redis`, `redis_time` says whose clock decides liveness.
+    /// `STORE=redis`, `redis_time` says whose clock decides liveness. With
+    /// `STATE_FILE`, the memory store starts from the snapshot there.
     ///
     /// # Errors
     /// The configured key or store cannot be used.
@@ -69,16 +73,25 @@ impl AppState {
     ) -> Result<Self, ConfigError> {
         let metrics = Arc::new(Metrics::new());
         let store = Store::open(&config.args, clock.clone(), redis_time, metrics.clone())?;
-        Self::new(config, store, clock, metrics)
+        let snapshots = match (&store, &config.args.state_file) {
+            (Store::Memory(memory), Some(path)) => Some(Snapshots::open(
+                memory.clone(),
+                path.clone(),
+                metrics.clone(),
+            )),
+            _ => None,
+        };
+        Self::new(config, store, snapshots, clock, metrics)
     }
 
-    /// Builds the state for `config` over `store`.
+    /// Builds the state for `config` over `store` (and its `snapshots`).
     ///
     /// # Errors
     /// The configured key cannot be used.
     pub fn new(
         config: &Config,
         store: Store,
+        snapshots: Option<Snapshots>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, ConfigError> {
@@ -91,6 +104,7 @@ impl AppState {
         });
         Ok(Self {
             store,
+            snapshots,
             verifier: Arc::new(verifier),
             limiter: Arc::new(UserRateLimiter::new(config.args.rate_limit)),
             modules: config.args.modules.clone(),

@@ -129,6 +129,23 @@ impl HistoryRing {
         dropped
     }
 
+    /// Puts back minutes taken from another ring (a snapshot), keeping
+    /// those within the 24 hours that end at `now`. A module index beyond
+    /// this ring's modules is ignored.
+    pub fn restore(&mut self, minutes: Vec<MinuteBucket>, now: Millis) {
+        let oldest_kept = minute_of(now) - (HISTORY_MINUTES - 1) * MINUTE_MS;
+        for bucket in minutes {
+            if bucket.start < oldest_kept || bucket.start > now {
+                continue;
+            }
+            for (m, minute) in bucket.modules.into_iter().enumerate() {
+                if minute != ModuleMinute::default() {
+                    *self.at(m, bucket.start) = minute;
+                }
+            }
+        }
+    }
+
     /// The minutes of the `minutes`-minute window ending at `now`.
     pub fn window(&self, now: Millis, minutes: i64) -> Vec<MinuteBucket> {
         let from = minute_of(now) - (minutes - 1) * MINUTE_MS;
@@ -162,6 +179,29 @@ mod tests {
         assert_eq!(window.len(), 10);
         assert!(window.windows(2).all(|w| w[0].start < w[1].start));
         assert_eq!(window[4].modules[0].ended, 1);
+    }
+
+    #[test]
+    fn a_restore_keeps_the_last_24_hours_only() {
+        let now = 1_768_383_000_000;
+        let minute = |start: Millis, started: u64| MinuteBucket {
+            start,
+            modules: vec![ModuleMinute {
+                started,
+                ..ModuleMinute::default()
+            }],
+        };
+        let mut ring = HistoryRing::new(1);
+        ring.restore(
+            vec![
+                minute(now - HISTORY_MINUTES * MINUTE_MS, 1),
+                minute(now - 5 * MINUTE_MS, 2),
+                minute(now + MINUTE_MS, 3),
+            ],
+            now,
+        );
+        let kept = ring.window(now + 2 * MINUTE_MS, HISTORY_MINUTES);
+        assert_eq!(kept, vec![minute(now - 5 * MINUTE_MS, 2)]);
     }
 
     #[test]

@@ -16,6 +16,13 @@
 //!   rollover too.
 //! - `resources`: which sessions last named each resource.
 //!
+//! # Images
+//! [`MemoryStore::image`] copies what must outlive a restart (sessions,
+//! `today`, `total`, history) into a plain [`MemoryImage`], and
+//! [`MemoryStore::restore`] rebuilds the state from one; the derived
+//! indexes are never saved, only rebuilt. `crate::snapshot` turns images
+//! into files.
+//!
 //! # Locking
 //! One `std::sync::Mutex`: every operation is short and synchronous, and
 //! the lock is never held across an `.await` (the async methods only lock
@@ -23,13 +30,13 @@
 //! than an async one.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use chrono_tz::Tz;
 
 use super::day::day_bounds;
-use super::history::{History, HistoryRing};
+use super::history::{HISTORY_MINUTES, History, HistoryRing, MinuteBucket};
 use super::{
     Cursor, Heartbeat, HeartbeatAck, Leave, ModuleCounts, ModuleSnapshot, ResourceViewers,
     SessionInfo, SessionObserver, SessionPage, SessionStore, StoreError, Viewer,
@@ -163,23 +170,12 @@ impl MemoryStore {
         clock: Arc<dyn Clock>,
         observer: Arc<dyn SessionObserver>,
     ) -> Self {
-        let n = config.modules.len();
-        let now = clock.now_ms();
-        let (day_start, next_day_start) = day_bounds(config.timezone, now);
-        let state = State {
-            users: HashMap::new(),
-            by_time: BTreeSet::new(),
-            presence: (0..n).map(|_| PresenceIndex::default()).collect(),
-            anywhere: PresenceIndex::default(),
-            today: vec![HashSet::new(); n],
-            total: vec![HashSet::new(); n],
-            resources: HashMap::new(),
-            day_start,
-            next_day_start,
-            history: HistoryRing::new(n),
-            ttl: duration_ms(config.session_ttl),
-            ended: Vec::new(),
-        };
+        let state = State::new(
+            config.modules.len(),
+            config.timezone,
+            clock.now_ms(),
+            duration_ms(config.session_ttl),
+        );
         Self {
             shared: Arc::new(Shared {
                 state: Mutex::new(state),
@@ -199,6 +195,69 @@ impl MemoryStore {
         self.lock().0.by_time.len()
     }
 
+    /// The module registry the store was built for.
+    pub fn modules(&self) -> &Modules {
+        &self.shared.modules
+    }
+
+    /// A copy of everything that must outlive a restart. The lock is held
+    /// only to copy: ids are shared (`Arc`), not duplicated.
+    pub fn image(&self) -> MemoryImage {
+        let (st, now, _) = self.lock();
+        let sessions = st
+            .users
+            .iter()
+            .flat_map(|(user, sessions)| {
+                sessions.iter().map(|s| SessionImage {
+                    user: user.clone(),
+                    client: s.client.clone(),
+                    module: s.module,
+                    page: s.page.clone(),
+                    resource: s.resource.clone(),
+                    started_at: s.started_at,
+                    resource_since: s.resource_since,
+                    last_seen: s.last_seen,
+                })
+            })
+            .collect();
+        let users = |sets: &[HashSet<UserId>]| -> Vec<Vec<UserId>> {
+            sets.iter().map(|s| s.iter().cloned().collect()).collect()
+        };
+        MemoryImage {
+            at: now,
+            today_start: st.day_start,
+            sessions,
+            today: users(&st.today),
+            total: users(&st.total),
+            history: st.history.window(now, HISTORY_MINUTES),
+        }
+    }
+
+    /// Replaces the whole state with `image`, judged by today's clock and
+    /// limits: sessions past their TTL are dropped (their end filed in the
+    /// history, as the sweeper would have), each user keeps at most
+    /// `max_sessions_per_user` (the most recently seen), and `today` is
+    /// kept only if the image is from the current local day; otherwise it
+    /// starts with the users live now, as at a midnight rollover.
+    pub fn restore(&self, image: MemoryImage) -> Restored {
+        let now = self.shared.clock.now_ms();
+        let mut fresh = State::new(
+            self.shared.modules.len(),
+            self.shared.timezone,
+            now,
+            self.shared.ttl,
+        );
+        let restored = fresh.restore(image, now, self.shared.max_sessions_per_user);
+        let mut st = self
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *st = fresh;
+        self.notify(st);
+        restored
+    }
+
     /// Locks the state, rolling `today` over first if the day has changed.
     /// Returns the guard, `now` and the liveness cutoff.
     fn lock(&self) -> (MutexGuard<'_, State>, Millis, Millis) {
@@ -209,7 +268,7 @@ impl MemoryStore {
             .shared
             .state
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+            .unwrap_or_else(PoisonError::into_inner);
         let now = self.shared.clock.now_ms();
         let ttl = self.shared.ttl;
         // Only forward: a wall clock stepping back must not undo today.
@@ -396,6 +455,96 @@ impl MemoryStore {
 }
 
 impl State {
+    /// An empty state for `modules` modules, on the local day of `now`.
+    fn new(modules: usize, timezone: Tz, now: Millis, ttl: Millis) -> Self {
+        let (day_start, next_day_start) = day_bounds(timezone, now);
+        Self {
+            users: HashMap::new(),
+            by_time: BTreeSet::new(),
+            presence: (0..modules).map(|_| PresenceIndex::default()).collect(),
+            anywhere: PresenceIndex::default(),
+            today: vec![HashSet::new(); modules],
+            total: vec![HashSet::new(); modules],
+            resources: HashMap::new(),
+            day_start,
+            next_day_start,
+            history: HistoryRing::new(modules),
+            ttl,
+            ended: Vec::new(),
+        }
+    }
+
+    /// Fills an empty state from `image` (see [`MemoryStore::restore`]).
+    fn restore(&mut self, image: MemoryImage, now: Millis, cap: usize) -> Restored {
+        let cutoff = now - self.ttl;
+        let modules = self.today.len();
+        let mut restored = Restored::default();
+        // History first: the ends filed below add to the restored minutes.
+        self.history.restore(image.history, now);
+        let mut sessions = image.sessions;
+        // Newest first, so a user over the cap keeps their latest sessions.
+        sessions.sort_unstable_by_key(|s| std::cmp::Reverse(s.last_seen));
+        let mut touched = Vec::new();
+        for s in sessions {
+            let m = s.module.index();
+            if m >= modules {
+                continue;
+            }
+            // A clock that was ahead must not leave sessions that never expire.
+            let last_seen = s.last_seen.min(now);
+            let started_at = s.started_at.min(last_seen);
+            if last_seen <= cutoff {
+                let length = last_seen - started_at;
+                self.record_end(s.module, last_seen + self.ttl, length, true);
+                restored.expired += 1;
+                continue;
+            }
+            let held = self.users.get(&s.user).map_or(&[][..], Vec::as_slice);
+            if held.len() >= cap || held.iter().any(|h| h.client == s.client) {
+                restored.over_cap += 1;
+                continue;
+            }
+            let key: SessionKey = (s.user.clone(), s.client.clone());
+            self.by_time.insert((last_seen, key.clone()));
+            if let Some(r) = &s.resource {
+                self.resources.entry(r.clone()).or_default().insert(key);
+            }
+            // Live now, so here today or live at midnight: in `today`
+            // either way, which keeps `activeNow <= today`.
+            self.today[m].insert(s.user.clone());
+            self.total[m].insert(s.user.clone());
+            self.users.entry(s.user.clone()).or_default().push(Session {
+                client: s.client,
+                module: s.module,
+                page: s.page,
+                resource: s.resource,
+                started_at,
+                resource_since: s.resource_since.min(last_seen),
+                last_seen,
+            });
+            touched.push((s.user, s.module));
+            restored.sessions += 1;
+        }
+        for (user, module) in touched {
+            self.refresh_presence(&user, Some(module), cutoff);
+            self.refresh_presence(&user, None, cutoff);
+        }
+        restored.today_kept = image.today_start == self.day_start;
+        if restored.today_kept {
+            for (today, users) in self.today.iter_mut().zip(image.today) {
+                today.extend(users);
+            }
+        }
+        for (total, users) in self.total.iter_mut().zip(image.total) {
+            total.extend(users);
+        }
+        // Whatever the image says, everyone here today was seen ever.
+        for (total, today) in self.total.iter_mut().zip(&self.today) {
+            total.extend(today.iter().cloned());
+        }
+        restored
+    }
+
     /// Before a heartbeat of (user, client): removes the user's expired
     /// sessions (a dead session is never revived) and, when the heartbeat
     /// would open a session beyond `cap`, the least recently seen one.
@@ -578,6 +727,61 @@ impl State {
             );
         }
     }
+}
+
+/// What the memory store keeps across a restart, as plain values: see
+/// [`MemoryStore::image`]. Modules are registry positions of the store it
+/// came from or goes to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemoryImage {
+    /// When it was taken.
+    pub at: Millis,
+    /// The start of the local day `today` is for.
+    pub today_start: Millis,
+    /// Every session held: live, or expired and not yet swept.
+    pub sessions: Vec<SessionImage>,
+    /// Per module, in registry order: the users seen today.
+    pub today: Vec<Vec<UserId>>,
+    /// Per module, in registry order: the users ever seen.
+    pub total: Vec<Vec<UserId>>,
+    /// The last 24 hours of history, oldest first.
+    pub history: Vec<MinuteBucket>,
+}
+
+/// One session in a [`MemoryImage`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionImage {
+    /// Whose.
+    pub user: UserId,
+    /// Which tab; `None` for the default session.
+    pub client: Option<ClientId>,
+    /// Where.
+    pub module: ModuleId,
+    /// Latest page sent.
+    pub page: Option<Page>,
+    /// Latest resource sent.
+    pub resource: Option<ResourceId>,
+    /// When the session started in this module.
+    pub started_at: Millis,
+    /// Since when it has named `resource`.
+    pub resource_since: Millis,
+    /// Its latest heartbeat.
+    pub last_seen: Millis,
+}
+
+/// What [`MemoryStore::restore`] kept and dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Live sessions put back.
+    pub sessions: usize,
+    /// Sessions that had expired by the restore; dropped, their end filed
+    /// in the history.
+    pub expired: usize,
+    /// Sessions dropped as beyond `max_sessions_per_user` (each user's
+    /// least recently seen) or repeated.
+    pub over_cap: usize,
+    /// Whether `today` was kept (the image is from the current local day).
+    pub today_kept: bool,
 }
 
 impl SessionStore for MemoryStore {

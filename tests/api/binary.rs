@@ -173,6 +173,14 @@ fn a_bad_setting_stops_start_up_with_one_line_and_status_2() {
             vec![("CORS_ALLOWED_ORIGINS", "not an origin")],
             "CORS_ALLOWED_ORIGINS",
         ),
+        (
+            vec![("STORE", "redis"), ("STATE_FILE", "state.json")],
+            "STATE_FILE",
+        ),
+        (
+            vec![("STATE_FILE", "/nonexistent/state.json")],
+            "STATE_FILE",
+        ),
     ] {
         let output = run_with_env(&vars, &[]);
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -204,6 +212,7 @@ fn help_documents_every_setting_and_its_variable() {
         "MODULES",
         "STATS_TIMEZONE",
         "STORE",
+        "STATE_FILE",
         "CORS_ALLOWED_ORIGINS",
         "RATE_LIMIT",
         "METRICS_PUBLIC",
@@ -467,5 +476,96 @@ fn no_token_secret_or_authorization_header_reaches_the_logs() {
     assert!(
         bearer.is_empty(),
         "an Authorization value was logged: {bearer:?}"
+    );
+}
+
+/// A token for `user` signed with `secret`, valid for five minutes.
+fn token_for(secret: &str, user: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &serde_json::json!({"sub": user, "exp": chrono::Utc::now().timestamp() + 300}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+/// `curl -s <args>` with `token`; what it printed.
+fn curl(token: &str, args: &[&str]) -> String {
+    let output = Command::new("curl")
+        .arg("-s")
+        .args(args)
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {token}"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "curl {args:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn counts_survive_a_sigterm_and_restart_with_state_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "snapshot-secret";
+    // Relative to the working directory, which is `dir`.
+    let vars = [("JWT_SECRET", secret), ("STATE_FILE", "state.json")];
+    let (mut first, addr, logs) = start_serving(&dir, &vars);
+    let beat = |user: &str, module: &str| {
+        let body = format!(r#"{{"module":"{module}"}}"#);
+        let url = format!("http://{addr}/api/stats/heartbeat");
+        let reply = curl(
+            &token_for(secret, user),
+            &[
+                "-X",
+                "POST",
+                &url,
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                &body,
+            ],
+        );
+        assert!(reply.contains(r#""success":true"#), "{reply}");
+    };
+    beat("1", "pms");
+    beat("2", "ih");
+    beat("3", "pms");
+    let url = format!("http://{addr}/api/stats/heartbeat");
+    let status = curl(
+        &token_for(secret, "3"),
+        &["-X", "DELETE", &url, "-w", "%{http_code}"],
+    );
+    assert_eq!(status, "204");
+    let counts = |addr: &str| -> Value {
+        let url = format!("http://{addr}/api/stats/modules");
+        let mut body: Value =
+            serde_json::from_str(&curl(&token_for(secret, "observer"), &[&url])).unwrap();
+        body.as_object_mut().unwrap().remove("timestamp");
+        body
+    };
+    let before = counts(&addr);
+    assert_eq!(
+        before,
+        serde_json::json!({
+            "procurement": {"activeNow": 1, "today": 2, "totalUsers": 2},
+            "innovation": {"activeNow": 1, "today": 1, "totalUsers": 1},
+        })
+    );
+
+    terminate(&first);
+    let mut seen = Vec::new();
+    next_line_matching(&logs, &mut seen, |l| l.contains("snapshot saved"));
+    assert_eq!(
+        wait_with_timeout(&mut first, Duration::from_secs(15)).code(),
+        Some(0)
+    );
+    assert!(dir.path().join("state.json").is_file());
+
+    let (mut second, addr, logs) = start_serving(&dir, &vars);
+    thread::spawn(move || for _ in logs {});
+    assert_eq!(counts(&addr), before, "the restarted service");
+    terminate(&second);
+    assert_eq!(
+        wait_with_timeout(&mut second, Duration::from_secs(15)).code(),
+        Some(0)
     );
 }

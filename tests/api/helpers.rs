@@ -31,6 +31,7 @@ pub struct TestApp {
     pub clock: Arc<ManualClock>,
     pub state: AppState,
     shutdown: Option<oneshot::Sender<()>>,
+    serving: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for TestApp {
@@ -59,25 +60,38 @@ pub async fn spawn_app() -> TestApp {
 /// The state the service would run with for these `presence serve`
 /// arguments, on a [`ManualClock`] at [`start_time`].
 pub fn build_state(args: &[&str]) -> (AppState, Arc<ManualClock>, presence::config::Config) {
+    build_state_on(args, Arc::new(ManualClock::new(start_time())))
+}
+
+/// [`build_state`] on a given clock.
+pub fn build_state_on(
+    args: &[&str],
+    clock: Arc<ManualClock>,
+) -> (AppState, Arc<ManualClock>, presence::config::Config) {
     let config = serve_config(args);
-    let clock = Arc::new(ManualClock::new(start_time()));
     let state = AppState::build(&config, clock.clone(), TimeSource::Clock(clock.clone())).unwrap();
     (state, clock, config)
 }
 
 /// The service with these `presence serve` arguments.
 pub async fn spawn_app_with(args: &[&str]) -> TestApp {
+    spawn_app_on(args, Arc::new(ManualClock::new(start_time()))).await
+}
+
+/// The service with these `presence serve` arguments, on `clock` (which a
+/// test may share between two apps, as a restart would).
+pub async fn spawn_app_on(args: &[&str], clock: Arc<ManualClock>) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         presence::telemetry::init(presence::config::LogFormat::Pretty);
     }
-    let (state, clock, config) = build_state(args);
+    let (state, clock, config) = build_state_on(args, clock);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = presence::app(state.clone(), &config.args.cors_allowed_origins);
     let (tx, rx) = oneshot::channel::<()>();
     let sweep = config.args.sweep_interval;
     let serve_state = state.clone();
-    tokio::spawn(async move {
+    let serving = tokio::spawn(async move {
         presence::serve(listener, router, serve_state, sweep, async {
             let _ = rx.await;
         })
@@ -92,6 +106,7 @@ pub async fn spawn_app_with(args: &[&str]) -> TestApp {
         clock,
         state,
         shutdown: Some(tx),
+        serving: Some(serving),
     }
 }
 
@@ -109,6 +124,17 @@ pub fn sign_with(alg: Algorithm, key: &EncodingKey, claims: &Value) -> String {
 }
 
 impl TestApp {
+    /// Shuts the service down as SIGTERM does, and waits until `serve` has
+    /// returned (requests drained, last snapshot saved).
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(serving) = self.serving.take() {
+            serving.await.unwrap();
+        }
+    }
+
     /// Seconds since the epoch on the app's clock.
     pub fn now_s(&self) -> i64 {
         use presence::clock::Clock;

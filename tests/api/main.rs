@@ -15,5 +15,6 @@ mod http;
 mod limits;
 mod redis;
 mod redis_server;
+mod snapshot;
 mod store_contract;
 mod stream;

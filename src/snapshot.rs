@@ -1,0 +1,642 @@
+//! Snapshots of the memory store (`STATE_FILE`): a restart or a deploy
+//! keeps `today`, `totalUsers` and the history, and after a quick restart
+//! the live sessions too.
+//!
+//! - **When.** [`Snapshots::open`] restores the store at start-up, before
+//!   anything is served; [`run`] saves every minute while serving, and
+//!   `serve` saves once more after the shutdown drain.
+//! - **How.** The store's lock is held only to copy its state into a
+//!   [`MemoryImage`]; encoding and file I/O run on a blocking thread, off
+//!   the async workers. The file is replaced atomically: written to
+//!   `<file>.tmp`, fsynced, renamed over `<file>`, then the directory is
+//!   fsynced, so a crash at any point leaves the old snapshot or the new
+//!   one, complete.
+//! - **Never fatal.** A failed save is a warning (the previous snapshot
+//!   stays). A snapshot that cannot be read, does not parse or has another
+//!   format version is renamed to `<file>.corrupt-<time>` with a warning,
+//!   and the service starts clean.
+//! - **Format.** JSON with `"version": 1`, modules keyed by code. The
+//!   fields, and how the format evolves: "Snapshot format" in
+//!   `docs/design.md`.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{Millis, rfc3339};
+use crate::domain::{ClientId, ModuleId, Modules, Page, ResourceId, UserId};
+use crate::metrics::Metrics;
+use crate::store::history::{MinuteBucket, ModuleMinute};
+use crate::store::memory::{MemoryImage, MemoryStore, SessionImage};
+
+/// The format version written, and the only one read.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// How often a snapshot is saved while serving.
+pub const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Saves one memory store to one file. Cheap to clone: clones share the
+/// file.
+#[derive(Debug, Clone)]
+pub struct Snapshots {
+    store: MemoryStore,
+    file: Arc<StateFile>,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Debug)]
+struct StateFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    modules: Modules,
+    /// One write at a time: they share the temporary file.
+    writing: Mutex<()>,
+}
+
+/// A snapshot that was saved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Saved {
+    /// The store's time when it was taken.
+    pub at: Millis,
+    /// Sessions in it (live, or expired and not yet swept).
+    pub sessions: usize,
+    /// The file's size.
+    pub bytes: usize,
+    /// How long taking and writing it took.
+    pub took: Duration,
+}
+
+/// Why a snapshot was not saved.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    /// The state could not be encoded.
+    #[error("cannot encode the snapshot: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// The file could not be written, synced or renamed.
+    #[error("cannot write the snapshot: {0}")]
+    Write(#[from] io::Error),
+    /// The blocking task that writes it panicked.
+    #[error("the snapshot writer panicked")]
+    Panicked,
+}
+
+/// Why a snapshot file cannot be restored.
+#[derive(Debug, thiserror::Error)]
+enum Unusable {
+    #[error("cannot read it: {0}")]
+    Unreadable(io::Error),
+    #[error("not a snapshot: {0}")]
+    Corrupt(serde_json::Error),
+    #[error("format version {0}, and this build reads version {v} only", v = FORMAT_VERSION)]
+    Version(u32),
+}
+
+impl Snapshots {
+    /// The snapshots of `store` in `path`, after restoring `store` from it.
+    /// No file is a clean start; an unusable one is moved aside with a
+    /// warning and the store starts clean. The file is read here,
+    /// synchronously: once, at start-up, before anything is served.
+    pub fn open(store: MemoryStore, path: PathBuf, metrics: Arc<Metrics>) -> Self {
+        let file = StateFile {
+            tmp: with_suffix(&path, ".tmp"),
+            modules: store.modules().clone(),
+            path,
+            writing: Mutex::new(()),
+        };
+        let shown = file.path.display();
+        match file.read() {
+            Ok(Some((image, dropped))) => {
+                let saved_at = image.at;
+                let restored = store.restore(image);
+                tracing::info!(
+                    path = %shown,
+                    saved_at = %rfc3339(saved_at),
+                    sessions = restored.sessions,
+                    expired = restored.expired,
+                    today_kept = restored.today_kept,
+                    "snapshot restored"
+                );
+                dropped.warn(restored.over_cap);
+            }
+            Ok(None) => tracing::info!(path = %shown, "no snapshot yet; starting clean"),
+            Err(why) => file.set_aside(&why),
+        }
+        Self {
+            store,
+            file: Arc::new(file),
+            metrics,
+        }
+    }
+
+    /// Where the snapshot is kept.
+    pub fn path(&self) -> &Path {
+        &self.file.path
+    }
+
+    /// Saves a snapshot now, replacing the file atomically. Logs the
+    /// outcome (a failure as a warning) and records a success in the
+    /// metrics; the result is for callers that want more.
+    ///
+    /// # Errors
+    /// The snapshot could not be written; the previous file is untouched.
+    pub async fn save(&self) -> Result<Saved, SaveError> {
+        let started = Instant::now();
+        let image = self.store.image();
+        let (at, sessions) = (image.at, image.sessions.len());
+        let file = self.file.clone();
+        let written = tokio::task::spawn_blocking(move || file.write(image))
+            .await
+            .unwrap_or(Err(SaveError::Panicked));
+        let path = self.file.path.display();
+        match written {
+            Ok(bytes) => {
+                let saved = Saved {
+                    at,
+                    sessions,
+                    bytes,
+                    took: started.elapsed(),
+                };
+                self.metrics.snapshot_saved(at);
+                tracing::info!(path = %path, sessions, bytes, took = ?saved.took, "snapshot saved");
+                Ok(saved)
+            }
+            Err(e) => {
+                tracing::warn!(path = %path, error = %e, "snapshot not saved; the previous one is kept");
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Saves a snapshot every [`SNAPSHOT_INTERVAL`] until `cancel` fires. A save
+/// in progress is finished first, so `serve` can take the last one after
+/// this task ends without the two writing at once.
+pub async fn run(snapshots: Snapshots, cancel: CancellationToken) {
+    let first = tokio::time::Instant::now() + SNAPSHOT_INTERVAL;
+    let mut ticks = tokio::time::interval_at(first, SNAPSHOT_INTERVAL);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        // The outcome is logged by `save`; the next tick tries again.
+        let _ = snapshots.save().await;
+    }
+}
+
+impl StateFile {
+    /// The image in the file, and what of it was dropped; `None` when there
+    /// is no file.
+    fn read(&self) -> Result<Option<(MemoryImage, Dropped)>, Unusable> {
+        let bytes = match fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Unusable::Unreadable(e)),
+        };
+        decode(&bytes, &self.modules).map(Some)
+    }
+
+    /// Moves an unusable snapshot out of the way, keeping it for a look.
+    fn set_aside(&self, why: &Unusable) {
+        // Named by the wall clock: the name is for the operator to read,
+        // not a decision of the service.
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+        let aside = with_suffix(&self.path, &format!(".corrupt-{stamp}"));
+        let path = self.path.display();
+        match fs::rename(&self.path, &aside) {
+            Ok(()) => tracing::warn!(
+                path = %path,
+                moved_to = %aside.display(),
+                error = %why,
+                "unusable snapshot moved aside; starting clean"
+            ),
+            Err(e) => tracing::warn!(
+                path = %path,
+                error = %why,
+                rename_error = %e,
+                "unusable snapshot could not be moved aside; starting clean, and the next snapshot replaces it"
+            ),
+        }
+    }
+
+    /// Encodes `image` and replaces the file with it; returns its size.
+    fn write(&self, image: MemoryImage) -> Result<usize, SaveError> {
+        let bytes = serde_json::to_vec(&SnapshotV1::from_image(image, &self.modules))?;
+        let _one_at_a_time = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        replace_atomically(&self.path, &self.tmp, &bytes)?;
+        Ok(bytes.len())
+    }
+}
+
+/// The directory a file path is in (`.` for a bare file name).
+pub(crate) fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = OsString::from(path.as_os_str());
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Replaces `path` with `bytes` such that a crash at any point leaves the
+/// old file or the new one, complete: write `tmp` and fsync it, rename it
+/// over `path`, fsync the directory (which makes the rename durable).
+fn replace_atomically(path: &Path, tmp: &Path, bytes: &[u8]) -> io::Result<()> {
+    let replaced = write_synced(tmp, bytes).and_then(|()| fs::rename(tmp, path));
+    if replaced.is_err() {
+        let _ = fs::remove_file(tmp);
+    }
+    replaced?;
+    sync_directory(directory_of(path))
+}
+
+fn write_synced(tmp: &Path, bytes: &[u8]) -> io::Result<()> {
+    // A temporary file left by a crash is removed rather than truncated, so
+    // the new one is created with the mode below: snapshots hold user ids,
+    // and are for the service's user only.
+    let _ = fs::remove_file(tmp);
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+#[cfg(unix)]
+fn sync_directory(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_directory(_dir: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+fn decode(bytes: &[u8], modules: &Modules) -> Result<(MemoryImage, Dropped), Unusable> {
+    /// What every version has, asked first.
+    #[derive(Deserialize)]
+    struct Versioned {
+        version: u32,
+    }
+    let Versioned { version } = serde_json::from_slice(bytes).map_err(Unusable::Corrupt)?;
+    if version != FORMAT_VERSION {
+        return Err(Unusable::Version(version));
+    }
+    let file: SnapshotV1 = serde_json::from_slice(bytes).map_err(Unusable::Corrupt)?;
+    Ok(file.into_image(modules))
+}
+
+/// What a usable snapshot held that this service no longer accepts.
+#[derive(Debug, Default)]
+struct Dropped {
+    /// Module codes that are not in `MODULES` any more.
+    unknown_modules: BTreeSet<String>,
+    /// Entries with a value today's rules refuse (a user id, client id,
+    /// page or resource), each dropped whole.
+    invalid: usize,
+}
+
+impl Dropped {
+    /// The module of `code`, noting it when it is unknown.
+    fn module(&mut self, modules: &Modules, code: &str) -> Option<ModuleId> {
+        let id = modules.by_code(code);
+        if id.is_none() && !self.unknown_modules.contains(code) {
+            self.unknown_modules.insert(code.to_owned());
+        }
+        id
+    }
+
+    fn warn(&self, over_cap: usize) {
+        if !self.unknown_modules.is_empty() {
+            tracing::warn!(
+                modules = ?self.unknown_modules,
+                "the snapshot has modules that are not configured any more; their sessions, counts and history are dropped"
+            );
+        }
+        if self.invalid > 0 {
+            tracing::warn!(
+                dropped = self.invalid,
+                "snapshot entries with values that are no longer valid are dropped"
+            );
+        }
+        if over_cap > 0 {
+            tracing::warn!(
+                dropped = over_cap,
+                "snapshot sessions beyond MAX_SESSIONS_PER_USER are dropped; each user keeps the most recently seen"
+            );
+        }
+    }
+}
+
+/// Version 1 of the file. The field names are the format: see "Snapshot
+/// format" in `docs/design.md` before changing any.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SnapshotV1 {
+    version: u32,
+    saved_at: Millis,
+    today_start: Millis,
+    sessions: Vec<SessionV1>,
+    today: IndexMap<String, Vec<String>>,
+    total: IndexMap<String, Vec<String>>,
+    history: Vec<MinuteV1>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionV1 {
+    user_id: String,
+    client_id: Option<String>,
+    module: String,
+    page: Option<String>,
+    resource: Option<String>,
+    started_at: Millis,
+    resource_since: Millis,
+    last_seen: Millis,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct MinuteV1 {
+    start: Millis,
+    modules: IndexMap<String, ModuleMinuteV1>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ModuleMinuteV1 {
+    sample: Option<u64>,
+    peak: u64,
+    peak_at: Option<Millis>,
+    started: u64,
+    ended: u64,
+    ended_ms: u64,
+}
+
+impl SnapshotV1 {
+    fn from_image(image: MemoryImage, modules: &Modules) -> Self {
+        let code = |m: ModuleId| modules.get(m).code.clone();
+        let by_code = |sets: Vec<Vec<UserId>>| -> IndexMap<String, Vec<String>> {
+            modules
+                .ids()
+                .zip(sets)
+                .map(|(m, users)| (code(m), users.iter().map(|u| u.to_string()).collect()))
+                .collect()
+        };
+        let text = |s: Option<&str>| s.map(str::to_owned);
+        Self {
+            version: FORMAT_VERSION,
+            saved_at: image.at,
+            today_start: image.today_start,
+            sessions: image
+                .sessions
+                .iter()
+                .map(|s| SessionV1 {
+                    user_id: s.user.to_string(),
+                    client_id: text(s.client.as_ref().map(ClientId::as_str)),
+                    module: code(s.module),
+                    page: text(s.page.as_ref().map(Page::as_str)),
+                    resource: text(s.resource.as_ref().map(ResourceId::as_str)),
+                    started_at: s.started_at,
+                    resource_since: s.resource_since,
+                    last_seen: s.last_seen,
+                })
+                .collect(),
+            today: by_code(image.today),
+            total: by_code(image.total),
+            history: image
+                .history
+                .into_iter()
+                .map(|bucket| MinuteV1 {
+                    start: bucket.start,
+                    modules: modules
+                        .ids()
+                        .zip(bucket.modules)
+                        .filter(|(_, minute)| *minute != ModuleMinute::default())
+                        .map(|(m, minute)| (code(m), minute.into()))
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The image this file describes for the configured `modules`, leaving
+    /// out what they no longer accept.
+    fn into_image(self, modules: &Modules) -> (MemoryImage, Dropped) {
+        let mut dropped = Dropped::default();
+        let sessions = self
+            .sessions
+            .into_iter()
+            .filter_map(|s| s.into_image(modules, &mut dropped))
+            .collect();
+        let today = users_by_module(self.today, modules, &mut dropped);
+        let total = users_by_module(self.total, modules, &mut dropped);
+        let history = self
+            .history
+            .into_iter()
+            .map(|minute| {
+                let mut bucket = MinuteBucket {
+                    start: minute.start,
+                    modules: vec![ModuleMinute::default(); modules.len()],
+                };
+                for (code, module_minute) in minute.modules {
+                    if let Some(m) = dropped.module(modules, &code) {
+                        bucket.modules[m.index()] = module_minute.into();
+                    }
+                }
+                bucket
+            })
+            .collect();
+        let image = MemoryImage {
+            at: self.saved_at,
+            today_start: self.today_start,
+            sessions,
+            today,
+            total,
+            history,
+        };
+        (image, dropped)
+    }
+}
+
+impl SessionV1 {
+    fn into_image(self, modules: &Modules, dropped: &mut Dropped) -> Option<SessionImage> {
+        let module = dropped.module(modules, &self.module)?;
+        let session = (|| {
+            Some(SessionImage {
+                user: UserId::parse(&self.user_id)?,
+                client: optional(self.client_id.as_deref(), ClientId::parse)?,
+                module,
+                page: optional(self.page.as_deref(), Page::parse)?,
+                resource: optional(self.resource.as_deref(), ResourceId::parse)?,
+                started_at: self.started_at,
+                resource_since: self.resource_since,
+                last_seen: self.last_seen,
+            })
+        })();
+        dropped.invalid += usize::from(session.is_none());
+        session
+    }
+}
+
+/// `Some(None)` for no value, `Some(Some(_))` for a valid one, `None` for
+/// an invalid one.
+fn optional<T>(value: Option<&str>, parse: impl Fn(&str) -> Option<T>) -> Option<Option<T>> {
+    match value {
+        None => Some(None),
+        Some(v) => parse(v).map(Some),
+    }
+}
+
+fn users_by_module(
+    sets: IndexMap<String, Vec<String>>,
+    modules: &Modules,
+    dropped: &mut Dropped,
+) -> Vec<Vec<UserId>> {
+    let mut by_module = vec![Vec::new(); modules.len()];
+    for (code, users) in sets {
+        let Some(m) = dropped.module(modules, &code) else {
+            continue;
+        };
+        for user in users {
+            match UserId::parse(&user) {
+                Some(user) => by_module[m.index()].push(user),
+                None => dropped.invalid += 1,
+            }
+        }
+    }
+    by_module
+}
+
+impl From<ModuleMinute> for ModuleMinuteV1 {
+    fn from(m: ModuleMinute) -> Self {
+        Self {
+            sample: m.sample,
+            peak: m.peak,
+            peak_at: m.peak_at,
+            started: m.started,
+            ended: m.ended,
+            ended_ms: m.ended_ms,
+        }
+    }
+}
+
+impl From<ModuleMinuteV1> for ModuleMinute {
+    fn from(m: ModuleMinuteV1) -> Self {
+        Self {
+            sample: m.sample,
+            peak: m.peak,
+            peak_at: m.peak_at,
+            started: m.started,
+            ended: m.ended,
+            ended_ms: m.ended_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn modules(spec: &str) -> Modules {
+        Modules::parse(spec).expect("registry")
+    }
+
+    #[test]
+    fn a_file_round_trips_through_the_format() {
+        let registry = modules("pms:procurement,ih:innovation");
+        let pms = registry.by_code("pms").expect("pms");
+        let user = |s: &str| UserId::parse(s).expect("user");
+        let image = MemoryImage {
+            at: 1_000,
+            today_start: 500,
+            sessions: vec![SessionImage {
+                user: user("42"),
+                client: ClientId::parse("tab-1"),
+                module: pms,
+                page: Page::parse("/requests/1"),
+                resource: ResourceId::parse("request:1"),
+                started_at: 600,
+                resource_since: 700,
+                last_seen: 900,
+            }],
+            today: vec![vec![user("42")], vec![]],
+            total: vec![vec![user("42")], vec![user("7")]],
+            history: vec![MinuteBucket {
+                start: 0,
+                modules: vec![
+                    ModuleMinute {
+                        sample: Some(1),
+                        peak: 1,
+                        peak_at: Some(30),
+                        started: 1,
+                        ended: 0,
+                        ended_ms: 0,
+                    },
+                    ModuleMinute::default(),
+                ],
+            }],
+        };
+        let bytes =
+            serde_json::to_vec(&SnapshotV1::from_image(image.clone(), &registry)).expect("encode");
+        let (back, dropped) = decode(&bytes, &registry).expect("decode");
+        assert_eq!(back, image);
+        assert!(dropped.unknown_modules.is_empty() && dropped.invalid == 0);
+    }
+
+    #[test]
+    fn entries_of_unknown_modules_or_with_invalid_values_are_dropped() {
+        let json = br#"{"version":1,"savedAt":0,"todayStart":0,
+            "sessions":[
+              {"userId":"1","clientId":null,"module":"gone","page":null,"resource":null,"startedAt":0,"resourceSince":0,"lastSeen":0},
+              {"userId":"2","clientId":"bad id","module":"pms","page":null,"resource":null,"startedAt":0,"resourceSince":0,"lastSeen":0},
+              {"userId":"3","clientId":null,"module":"pms","page":null,"resource":null,"startedAt":0,"resourceSince":0,"lastSeen":0}],
+            "today":{"pms":["1",""],"gone":["9"]},"total":{"pms":["1"]},"history":[]}"#;
+        let (image, dropped) = decode(json, &modules("pms:procurement")).expect("decode");
+        assert_eq!(image.sessions.len(), 1);
+        assert_eq!(image.sessions[0].user.as_str(), "3");
+        assert_eq!(image.today, vec![vec![UserId::parse("1").expect("user")]]);
+        assert_eq!(
+            dropped.unknown_modules.into_iter().collect::<Vec<_>>(),
+            ["gone"]
+        );
+        assert_eq!(dropped.invalid, 2, "the bad client id and the empty user");
+    }
+
+    #[test]
+    fn another_version_or_shape_is_unusable() {
+        let registry = modules("pms:procurement");
+        assert!(matches!(
+            decode(br#"{"version":2,"anything":"else"}"#, &registry),
+            Err(Unusable::Version(2))
+        ));
+        for bad in [
+            &b""[..],
+            b"[]",
+            b"{}",
+            b"{\"version\":1}",
+            b"{\"version\":1,",
+        ] {
+            assert!(
+                matches!(decode(bad, &registry), Err(Unusable::Corrupt(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}

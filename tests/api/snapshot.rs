@@ -1,0 +1,551 @@
+//! `STATE_FILE`: the memory store kept across restarts. In-process, on one
+//! `ManualClock` shared by two apps: a restart is stopping one app (as
+//! SIGTERM does, which saves the last snapshot) and starting another on the
+//! same file, some time later.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use presence::clock::{Clock, ManualClock};
+use presence::domain::UserId;
+use presence::store::{Heartbeat, SessionStore};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::helpers::{SECRET, TestApp, build_state_on, spawn_app_on, start_time};
+
+/// A temporary directory with the state file in it.
+struct StateDir {
+    dir: tempfile::TempDir,
+}
+
+impl StateDir {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn file(&self) -> PathBuf {
+        self.dir.path().join("state.json")
+    }
+
+    /// The `presence serve` arguments for this state file, plus `extra`.
+    fn args(&self, extra: &[&'static str]) -> Vec<String> {
+        let mut args: Vec<String> = ["--jwt-secret", SECRET, "--state-file"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        args.push(self.file().to_str().unwrap().to_owned());
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    }
+
+    async fn app(&self, clock: &Arc<ManualClock>, extra: &[&'static str]) -> TestApp {
+        let args = self.args(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        spawn_app_on(&args, clock.clone()).await
+    }
+
+    /// Names of the files in the directory, sorted.
+    fn files(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+fn new_clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(start_time()))
+}
+
+/// Collects what the current thread logs (the in-process app runs on the
+/// test's thread) while it is alive.
+struct Logs {
+    buffer: Arc<Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn capture() -> Self {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || LogWriter(writer.clone()))
+            .finish();
+        Self {
+            buffer,
+            _guard: tracing::subscriber::set_default(subscriber),
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buffer.lock().unwrap()).into_owned()
+    }
+
+    /// The lines logged at WARN.
+    fn warnings(&self) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|l| l.contains(" WARN "))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// What users and admins see of the state, less the response times.
+async fn everything_visible(app: &TestApp) -> Value {
+    let admin = app.admin_token("root");
+    let mut modules = app.modules().await;
+    let (_, mut sessions) = app.get("/api/admin/sessions", &admin).await;
+    let (_, mut viewers) = app.get("/api/presence/resources/request:1", &admin).await;
+    let (_, mut history) = app.get("/api/admin/history?window=1h", &admin).await;
+    for body in [&mut modules, &mut sessions, &mut viewers, &mut history] {
+        body.as_object_mut().unwrap().remove("timestamp");
+    }
+    json!({"modules": modules, "sessions": sessions, "viewers": viewers, "history": history})
+}
+
+fn session_users(visible: &Value) -> Vec<&str> {
+    visible["sessions"]["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["userId"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_restart_keeps_today_total_live_sessions_viewers_and_history() {
+    let dir = StateDir::new();
+    let clock = new_clock();
+    let before = dir.app(&clock, &[]).await;
+    before
+        .beat_ok(
+            "1",
+            json!({"module": "pms", "clientId": "tab-a", "page": "/requests", "resource": "request:1"}),
+        )
+        .await;
+    before.beat_ok("2", json!({"module": "ih"})).await;
+    before.beat_ok("3", json!({"module": "pms"})).await;
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(before.leave("3", "").await, StatusCode::NO_CONTENT);
+    let seen = everything_visible(&before).await;
+    assert_eq!(before.counts("procurement").await, [1, 2, 2]);
+    assert_eq!(before.counts("innovation").await, [1, 1, 1]);
+    assert_eq!(session_users(&seen), ["2", "1"]);
+    before.stop().await;
+    assert!(dir.file().exists(), "saved at shutdown");
+
+    clock.advance(Duration::from_secs(30));
+    let after = dir.app(&clock, &[]).await;
+    assert_eq!(everything_visible(&after).await, seen);
+
+    // The sessions carry on: user 1's next beat continues the same session,
+    // and nobody is counted twice.
+    after
+        .beat_ok("1", json!({"module": "pms", "clientId": "tab-a"}))
+        .await;
+    assert_eq!(after.counts("procurement").await, [1, 2, 2]);
+    let (_, sessions) = after
+        .get("/api/admin/sessions", &after.admin_token("root"))
+        .await;
+    assert_eq!(
+        sessions["sessions"][0]["startedAt"],
+        json!("2026-01-14T09:30:00.000Z")
+    );
+}
+
+#[tokio::test]
+async fn sessions_that_expired_while_the_service_was_down_are_dropped() {
+    let dir = StateDir::new();
+    let clock = new_clock();
+    let before = dir.app(&clock, &[]).await;
+    before.beat_ok("1", json!({"module": "pms"})).await;
+    clock.advance(Duration::from_secs(60));
+    before.beat_ok("1", json!({"module": "pms"})).await;
+    clock.advance(Duration::from_secs(200));
+    before.beat_ok("2", json!({"module": "pms"})).await;
+    before.stop().await;
+
+    // Down for two minutes: user 1's session (last beat 5m20s ago) expired,
+    // user 2's (2m ago) is still live.
+    clock.advance(Duration::from_secs(120));
+    let after = dir.app(&clock, &[]).await;
+    assert_eq!(after.counts("procurement").await, [1, 2, 2]);
+    let visible = everything_visible(&after).await;
+    assert_eq!(session_users(&visible), ["2"]);
+    // The expired session's end is in the history, as if swept: 60 s long.
+    assert_eq!(
+        visible["history"]["modules"]["procurement"]["averageSessionSeconds"],
+        json!(60.0)
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_from_yesterday_keeps_total_users_but_not_today() {
+    let dir = StateDir::new();
+    let clock = new_clock();
+    let before = dir.app(&clock, &[]).await;
+    before.beat_ok("1", json!({"module": "pms"})).await;
+    before.beat_ok("2", json!({"module": "pms"})).await;
+    before.stop().await;
+
+    clock.advance(Duration::from_secs(24 * 3600));
+    let after = dir.app(&clock, &[]).await;
+    assert_eq!(after.counts("procurement").await, [0, 0, 2]);
+    after.beat_ok("1", json!({"module": "pms"})).await;
+    assert_eq!(after.counts("procurement").await, [1, 1, 2]);
+}
+
+#[tokio::test]
+async fn a_session_live_across_midnight_counts_today_after_a_restart() {
+    let dir = StateDir::new();
+    let clock = new_clock();
+    // 23:00: user 2 beats once (expired long before midnight).
+    clock.advance(Duration::from_secs(13 * 3600 + 30 * 60));
+    let before = dir.app(&clock, &[]).await;
+    before.beat_ok("2", json!({"module": "pms"})).await;
+    // 23:58: user 1 beats, and the service stops.
+    clock.advance(Duration::from_secs(58 * 60));
+    before.beat_ok("1", json!({"module": "pms"})).await;
+    assert_eq!(before.counts("procurement").await, [1, 2, 2]);
+    before.stop().await;
+
+    // 00:01: user 1 is still live, so here today; user 2 is not.
+    clock.advance(Duration::from_secs(3 * 60));
+    let after = dir.app(&clock, &[]).await;
+    assert_eq!(after.counts("procurement").await, [1, 1, 2]);
+}
+
+/// A real snapshot of users 1 (pms) and 2 (ih), as bytes.
+async fn a_snapshot() -> Vec<u8> {
+    let dir = StateDir::new();
+    let app = dir.app(&new_clock(), &[]).await;
+    app.beat_ok("1", json!({"module": "pms"})).await;
+    app.beat_ok("2", json!({"module": "ih"})).await;
+    app.stop().await;
+    std::fs::read(dir.file()).unwrap()
+}
+
+/// Starts an app on a state file holding `content`: it must start clean,
+/// with the file moved aside (intact) and a warning containing `why`; and
+/// what it then saves must be restorable.
+async fn starts_clean_and_sets_aside(content: &[u8], why: &str) {
+    let dir = StateDir::new();
+    std::fs::write(dir.file(), content).unwrap();
+    let clock = new_clock();
+    let logs = Logs::capture();
+    let app = dir.app(&clock, &[]).await;
+    assert_eq!(app.counts("procurement").await, [0, 0, 0]);
+    assert_eq!(app.counts("innovation").await, [0, 0, 0]);
+    let files = dir.files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].starts_with("state.json.corrupt-"), "{files:?}");
+    assert_eq!(
+        std::fs::read(dir.dir.path().join(&files[0])).unwrap(),
+        content,
+        "kept as it was"
+    );
+    let warnings = logs.warnings();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("moved aside") && w.contains(why)),
+        "{warnings:?}"
+    );
+
+    app.beat_ok("3", json!({"module": "pms"})).await;
+    app.stop().await;
+    let again = dir.app(&clock, &[]).await;
+    assert_eq!(again.counts("procurement").await, [1, 1, 1]);
+}
+
+#[tokio::test]
+async fn a_corrupt_snapshot_is_moved_aside_and_the_service_starts_clean() {
+    let snapshot = a_snapshot().await;
+    let truncated = &snapshot[..snapshot.len() / 2];
+    for content in [
+        truncated,
+        b"",
+        b"{not json",
+        b"[1, 2, 3]",
+        b"{\"version\": 1}",
+    ] {
+        starts_clean_and_sets_aside(content, "not a snapshot").await;
+    }
+}
+
+#[tokio::test]
+async fn a_snapshot_of_another_format_version_is_moved_aside() {
+    let mut snapshot: Value = serde_json::from_slice(&a_snapshot().await).unwrap();
+    assert_eq!(snapshot["version"], 1);
+    snapshot["version"] = json!(2);
+    starts_clean_and_sets_aside(&serde_json::to_vec(&snapshot).unwrap(), "format version 2").await;
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn an_unreadable_snapshot_is_moved_aside() {
+    let dir = StateDir::new();
+    // A symlink to itself: unreadable for any user (tests may run as root,
+    // who can read a file without permissions).
+    std::os::unix::fs::symlink(dir.file(), dir.file()).unwrap();
+    let logs = Logs::capture();
+    let app = dir.app(&new_clock(), &[]).await;
+    assert_eq!(app.counts("procurement").await, [0, 0, 0]);
+    let files = dir.files();
+    assert!(
+        files.len() == 1 && files[0].starts_with("state.json.corrupt-"),
+        "{files:?}"
+    );
+    assert!(
+        logs.warnings().iter().any(|w| w.contains("cannot read it")),
+        "{}",
+        logs.text()
+    );
+}
+
+#[tokio::test]
+async fn modules_no_longer_configured_are_dropped_with_a_warning() {
+    let dir = StateDir::new();
+    let clock = new_clock();
+    let before = dir.app(&clock, &[]).await;
+    before.beat_ok("1", json!({"module": "pms"})).await;
+    before.beat_ok("2", json!({"module": "ih"})).await;
+    before.stop().await;
+
+    let logs = Logs::capture();
+    let after = dir
+        .app(&clock, &["--modules", "xx:extra,pms:procurement"])
+        .await;
+    let modules = after.modules().await;
+    let keys: Vec<&String> = modules.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["extra", "procurement", "timestamp"]);
+    assert_eq!(after.counts("procurement").await, [1, 1, 1]);
+    assert_eq!(after.counts("extra").await, [0, 0, 0]);
+    assert_eq!(session_users(&everything_visible(&after).await), ["1"]);
+    let warnings = logs.warnings();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("not configured any more") && w.contains("\"ih\"")),
+        "{warnings:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_lower_session_cap_keeps_each_users_latest_sessions() {
+    let dir = StateDir::new();
+    let clock = new_clock();
+    let before = dir.app(&clock, &[]).await;
+    for tab in ["tab-1", "tab-2", "tab-3", "tab-4"] {
+        before
+            .beat_ok("1", json!({"module": "pms", "clientId": tab}))
+            .await;
+        clock.advance(Duration::from_secs(1));
+    }
+    before.stop().await;
+
+    let logs = Logs::capture();
+    let after = dir.app(&clock, &["--max-sessions-per-user", "2"]).await;
+    let (_, sessions) = after
+        .get("/api/admin/sessions", &after.admin_token("root"))
+        .await;
+    let tabs: Vec<&str> = sessions["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["clientId"].as_str().unwrap())
+        .collect();
+    assert_eq!(tabs, ["tab-4", "tab-3"]);
+    assert!(
+        logs.warnings()
+            .iter()
+            .any(|w| w.contains("MAX_SESSIONS_PER_USER")),
+        "{}",
+        logs.text()
+    );
+}
+
+/// Heartbeats of `n` users straight into the store (faster than HTTP).
+async fn fill(app: &TestApp, n: usize) {
+    let pms = app.state.modules.by_code("pms").unwrap();
+    for i in 0..n {
+        app.state
+            .store
+            .heartbeat(Heartbeat {
+                user: UserId::parse(&format!("user-{i}")).unwrap(),
+                client: None,
+                module: pms,
+                page: None,
+                resource: None,
+            })
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_reader_only_ever_sees_a_whole_snapshot() {
+    let dir = StateDir::new();
+    let app = dir.app(&new_clock(), &[]).await;
+    fill(&app, 5_000).await;
+    let snapshots = app.state.snapshots.clone().unwrap();
+    snapshots.save().await.unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (stop, file) = (stop.clone(), dir.file());
+        std::thread::spawn(move || {
+            let mut reads = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let bytes = std::fs::read(&file).unwrap();
+                let snapshot: Value = serde_json::from_slice(&bytes)
+                    .unwrap_or_else(|e| panic!("a partial file ({} bytes): {e}", bytes.len()));
+                assert_eq!(snapshot["sessions"].as_array().unwrap().len(), 5_000);
+                reads += 1;
+            }
+            reads
+        })
+    };
+    for _ in 0..30 {
+        let saved = snapshots.save().await.unwrap();
+        assert_eq!(saved.sessions, 5_000);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let reads = reader.join().expect("every read was a whole snapshot");
+    assert!(reads > 0);
+    assert_eq!(dir.files(), ["state.json"], "no temporary file left");
+}
+
+#[tokio::test]
+async fn a_failed_save_keeps_the_previous_snapshot_and_the_service() {
+    let dir = StateDir::new();
+    let clock = new_clock();
+    let app = dir.app(&clock, &[]).await;
+    app.beat_ok("1", json!({"module": "pms"})).await;
+    let snapshots = app.state.snapshots.clone().unwrap();
+    snapshots.save().await.unwrap();
+    let previous = std::fs::read(dir.file()).unwrap();
+
+    // Something in the way of the temporary file.
+    let tmp: PathBuf = dir.dir.path().join("state.json.tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    app.beat_ok("2", json!({"module": "pms"})).await;
+    let logs = Logs::capture();
+    assert!(snapshots.save().await.is_err());
+    assert_eq!(std::fs::read(dir.file()).unwrap(), previous);
+    assert!(
+        logs.warnings()
+            .iter()
+            .any(|w| w.contains("snapshot not saved")),
+        "{}",
+        logs.text()
+    );
+    assert_eq!(app.counts("procurement").await, [2, 2, 2], "still serving");
+
+    std::fs::remove_dir(&tmp).unwrap();
+    app.stop().await;
+    let after = dir.app(&clock, &[]).await;
+    assert_eq!(after.counts("procurement").await, [2, 2, 2]);
+}
+
+#[tokio::test]
+async fn the_last_saved_snapshot_is_a_metric() {
+    let dir = StateDir::new();
+    let clock = new_clock();
+    let app = dir.app(&clock, &[]).await;
+    assert_eq!(snapshot_metric(&app).await, Some(0.0), "none yet");
+    clock.advance(Duration::from_millis(1_500));
+    app.state.snapshots.as_ref().unwrap().save().await.unwrap();
+    #[allow(clippy::cast_precision_loss)]
+    let now = clock.now_ms() as f64 / 1000.0;
+    assert_eq!(snapshot_metric(&app).await, Some(now));
+}
+
+async fn snapshot_metric(app: &TestApp) -> Option<f64> {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("presence_snapshot_last_success_timestamp_seconds "))
+        .map(|v| v.parse().unwrap())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_snapshot_is_saved_every_minute_while_serving() {
+    let dir = StateDir::new();
+    let args = dir.args(&[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let clock = new_clock();
+    let (state, _, _) = build_state_on(&args, clock.clone());
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(presence::snapshot::run(
+        state.snapshots.clone().unwrap(),
+        cancel.clone(),
+    ));
+    let pms = state.modules.by_code("pms").unwrap();
+    state
+        .store
+        .heartbeat(Heartbeat {
+            user: UserId::parse("1").unwrap(),
+            client: None,
+            module: pms,
+            page: None,
+            resource: None,
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(59)).await;
+    assert!(!dir.file().exists(), "not before a minute");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Ending the task lets a save in progress finish.
+    cancel.cancel();
+    task.await.unwrap();
+    assert!(dir.file().exists(), "saved after a minute");
+
+    // No shutdown save was needed: a crash now would lose nothing.
+    let (restarted, _, _) = build_state_on(&args, clock);
+    let counts = restarted.store.module_counts().await.unwrap();
+    assert_eq!(counts.counts[pms.index()].today, 1);
+    assert_eq!(counts.users_anywhere, 1);
+}
+
+#[tokio::test]
+async fn a_missing_snapshot_is_a_clean_start() {
+    let dir = StateDir::new();
+    let logs = Logs::capture();
+    let app = dir.app(&new_clock(), &[]).await;
+    assert_eq!(app.counts("procurement").await, [0, 0, 0]);
+    assert!(logs.warnings().is_empty(), "{}", logs.text());
+    assert!(logs.text().contains("no snapshot yet"), "{}", logs.text());
+    assert!(dir.files().is_empty());
+}
