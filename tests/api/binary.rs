@@ -15,7 +15,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_presence");
 
 /// The binary with a clean configuration: no `JWT_*` or other settings
 /// inherited, run in an empty directory so no `.env` is read.
-fn presence(dir: &tempfile::TempDir) -> Command {
+pub(super) fn presence(dir: &tempfile::TempDir) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(dir.path()).env_clear();
     if let Some(path) = std::env::var_os("PATH") {
@@ -26,7 +26,7 @@ fn presence(dir: &tempfile::TempDir) -> Command {
 }
 
 /// Lines of a child's pipe, forwarded as they come.
-fn lines(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+pub(super) fn lines(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         for line in BufReader::new(pipe).lines().map_while(Result::ok) {
@@ -38,7 +38,7 @@ fn lines(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     rx
 }
 
-fn next_line_matching(
+pub(super) fn next_line_matching(
     rx: &mpsc::Receiver<String>,
     seen: &mut Vec<String>,
     pred: impl Fn(&str) -> bool,
@@ -62,7 +62,7 @@ fn terminate(child: &Child) {
     assert!(status.success());
 }
 
-fn wait_with_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+pub(super) fn wait_with_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     let start = std::time::Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -320,7 +320,7 @@ fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
 
 /// Starts the binary with `vars` and JSON logs; returns it, the address it
 /// listens on, and its log lines.
-fn start_serving(
+pub(super) fn start_serving(
     dir: &tempfile::TempDir,
     vars: &[(&str, &str)],
 ) -> (Child, String, mpsc::Receiver<String>) {

@@ -9,6 +9,7 @@
 mod admin;
 mod auth;
 mod binary;
+mod faults;
 mod heartbeat;
 mod helpers;
 mod http;

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
+    /// Where a durable server keeps its append-only file.
+    durable: Option<tempfile::TempDir>,
 }
 
 /// Whether Redis tests can run here; panics under CI when they cannot.
@@ -55,6 +57,23 @@ impl RedisServer {
         let mut server = Self {
             port: free_port(),
             child: None,
+            durable: None,
+        };
+        server.restart();
+        Some(server)
+    }
+
+    /// Like [`start`](Self::start), but every write is in an append-only
+    /// file synced at once, so a killed server comes back with its data,
+    /// as a production Redis with `appendfsync always` would.
+    pub fn start_durable() -> Option<Self> {
+        if !available() {
+            return None;
+        }
+        let mut server = Self {
+            port: free_port(),
+            child: None,
+            durable: Some(tempfile::tempdir().unwrap()),
         };
         server.restart();
         Some(server)
@@ -67,17 +86,22 @@ impl RedisServer {
     /// Starts (again) on the same port and waits until it answers.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+        let mut command = Command::new("redis-server");
+        command.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ]);
+        match &self.durable {
+            Some(dir) => command
+                .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+                .arg(dir.path()),
+            None => command.args(["--appendonly", "no"]),
+        };
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -1,0 +1,46 @@
+-- wrk script for bench/soak: a population that moves. Script arguments:
+-- MINUTE WINDOW STEP. Users [MINUTE*STEP, MINUTE*STEP + WINDOW) of the
+-- token file are active this minute, so STEP users join and STEP stop each
+-- minute (their sessions expire). Of every 20 requests: 17 heartbeats over
+-- both modules, 2 leaves (DELETE, the user rejoins at their next beat) and 1
+-- read of the module counts.
+local tokens = {}
+local first, window = 0, 0
+local n = 0
+
+function init(args)
+  for line in io.lines(os.getenv("TOKENS")) do tokens[#tokens + 1] = line end
+  local minute, step = tonumber(args[1]), tonumber(args[3])
+  window = tonumber(args[2])
+  first = minute * step
+end
+
+local modules = { '{"module":"pms"}', '{"module":"ih"}' }
+
+function request()
+  n = n + 1
+  local user = (first + math.random(window) - 1) % #tokens + 1
+  local headers = { ["Authorization"] = "Bearer " .. tokens[user] }
+  local kind = n % 20
+  if kind == 0 then
+    return wrk.format("GET", "/api/stats/modules", headers)
+  elseif kind == 1 or kind == 2 then
+    return wrk.format("DELETE", "/api/stats/heartbeat", headers)
+  end
+  headers["Content-Type"] = "application/json"
+  return wrk.format("POST", "/api/stats/heartbeat", headers, modules[n % 2 + 1])
+end
+
+local unexpected = 0
+function response(status, headers, body)
+  if status ~= 200 and status ~= 204 then unexpected = unexpected + 1 end
+end
+
+function done(summary, latency, requests)
+  local s = summary
+  io.write(string.format(
+    "RESULT rps=%.0f p50_ms=%.2f p99_ms=%.2f p999_ms=%.2f non2xx=%d socket_errors=%d\n",
+    s.requests / (s.duration / 1e6),
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency:percentile(99.9) / 1000,
+    s.errors.status, s.errors.connect + s.errors.read + s.errors.write + s.errors.timeout))
+end
