@@ -69,7 +69,9 @@ pub fn app(state: AppState, cors_origins: &[String]) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(routes::heartbeat::MAX_BODY_BYTES))
-        .with_state(state.clone());
+        .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(state, server::guard));
+    // CORS wraps the guard, so a browser can read a 503 or 408 too.
     if !cors_origins.is_empty() {
         let origins: Vec<HeaderValue> = cors_origins
             .iter()
@@ -80,30 +82,30 @@ pub fn app(state: AppState, cors_origins: &[String]) -> Router {
                 .allow_origin(AllowOrigin::list(origins))
                 .allow_methods([Method::GET, Method::POST, Method::DELETE])
                 .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+                // The browser client backs off by Retry-After.
+                .expose_headers([header::RETRY_AFTER, REQUEST_ID])
                 .max_age(Duration::from_secs(3600)),
         );
     }
-    router
-        .layer(axum::middleware::from_fn_with_state(state, server::guard))
-        .layer(
-            ServiceBuilder::new()
-                .map_request(drop_unusable_request_id)
-                .layer(SetRequestIdLayer::new(
-                    REQUEST_ID,
-                    telemetry::RequestIds::new(),
-                ))
-                .layer(
-                    TraceLayer::new_for_http()
-                        .make_span_with(telemetry::request_span)
-                        .on_response(DefaultOnResponse::new().level(Level::INFO)),
-                )
-                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-                .layer(CatchPanicLayer::custom(
-                    |_: Box<dyn std::any::Any + Send>| {
-                        error::ApiError::Internal("a handler panicked".into()).into_response()
-                    },
-                )),
-        )
+    router.layer(
+        ServiceBuilder::new()
+            .map_request(drop_unusable_request_id)
+            .layer(SetRequestIdLayer::new(
+                REQUEST_ID,
+                telemetry::RequestIds::new(),
+            ))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(telemetry::request_span)
+                    .on_response(DefaultOnResponse::new().level(Level::INFO)),
+            )
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+            .layer(CatchPanicLayer::custom(
+                |_: Box<dyn std::any::Any + Send>| {
+                    error::ApiError::Internal("a handler panicked".into()).into_response()
+                },
+            )),
+    )
 }
 
 /// A caller's `x-request-id` is kept only when it is 1 to 64 of

@@ -164,6 +164,49 @@ async fn cors_headers_only_for_allowed_origins() {
             .unwrap()
             .contains("POST")
     );
+    assert_eq!(
+        preflight.headers()["access-control-max-age"],
+        "3600",
+        "browsers may cache the preflight"
+    );
+    // A preflight from another origin gets no grant.
+    let refused = app
+        .client
+        .request(reqwest::Method::OPTIONS, app.url("/api/stats/heartbeat"))
+        .header("origin", "https://evil.example.com")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        refused
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+    // An actual request from an allowed origin carries the grant too.
+    let actual = app
+        .client
+        .get(app.url("/api/stats/modules"))
+        .bearer_auth(app.token("1"))
+        .header("origin", "https://admin.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(actual.status(), StatusCode::OK);
+    assert_eq!(
+        actual.headers()["access-control-allow-origin"],
+        "https://admin.example.com"
+    );
+    let exposed = actual.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        exposed.contains("retry-after") && exposed.contains("x-request-id"),
+        "the client can read Retry-After and the request id: {exposed}"
+    );
     let other = app
         .client
         .get(app.url("/healthz"))
