@@ -116,6 +116,12 @@ pub struct ServeArgs {
     #[arg(long, env = "MAX_STREAMS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_streams: u32,
 
+    /// MiB of verified tokens remembered by their exact bytes until they
+    /// expire, so a token sent with every heartbeat is checked in full
+    /// once; 0 checks every time.
+    #[arg(long, env = "TOKEN_CACHE_MB", default_value_t = 16, value_parser = clap::value_parser!(u32).range(0..=4096))]
+    pub token_cache_mb: u32,
+
     /// Most TCP connections served at once; past it, new ones wait in the
     /// listen backlog until one closes.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]

@@ -95,7 +95,12 @@ impl AppState {
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, ConfigError> {
-        let verifier = Verifier::new(&config.keys, &config.args.jwt, clock.clone())?;
+        let verifier = Verifier::new(
+            &config.keys,
+            &config.args.jwt,
+            clock.clone(),
+            u64::from(config.args.token_cache_mb) << 20,
+        )?;
         let demo = config.keys.is_demo().then(|| {
             Arc::new(DemoKeys {
                 keys: config.keys.clone(),

@@ -25,6 +25,7 @@ use crate::domain::UserId;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+mod cache;
 mod token;
 
 pub use token::{MintError, mint};
@@ -254,6 +255,7 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// Checks tokens; built once at start-up and shared.
 pub struct Verifier {
     key: DecodingKey,
+    verified: Option<cache::VerifiedTokens>,
     validation: Validation,
     clock: Arc<dyn Clock>,
     leeway_s: i64,
@@ -272,7 +274,8 @@ impl fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    /// A verifier for `keys` with the token settings of `args`.
+    /// A verifier for `keys` with the token settings of `args`, remembering
+    /// verified tokens in up to `cache_bytes` (0: verify every time).
     ///
     /// # Errors
     /// The key cannot be used (already checked by [`KeySource::from_args`],
@@ -281,6 +284,7 @@ impl Verifier {
         keys: &KeySource,
         args: &JwtArgs,
         clock: Arc<dyn Clock>,
+        cache_bytes: u64,
     ) -> Result<Self, ConfigError> {
         let key = keys
             .decoding_key()
@@ -311,6 +315,7 @@ impl Verifier {
         }
         Ok(Self {
             key,
+            verified: cache::VerifiedTokens::new(cache_bytes),
             validation,
             clock,
             leeway_s: duration_ms(args.jwt_leeway) / 1000,
@@ -320,15 +325,45 @@ impl Verifier {
         })
     }
 
-    /// Verifies `token` and says who it is.
+    /// Verifies `token` and says who it is. A token verified before is
+    /// recognised by its exact bytes and only its expiry is checked again
+    /// (see the `cache` module).
     ///
     /// # Errors
     /// Every reason of [`AuthError`].
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
-        use jsonwebtoken::errors::ErrorKind;
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Invalid("token longer than 8 KiB"));
         }
+        let now_s = self.clock.now_ms().div_euclid(1000);
+        let Some(verified) = &self.verified else {
+            return self.verify_in_full(token, now_s);
+        };
+        if let Some(caller) = verified.get(token) {
+            if caller
+                .expires_at
+                .is_some_and(|at| now_s > at.div_euclid(1000))
+            {
+                verified.forget(token);
+                return Err(AuthError::Expired);
+            }
+            return Ok(caller);
+        }
+        let caller = self.verify_in_full(token, now_s)?;
+        verified.remember(token, &caller);
+        Ok(caller)
+    }
+
+    /// Tokens remembered as verified, and the bytes they are weighed at.
+    pub fn cached_tokens(&self) -> (usize, u64) {
+        self.verified
+            .as_ref()
+            .map_or((0, 0), |v| (v.len(), v.bytes()))
+    }
+
+    /// Every check, on a token not seen before.
+    fn verify_in_full(&self, token: &str, now_s: i64) -> Result<Caller, AuthError> {
+        use jsonwebtoken::errors::ErrorKind;
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
             .map_err(|e| {
             AuthError::Invalid(match e.kind() {
@@ -344,7 +379,6 @@ impl Verifier {
             })
         })?;
         let claims = data.claims;
-        let now_s = self.clock.now_ms().div_euclid(1000);
         let expires_at = match claims.get("exp") {
             Some(exp) => {
                 let exp = numeric_date(exp).ok_or(AuthError::Invalid("exp is not a number"))?;
@@ -448,5 +482,146 @@ impl FromRequestParts<AppState> for AdminUser {
         } else {
             Err(ApiError::Forbidden)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use clap::Parser as _;
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::{Cli, Command};
+
+    const SECRET: &str = "unit-test-secret-that-is-long-enough";
+
+    /// A verifier for `presence serve` with these arguments, remembering
+    /// up to `cache_bytes`, on a clock at a fixed start.
+    fn verifier(extra: &[&str], cache_bytes: u64) -> (Verifier, Arc<ManualClock>) {
+        let mut argv = vec!["presence", "serve", "--jwt-secret", SECRET];
+        argv.extend_from_slice(extra);
+        let Some(Command::Serve(args)) = Cli::try_parse_from(argv).unwrap().command else {
+            unreachable!("serve was given")
+        };
+        let config = args.into_config().unwrap();
+        let start = chrono::DateTime::parse_from_rfc3339("2026-01-14T09:30:00Z").unwrap();
+        let clock = Arc::new(ManualClock::new(start.into()));
+        let verifier =
+            Verifier::new(&config.keys, &config.args.jwt, clock.clone(), cache_bytes).unwrap();
+        (verifier, clock)
+    }
+
+    fn sign(claims: &Value) -> String {
+        jsonwebtoken::encode(
+            &Header::default(),
+            claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn now_s(clock: &ManualClock) -> i64 {
+        clock.now_ms() / 1000
+    }
+
+    #[test]
+    fn a_remembered_token_expires_at_the_same_instant_as_a_fresh_check() {
+        let (cached, clock) = verifier(&[], 1 << 20);
+        let (fresh, fresh_clock) = verifier(&[], 0);
+        let token = sign(&json!({"sub": "7", "exp": now_s(&clock) + 60, "role": "admin"}));
+        let first = cached.verify(&token).unwrap();
+        assert_eq!(cached.cached_tokens().0, 1, "remembered");
+        assert_eq!(
+            cached.verify(&token).unwrap(),
+            first,
+            "a hit is the same caller"
+        );
+        assert!(first.admin);
+        // Default leeway 30 s: valid through exp + 30 s, refused a second on.
+        for step in [89, 1, 1] {
+            clock.advance(Duration::from_secs(step));
+            fresh_clock.advance(Duration::from_secs(step));
+            assert_eq!(
+                cached.verify(&token),
+                fresh.verify(&token),
+                "{} s after issue",
+                now_s(&clock)
+            );
+        }
+        assert_eq!(cached.verify(&token), Err(AuthError::Expired));
+        assert_eq!(cached.cached_tokens().0, 0, "an expired token is forgotten");
+    }
+
+    #[test]
+    fn only_the_exact_bytes_are_a_hit() {
+        let (verifier, clock) = verifier(&[], 1 << 20);
+        let token = sign(&json!({"sub": "7", "exp": now_s(&clock) + 60}));
+        verifier.verify(&token).unwrap();
+        let (head, signature) = token.rsplit_once('.').unwrap();
+        let flipped = |s: &str, at: usize| {
+            let mut bytes = s.as_bytes().to_vec();
+            bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+            String::from_utf8(bytes).unwrap()
+        };
+        for tampered in [
+            format!("{head}.{}", flipped(signature, signature.len() - 1)),
+            format!("{head}.{}", flipped(signature, 0)),
+            format!("{}.{signature}", flipped(head, head.len() - 2)),
+            format!("{token}A"),
+            token[..token.len() - 1].to_owned(),
+        ] {
+            assert!(
+                matches!(verifier.verify(&tampered), Err(AuthError::Invalid(_))),
+                "{tampered}"
+            );
+        }
+        assert_eq!(verifier.cached_tokens().0, 1, "failures are not remembered");
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_bytes_and_evicted_tokens_still_verify() {
+        let capacity = 8 * 1024;
+        let (verifier, clock) = verifier(&[], capacity);
+        let tokens: Vec<String> = (0..300)
+            .map(|i| sign(&json!({"sub": format!("user-{i}"), "exp": now_s(&clock) + 600})))
+            .collect();
+        for _ in 0..2 {
+            for (i, token) in tokens.iter().enumerate() {
+                assert_eq!(
+                    verifier.verify(token).unwrap().user.as_str(),
+                    format!("user-{i}")
+                );
+            }
+        }
+        let (entries, bytes) = verifier.cached_tokens();
+        assert!(bytes <= capacity, "{bytes} bytes held, capacity {capacity}");
+        assert!(entries > 0 && entries < tokens.len(), "{entries} entries");
+    }
+
+    #[test]
+    fn tokens_without_exp_are_checked_every_time() {
+        let (verifier, _) = verifier(&["--jwt-require-exp", "false"], 1 << 20);
+        let token = sign(&json!({"sub": "7"}));
+        assert_eq!(verifier.verify(&token).unwrap().expires_at, None);
+        assert_eq!(
+            verifier.cached_tokens().0,
+            0,
+            "never remembered without exp"
+        );
+    }
+
+    #[test]
+    fn with_no_cache_every_check_is_in_full() {
+        let (verifier, clock) = verifier(&[], 0);
+        let token = sign(&json!({"sub": "7", "exp": now_s(&clock) + 60}));
+        verifier.verify(&token).unwrap();
+        verifier.verify(&token).unwrap();
+        assert_eq!(verifier.cached_tokens(), (0, 0));
     }
 }

@@ -219,6 +219,7 @@ fn help_documents_every_setting_and_its_variable() {
         "MAX_SESSIONS_PER_USER",
         "MAX_STREAMS_PER_USER",
         "MAX_STREAMS",
+        "TOKEN_CACHE_MB",
         "MAX_CONNECTIONS",
         "MAX_CONCURRENT_REQUESTS",
         "REQUEST_TIMEOUT",
