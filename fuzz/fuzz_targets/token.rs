@@ -7,6 +7,8 @@
 //! `Authorization` header of a request through the router, or claims that
 //! this target signs (with the right key, a wrong one, the RSA public key
 //! as an HMAC secret, an EC key, or `alg: none`) and then maybe tampers with.
+//! RSA-signed tokens carry one of a few fixed claim sets, signed once: RSA
+//! signing would otherwise take most of the time.
 //!
 //! The oracle: a verifier accepts a token only if this target signed exactly
 //! that string with the verifier's own key and an allowed algorithm, and the
@@ -30,7 +32,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use libfuzzer_sys::fuzz_target;
 use presence::auth::{Caller, Verifier};
 use presence_fuzz::{App, SECRET, START_MS, clock, serve_config};
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Number, Value, json};
 
 const ISSUER: &str = "presence-fuzz-issuer";
 const AUDIENCE: &str = "presence-fuzz-audience";
@@ -60,9 +62,30 @@ static RSA_KEY: LazyLock<EncodingKey> =
 static EC_KEY: LazyLock<EncodingKey> =
     LazyLock::new(|| EncodingKey::from_ec_pem(EC_PRIVATE_PEM).expect("EC private key"));
 
-/// RSA signing takes about a millisecond; inputs that differ only in how
-/// the token is tampered with or sent share the signature.
-static RSA_SIGNED: LazyLock<Mutex<HashMap<(u8, String), String>>> =
+/// RSA signing takes milliseconds under coverage instrumentation (it was
+/// most of this target's time), so RSA-signed tokens carry one of these
+/// claim sets, each signed once per algorithm and process; fuzzed claims go
+/// through the HMAC signers, into both verifiers.
+static RSA_CLAIMS: LazyLock<Vec<Map<String, Value>>> = LazyLock::new(|| {
+    let claims = [
+        json!({"sub": "42", "exp": NOW_S + 3600}),
+        json!({"sub": "7", "exp": NOW_S + 3600, "role": "admin"}),
+        json!({"sub": 42, "exp": NOW_S + 60, "roles": ["user", "admin"]}),
+        json!({"sub": null, "userId": "u-1", "exp": NOW_S + 3600, "iss": "x", "aud": ["y"]}),
+        json!({"sub": "42", "exp": NOW_S - LEEWAY_S - 1}),
+        json!({"sub": "42", "exp": NOW_S - LEEWAY_S}),
+        json!({"sub": "42", "exp": NOW_S + 3600, "nbf": NOW_S + LEEWAY_S + 1}),
+        json!({"sub": "42"}),
+        json!({"sub": "x".repeat(129), "exp": NOW_S + 3600}),
+        json!({"sub": "42", "exp": NOW_S as f64 + 100.9}),
+    ];
+    claims
+        .into_iter()
+        .map(|c| c.as_object().expect("an object").clone())
+        .collect()
+});
+
+static RSA_SIGNED: LazyLock<Mutex<HashMap<(u8, usize), String>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
 /// Every enum's first variant (what bytes of zeros, or running out of
@@ -126,8 +149,9 @@ enum Signer {
     /// Another HMAC key (the app's secret, should the fuzzer find it, counts
     /// as the app's).
     OtherSecret(Hmac, Vec<u8>),
-    /// The private key of the RS verifier's public key.
-    Rsa(Rsa),
+    /// The private key of the RS verifier's public key, over one of
+    /// [`RSA_CLAIMS`] (the fuzzed claims are not used).
+    Rsa(Rsa, u8),
     /// Algorithm confusion: the RSA public key's PEM text as an HMAC secret.
     RsaPublicAsSecret(Hmac),
     /// ES256 with a key neither verifier trusts.
@@ -334,15 +358,12 @@ impl Signer {
             Self::OtherSecret(alg, secret) if !secret.is_empty() => hmac(*alg, secret),
             Self::OtherSecret(alg, _) => hmac(*alg, b"another secret"),
             Self::RsaPublicAsSecret(alg) => hmac(*alg, RSA_PUBLIC_PEM),
-            Self::Rsa(alg) => {
-                let cache_key = (*alg as u8, serde_json::to_string(claims).expect("claims"));
+            Self::Rsa(alg, which) => {
+                let which = usize::from(*which) % RSA_CLAIMS.len();
                 let mut cache = RSA_SIGNED.lock().expect("cache");
-                if cache.len() > 10_000 {
-                    cache.clear();
-                }
                 let token = cache
-                    .entry(cache_key)
-                    .or_insert_with(|| sign(alg.algorithm(), claims, &RSA_KEY))
+                    .entry((*alg as u8, which))
+                    .or_insert_with(|| sign(alg.algorithm(), &RSA_CLAIMS[which], &RSA_KEY))
                     .clone();
                 (token, Trust::Rsa)
             }
@@ -479,7 +500,10 @@ struct Case {
 
 impl Signed {
     fn case(&self) -> Case {
-        let claims = self.claims.value();
+        let claims = match self.signer {
+            Signer::Rsa(_, which) => RSA_CLAIMS[usize::from(which) % RSA_CLAIMS.len()].clone(),
+            _ => self.claims.value(),
+        };
         let (minted, trust) = self.signer.sign(&claims);
         let token = self.tamper.apply(&minted);
         // Judge the claims as the verifier will read them: floats may not
