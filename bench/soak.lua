@@ -1,9 +1,10 @@
 -- wrk script for bench/soak: a population that moves. Script arguments:
--- MINUTE WINDOW STEP. Users [MINUTE*STEP, MINUTE*STEP + WINDOW) of the
--- token file are active this minute, so STEP users join and STEP stop each
--- minute (their sessions expire). Of every 20 requests: 17 heartbeats over
--- both modules, 2 leaves (DELETE, the user rejoins at their next beat) and 1
--- read of the module counts.
+-- MINUTE WINDOW STEP. The token file is a pool of users; users
+-- [MINUTE*STEP, MINUTE*STEP + WINDOW) of it (wrapping around) are active
+-- this minute, so STEP users join and STEP stop each minute (their sessions
+-- expire), and after a full turn the same users come back. Of every 20
+-- requests: 17 heartbeats over both modules, 2 leaves (DELETE; the user
+-- rejoins at their next beat) and 1 read of the module counts.
 local tokens = {}
 local first, window = 0, 0
 local n = 0
