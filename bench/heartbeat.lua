@@ -1,5 +1,7 @@
 -- wrk script: heartbeats from many distinct users, one token each, over
--- both modules. Tokens come from the file named by TOKENS (bench/run makes it).
+-- both modules. Tokens come from the file named by TOKENS (bench/run makes it);
+-- the path from TARGET_PATH (default the heartbeat endpoint; bench/run also
+-- points it at the bare endpoints of examples/bare.rs).
 local tokens = {}
 local i = 0
 
@@ -10,10 +12,11 @@ function init(args)
 end
 
 local modules = { '{"module":"pms"}', '{"module":"ih"}' }
+local path = os.getenv("TARGET_PATH") or "/api/stats/heartbeat"
 
 function request()
   i = i % #tokens + 1
-  return wrk.format("POST", "/api/stats/heartbeat", {
+  return wrk.format("POST", path, {
     ["Authorization"] = "Bearer " .. tokens[i],
     ["Content-Type"] = "application/json",
   }, modules[i % 2 + 1])
