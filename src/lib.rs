@@ -165,7 +165,13 @@ pub async fn serve(
         if let Some(task) = snapshotter {
             let _ = task.await;
         }
-        let _ = snapshots.save().await;
+        // Bounded, so a hung disk cannot hang the shutdown.
+        if tokio::time::timeout(DRAIN_TIMEOUT, snapshots.save())
+            .await
+            .is_err()
+        {
+            tracing::warn!(timeout = ?DRAIN_TIMEOUT, "last snapshot not saved in time; exiting without it");
+        }
     }
 }
 

@@ -109,7 +109,8 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops
-/// accepting and gives open connections up to `drain` to finish.
+/// accepting and gives open connections up to `drain` to finish; those
+/// still open then are closed, so nothing is handled after this returns.
 pub(crate) async fn run(
     listener: TcpListener,
     router: Router,
@@ -123,8 +124,10 @@ pub(crate) async fn run(
         .max_header_size(MAX_HEADER_BYTES)
         .max_headers(MAX_HEADERS);
     let graceful = GracefulShutdown::new();
+    let mut tasks = tokio::task::JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        while tasks.try_join_next().is_some() {}
         let permit = tokio::select! {
             () = &mut shutdown => break,
             permit = limits.connections.clone().acquire_owned() => match permit {
@@ -150,7 +153,7 @@ pub(crate) async fn run(
             TowerToHyperService::new(router.clone()),
         );
         let connection = graceful.watch(connection);
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
@@ -165,6 +168,8 @@ pub(crate) async fn run(
     {
         tracing::warn!(timeout = ?drain, "connections still open after the drain timeout; closing");
     }
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
 }
 
 /// After a failed `accept`: per-connection errors are the peer's and are

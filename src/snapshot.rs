@@ -8,7 +8,7 @@
 //! - **How.** The store's lock is held only to copy its state into a
 //!   [`MemoryImage`]; encoding and file I/O run on a blocking thread, off
 //!   the async workers. The file is replaced atomically: written to
-//!   `<file>.tmp`, fsynced, renamed over `<file>`, then the directory is
+//!   `<file>.tmp.<pid>`, fsynced, renamed over `<file>`, then the directory is
 //!   fsynced, so a crash at any point leaves the old snapshot or the new
 //!   one, complete.
 //! - **Never fatal.** A failed save is a warning (the previous snapshot
@@ -107,7 +107,10 @@ impl Snapshots {
     /// synchronously: once, at start-up, before anything is served.
     pub fn open(store: MemoryStore, path: PathBuf, metrics: Arc<Metrics>) -> Self {
         let file = StateFile {
-            tmp: with_suffix(&path, ".tmp"),
+            // Per process: another process saving to the same file (which
+            // the docs advise against) must not write into our temporary
+            // file, or we would rename its half-written one into place.
+            tmp: with_suffix(&path, &format!(".tmp.{}", std::process::id())),
             modules: store.modules().clone(),
             path,
             writing: Mutex::new(()),

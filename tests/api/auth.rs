@@ -393,29 +393,30 @@ async fn key_id_and_key_url_headers_never_choose_the_key() {
 
 #[tokio::test]
 async fn an_embedded_public_key_is_never_trusted() {
+    // Another RSA key pair than the one the service is configured with.
+    const ATTACKER: &[u8] = include_bytes!("keys/rsa_attacker_private.pem");
     let app = spawn_app_with(&["--jwt-public-key-file", RSA_PUBLIC]).await;
     let claims = json!({"sub": "1", "exp": app.now_s() + 60});
-    // Signed with the attacker's key pair (the RSA test key stands in for
-    // it), carrying its public half as `jwk`, sent to a service whose
-    // configured key is another one (the EC key).
-    let ec_app = spawn_app_with(&["--jwt-public-key-file", EC_PUBLIC]).await;
+    let attacker = EncodingKey::from_rsa_pem(ATTACKER).unwrap();
+    // Signed with the attacker's key, carrying its public half as `jwk`:
+    // valid if the service believed the header about which key to use.
     let mut header = Header::new(Algorithm::RS256);
-    header.jwk = Some(
-        serde_json::from_value(json!({
-            "kty": "RSA", "n": "AQAB", "e": "AQAB", "alg": "RS256"
-        }))
-        .unwrap(),
-    );
-    let token = jsonwebtoken::encode(
+    header.jwk =
+        Some(jsonwebtoken::jwk::Jwk::from_encoding_key(&attacker, Algorithm::RS256).unwrap());
+    let token = jsonwebtoken::encode(&header, &claims, &attacker).unwrap();
+    assert_401(&app, &token).await;
+    // The same header on a token signed with the configured key: accepted,
+    // so the refusal above was the key's, not the header's.
+    let genuine = jsonwebtoken::encode(
         &header,
         &claims,
         &EncodingKey::from_rsa_pem(RSA_PRIVATE).unwrap(),
     )
     .unwrap();
-    assert_401(&ec_app, &token).await;
-    // The same token is fine where its key is the configured one: the
-    // embedded key played no part either way.
-    assert_eq!(modules_status(&app, &token).await.status(), StatusCode::OK);
+    assert_eq!(
+        modules_status(&app, &genuine).await.status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]

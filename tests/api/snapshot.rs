@@ -451,7 +451,10 @@ async fn a_failed_save_keeps_the_previous_snapshot_and_the_service() {
     let previous = std::fs::read(dir.file()).unwrap();
 
     // Something in the way of the temporary file.
-    let tmp: PathBuf = dir.dir.path().join("state.json.tmp");
+    let tmp: PathBuf = dir
+        .dir
+        .path()
+        .join(format!("state.json.tmp.{}", std::process::id()));
     std::fs::create_dir(&tmp).unwrap();
     app.beat_ok("2", json!({"module": "pms"})).await;
     let logs = Logs::capture();
