@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::metrics::HeartbeatModule;
-use super::within_deadline;
+use super::{truncate, within_deadline};
 use crate::auth::{AuthUser, Caller};
 use crate::clock::rfc3339;
 use crate::domain::{ClientId, MAX_PAGE_LEN, MAX_RESOURCE_LEN, ModuleId, Page, ResourceId};
@@ -297,13 +297,4 @@ fn optional<T>(
             .ok_or_else(|| ApiError::InvalidBody(message())),
         Some(_) => Err(ApiError::InvalidBody(message())),
     }
-}
-
-/// Echoes at most 64 characters of client input in an error message.
-fn truncate(s: &str) -> String {
-    let mut out: String = s.chars().take(64).collect();
-    if out.len() < s.len() {
-        out.push('…');
-    }
-    out
 }

@@ -129,7 +129,8 @@ async fn history_get(
 fn parse_window(window: &str) -> Result<i64, ApiError> {
     let bad = || {
         ApiError::InvalidQuery(format!(
-            "window must be a duration from 1m to 24h, like 1h or 30m, not `{window}`"
+            "window must be a duration from 1m to 24h, like 1h or 30m, not `{}`",
+            super::truncate(window)
         ))
     };
     let d = humantime::parse_duration(window.trim()).map_err(|_| bad())?;

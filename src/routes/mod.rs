@@ -112,6 +112,15 @@ fn render_with_modules(doc: &OpenApiDoc, modules: &Modules) -> String {
     json.to_string()
 }
 
+/// Echoes at most 64 characters of client input in an error message.
+pub(crate) fn truncate(s: &str) -> String {
+    let mut out: String = s.chars().take(64).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
+}
+
 /// Runs a store call, turning a slow store into 503 instead of a hung
 /// request.
 ///

@@ -173,6 +173,16 @@ async fn history_reports_samples_peak_average_and_distribution() {
             .await;
         assert_error(response, StatusCode::BAD_REQUEST, "invalid_query").await;
     }
+    // A long bad value is not echoed back whole.
+    let response = app
+        .request(
+            reqwest::Method::GET,
+            &format!("/api/admin/history?window={}", "9".repeat(4000)),
+            Some(&admin),
+        )
+        .await;
+    let body = assert_error(response, StatusCode::BAD_REQUEST, "invalid_query").await;
+    assert!(body["error"].as_str().unwrap().len() < 200, "{body}");
     let (status, _) = app.get("/api/admin/history", &app.token("user")).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
