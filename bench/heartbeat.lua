@@ -1,38 +1,34 @@
 -- wrk script: heartbeats from many distinct users, one token each, over
--- both modules. Tokens come from the file named by TOKENS (bench/run makes it);
--- the path from TARGET_PATH (default the heartbeat endpoint; bench/run also
--- points it at the bare endpoints of examples/bare.rs).
+-- both modules. Settings from the environment:
+--   TOKENS       the token file, one per line (bench/mint.py makes it);
+--   TARGET_PATH  where to POST (default the heartbeat endpoint; bench/run
+--                also points it at the bare endpoints of examples/bare.rs);
+--   START        go through the users in order from this one (bench/population:
+--                N requests make N sessions); without it, start anywhere;
+--   READ_PATH    instead of heartbeats, GET this path with the first token.
+dofile("bench/report.lua")
+
 local tokens = {}
 local i = 0
+local path = os.getenv("TARGET_PATH") or "/api/stats/heartbeat"
+local read_path = os.getenv("READ_PATH")
+if read_path == "" then read_path = nil end
 
 function init(args)
   for line in io.lines(os.getenv("TOKENS")) do tokens[#tokens + 1] = line end
-  -- Threads start at different users.
-  i = math.random(#tokens)
+  local start = tonumber(os.getenv("START") or "")
+  i = start and start % #tokens or math.random(#tokens)
 end
 
 local modules = { '{"module":"pms"}', '{"module":"ih"}' }
-local path = os.getenv("TARGET_PATH") or "/api/stats/heartbeat"
 
 function request()
+  if read_path then
+    return wrk.format("GET", read_path, { ["Authorization"] = "Bearer " .. tokens[1] })
+  end
   i = i % #tokens + 1
   return wrk.format("POST", path, {
     ["Authorization"] = "Bearer " .. tokens[i],
     ["Content-Type"] = "application/json",
   }, modules[i % 2 + 1])
-end
-
-local errors = 0
-function response(status, headers, body)
-  if status ~= 200 then errors = errors + 1 end
-end
-
-function done(summary, latency, requests)
-  local s = summary
-  io.write(string.format(
-    "RESULT rps=%.0f p50_ms=%.2f p99_ms=%.2f p999_ms=%.2f non2xx=%d socket_errors=%d requests=%d\n",
-    s.requests / (s.duration / 1e6),
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency:percentile(99.9) / 1000,
-    s.errors.status, s.errors.connect + s.errors.read + s.errors.write + s.errors.timeout,
-    s.requests))
 end

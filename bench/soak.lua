@@ -5,6 +5,8 @@
 -- expire), and after a full turn the same users come back. Of every 20
 -- requests: 17 heartbeats over both modules, 2 leaves (DELETE; the user
 -- rejoins at their next beat) and 1 read of the module counts.
+dofile("bench/report.lua")
+
 local tokens = {}
 local first, window = 0, 0
 local n = 0
@@ -30,18 +32,4 @@ function request()
   end
   headers["Content-Type"] = "application/json"
   return wrk.format("POST", "/api/stats/heartbeat", headers, modules[n % 2 + 1])
-end
-
-local unexpected = 0
-function response(status, headers, body)
-  if status ~= 200 and status ~= 204 then unexpected = unexpected + 1 end
-end
-
-function done(summary, latency, requests)
-  local s = summary
-  io.write(string.format(
-    "RESULT rps=%.0f p50_ms=%.2f p99_ms=%.2f p999_ms=%.2f non2xx=%d socket_errors=%d\n",
-    s.requests / (s.duration / 1e6),
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency:percentile(99.9) / 1000,
-    s.errors.status, s.errors.connect + s.errors.read + s.errors.write + s.errors.timeout))
 end

@@ -358,23 +358,9 @@ fn two_binaries_on_one_redis_share_sessions_on_redis_time() {
         thread::spawn(move || for _ in logs {});
     }
     let now = chrono::Utc::now().timestamp();
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &serde_json::json!({"sub": "1", "exp": now + 60}),
-        &jsonwebtoken::EncodingKey::from_secret(b"binary-redis-secret").unwrap(),
-    )
-    .unwrap();
-    let curl = |args: &[&str]| -> Value {
-        let output = Command::new("curl")
-            .arg("-s")
-            .args(args)
-            .arg("-H")
-            .arg(format!("Authorization: Bearer {token}"))
-            .output()
-            .unwrap();
-        serde_json::from_slice(&output.stdout).unwrap()
-    };
-    let beat = curl(&[
+    let token = token_for("binary-redis-secret", "1");
+    let json = |args: &[&str]| -> Value { serde_json::from_str(&curl(&token, args)).unwrap() };
+    let beat = json(&[
         "-X",
         "POST",
         &format!("http://{addr_a}/api/stats/heartbeat"),
@@ -387,7 +373,7 @@ fn two_binaries_on_one_redis_share_sessions_on_redis_time() {
     // The timestamp is Redis's clock, which on this machine is the wall clock.
     let at = chrono::DateTime::parse_from_rfc3339(beat["timestamp"].as_str().unwrap()).unwrap();
     assert!((at.timestamp() - now).abs() <= 5, "{at}");
-    let modules = curl(&[&format!("http://{addr_b}/api/stats/modules")]);
+    let modules = json(&[&format!("http://{addr_b}/api/stats/modules")]);
     assert_eq!(
         modules["innovation"]["activeNow"], 1,
         "instance B sees A's heartbeat: {modules}"
@@ -405,18 +391,9 @@ fn no_token_secret_or_authorization_header_reaches_the_logs() {
     // The most verbose logs there are, from every crate.
     let (mut child, addr, logs) =
         start_serving(&dir, &[("JWT_SECRET", SECRET), ("RUST_LOG", "trace")]);
-    let now = chrono::Utc::now().timestamp();
-    let sign = |secret: &[u8], sub: &str| {
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::default(),
-            &serde_json::json!({"sub": sub, "exp": now + 60, "role": "admin"}),
-            &jsonwebtoken::EncodingKey::from_secret(secret).unwrap(),
-        )
-        .unwrap()
-    };
-    let token = sign(SECRET.as_bytes(), "log-user");
-    let forged = sign(b"someone-elses-secret", "log-user");
-    let curl = |args: &[&str]| {
+    let token = token_for(SECRET, "log-user");
+    let forged = token_for("someone-elses-secret", "log-user");
+    let send = |args: &[&str]| {
         let status = Command::new("curl")
             .args(["-s", "-o", "/dev/null", "--max-time", "2"])
             .args(args)
@@ -430,7 +407,7 @@ fn no_token_secret_or_authorization_header_reaches_the_logs() {
     let base = format!("http://{addr}");
     for bearer in [&token, &forged] {
         let auth = format!("Authorization: Bearer {bearer}");
-        curl(&[
+        send(&[
             "-X",
             "POST",
             &format!("{base}/api/stats/heartbeat"),
@@ -441,10 +418,10 @@ fn no_token_secret_or_authorization_header_reaches_the_logs() {
             "-d",
             r#"{"module":"pms"}"#,
         ]);
-        curl(&[&format!("{base}/api/admin/sessions"), "-H", &auth]);
-        curl(&[&format!("{base}/api/stats/stream?access_token={bearer}")]);
-        curl(&[&format!("{base}/no/such/path?access_token={bearer}")]);
-        curl(&[
+        send(&[&format!("{base}/api/admin/sessions"), "-H", &auth]);
+        send(&[&format!("{base}/api/stats/stream?access_token={bearer}")]);
+        send(&[&format!("{base}/no/such/path?access_token={bearer}")]);
+        send(&[
             "-X",
             "DELETE",
             &format!("{base}/api/stats/heartbeat"),
@@ -481,7 +458,7 @@ fn no_token_secret_or_authorization_header_reaches_the_logs() {
 }
 
 /// A token for `user` signed with `secret`, valid for five minutes.
-fn token_for(secret: &str, user: &str) -> String {
+pub(super) fn token_for(secret: &str, user: &str) -> String {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
         &serde_json::json!({"sub": user, "exp": chrono::Utc::now().timestamp() + 300}),

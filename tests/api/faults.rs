@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::binary::start_serving;
+use super::binary::{start_serving, token_for};
 use super::redis_server::RedisServer;
 
 const USERS: usize = 40;
@@ -24,16 +24,6 @@ const BEAT: Duration = Duration::from_millis(500);
 /// a recovery: the service's reconnect, and scheduling on a busy CI machine.
 const RECOVERY_SLACK: Duration = Duration::from_secs(2);
 const SECRET: &str = "faults-secret-faults-secret-faults";
-
-/// A token for `user`, valid for an hour.
-fn token(user: &str) -> String {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &serde_json::json!({"sub": user, "exp": chrono::Utc::now().timestamp() + 3600}),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
-    )
-    .unwrap()
-}
 
 /// What the simulated clients saw.
 #[derive(Default)]
@@ -58,7 +48,7 @@ fn start_load(
         .unwrap();
     (0..USERS)
         .map(|user| {
-            let token = token(&format!("u{user}"));
+            let token = token_for(SECRET, &format!("u{user}"));
             let module = if user % 2 == 0 { "pms" } else { "ih" };
             let body = format!(r#"{{"module":"{module}"}}"#);
             let (client, addrs, stop, seen) =
@@ -101,7 +91,7 @@ fn start_load(
 async fn counts(client: &reqwest::Client, addr: &str) -> Option<Value> {
     let response = client
         .get(format!("http://{addr}/api/stats/modules"))
-        .bearer_auth(token("observer"))
+        .bearer_auth(token_for(SECRET, "observer"))
         .send()
         .await
         .ok()?;

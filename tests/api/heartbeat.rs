@@ -298,31 +298,21 @@ async fn delete_ends_one_session_or_all() {
         StatusCode::NO_CONTENT,
         "204 when nothing existed"
     );
-    let response = app
-        .request(
-            reqwest::Method::DELETE,
-            "/api/stats/heartbeat?clientId=bad%20id",
-            Some(&app.token("A")),
-        )
-        .await;
-    assert_error(response, StatusCode::BAD_REQUEST, "invalid_query").await;
-    let response = app
-        .request(
-            reqwest::Method::DELETE,
-            "/api/stats/heartbeat?all=maybe",
-            Some(&app.token("A")),
-        )
-        .await;
-    assert_error(response, StatusCode::BAD_REQUEST, "invalid_query").await;
-    // A bad clientId is bad input even when `all` makes it unused.
-    let response = app
-        .request(
-            reqwest::Method::DELETE,
-            "/api/stats/heartbeat?all=true&clientId=bad%20id",
-            Some(&app.token("A")),
-        )
-        .await;
-    assert_error(response, StatusCode::BAD_REQUEST, "invalid_query").await;
+    // The last: a bad clientId is bad input even when `all` makes it unused.
+    for query in [
+        "clientId=bad%20id",
+        "all=maybe",
+        "all=true&clientId=bad%20id",
+    ] {
+        let response = app
+            .request(
+                reqwest::Method::DELETE,
+                &format!("/api/stats/heartbeat?{query}"),
+                Some(&app.token("A")),
+            )
+            .await;
+        assert_error(response, StatusCode::BAD_REQUEST, "invalid_query").await;
+    }
 }
 
 #[tokio::test]
