@@ -193,6 +193,12 @@ impl UserId {
             .contains(&s.len())
             .then(|| Self(s.into()))
     }
+
+    /// A copy of an id that was parsed before and kept as a string (the
+    /// memory store numbers users and keeps their ids in one arena).
+    pub(crate) fn known(s: &str) -> Self {
+        Self(s.into())
+    }
 }
 
 impl ClientId {

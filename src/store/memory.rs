@@ -1,19 +1,26 @@
 //! The in-memory store: every session in this process, behind one mutex.
 //!
 //! # Data model
-//! - `users`: each user's sessions (at most `max_sessions_per_user`), keyed by
-//!   client id; the source of truth.
-//! - `by_time`: every session ordered by its last heartbeat. The sweeper pops
-//!   expired sessions from its front in small batches (never one long lock),
-//!   and the admin list pages through it from the back.
-//! - `presence`: per module, and once for "anywhere", each user's latest
-//!   heartbeat there, also ordered by time. A count query drops the entries
-//!   that are past the TTL from the front and returns the size: exact at
-//!   query time, and amortised O(expired) instead of a walk over all sessions.
-//! - `today` and `total`: per module, the set of users seen. At the first
-//!   operation after local midnight `today` is reseeded with the users whose
-//!   session was live at midnight, so `activeNow <= today` holds across the
-//!   rollover too.
+//! Users are numbered ([`Uid`], see [`super::users`]) and every index holds
+//! numbers, not strings; a session is one slot of a slab, named by its
+//! position ([`Sid`]).
+//! - `sessions`: the slab, and the source of truth. Each user's sessions
+//!   (at most `max_sessions_per_user`) chain from `first[uid]`. The
+//!   optional strings of a session (client, page, resource) sit in one
+//!   allocation that a heartbeat without them does not make.
+//! - `by_time`: every session ordered by its last heartbeat. Expired
+//!   sessions are removed from its front, a bounded batch at a time: by
+//!   every operation before its own work, and by the sweeper until none is
+//!   left. The admin list pages through it from the back.
+//! - `active` and `anywhere`: per module, and once for "anywhere", how many
+//!   users hold a session there, kept up to date by every change to a
+//!   user's sessions. A count query removes what has expired (in batches,
+//!   letting other requests in between) and reads the counter: exact at
+//!   query time, and O(1) once nothing is left to expire.
+//! - `today` and `total`: per module, the set of users seen, as bits. At
+//!   the first operation after local midnight `today` is reseeded with the
+//!   users whose session was live at midnight, so `activeNow <= today`
+//!   holds across the rollover too.
 //! - `resources`: which sessions last named each resource.
 //!
 //! # Images
@@ -27,9 +34,13 @@
 //! One `std::sync::Mutex`: every operation is short and synchronous, and
 //! the lock is never held across an `.await` (the async methods only lock
 //! inside plain function calls), so a std mutex is both correct and cheaper
-//! than an async one.
+//! than an async one. No operation holds it for longer than one batch of
+//! expiry plus its own work, however many sessions expire at once; the
+//! exceptions are the midnight rollover and [`MemoryStore::image`], which
+//! are O(sessions) once a day and once a snapshot.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -37,6 +48,7 @@ use chrono_tz::Tz;
 
 use super::day::day_bounds;
 use super::history::{HISTORY_MINUTES, History, HistoryRing, MinuteBucket};
+use super::users::{Uid, UserSet, Users};
 use super::{
     Cursor, Heartbeat, HeartbeatAck, Leave, ModuleCounts, ModuleSnapshot, ResourceViewers,
     SessionInfo, SessionObserver, SessionPage, SessionStore, StoreError, Viewer,
@@ -44,8 +56,14 @@ use super::{
 use crate::clock::{Clock, Millis, duration_ms};
 use crate::domain::{ClientId, ModuleId, Modules, Page, ResourceId, UserId};
 
-/// How many expired sessions the sweeper removes per lock acquisition.
+/// How many expired sessions the sweeper and the count queries remove per
+/// lock acquisition.
 const SWEEP_BATCH: usize = 1024;
+
+/// How many expired sessions every other operation removes first: enough
+/// to keep up with any realistic expiry rate, small enough that a mass
+/// expiry adds microseconds, not milliseconds, to a heartbeat.
+const EAGER_BATCH: usize = 64;
 
 /// What the memory store needs to know.
 #[derive(Debug, Clone)]
@@ -90,28 +108,124 @@ struct Shared {
     max_sessions_per_user: usize,
 }
 
-type SessionKey = (UserId, Option<ClientId>);
+/// A session's slot in the slab.
+type Sid = u32;
 
+/// The end of a user's chain of sessions.
+const NO_SESSION: Sid = Sid::MAX;
+
+/// The `user` of a free slot.
+const VACANT: Uid = Uid::MAX;
+
+/// One session: 40 bytes, and the strings only if the heartbeat sent any.
 #[derive(Debug)]
 struct Session {
-    client: Option<ClientId>,
+    last_seen: Millis,
+    started_at: Millis,
+    extras: Option<Box<Extras>>,
+    user: Uid,
+    /// The user's next session, or [`NO_SESSION`]; for a free slot, unused.
+    next_of_user: Sid,
     module: ModuleId,
+}
+
+/// What a heartbeat may add to a session.
+#[derive(Debug)]
+struct Extras {
+    client: Option<ClientId>,
     page: Option<Page>,
     resource: Option<ResourceId>,
-    started_at: Millis,
+    /// Since when `resource` has been named.
     resource_since: Millis,
-    last_seen: Millis,
+}
+
+impl Session {
+    fn client(&self) -> Option<&ClientId> {
+        self.extras.as_ref()?.client.as_ref()
+    }
+
+    fn page(&self) -> Option<&Page> {
+        self.extras.as_ref()?.page.as_ref()
+    }
+
+    fn resource(&self) -> Option<&ResourceId> {
+        self.extras.as_ref()?.resource.as_ref()
+    }
+
+    fn resource_since(&self) -> Millis {
+        self.extras
+            .as_ref()
+            .map_or(self.started_at, |e| e.resource_since)
+    }
+
+    /// Sets the optional strings, keeping their allocation when there is one.
+    fn set_extras(
+        &mut self,
+        client: Option<ClientId>,
+        page: Option<Page>,
+        resource: Option<ResourceId>,
+        resource_since: Millis,
+    ) {
+        if client.is_none() && page.is_none() && resource.is_none() {
+            self.extras = None;
+            return;
+        }
+        match &mut self.extras {
+            Some(e) => {
+                e.client = client;
+                e.page = page;
+                e.resource = resource;
+                e.resource_since = resource_since;
+            }
+            None => {
+                self.extras = Some(Box::new(Extras {
+                    client,
+                    page,
+                    resource,
+                    resource_since,
+                }));
+            }
+        }
+    }
+}
+
+/// The modules a user holds sessions in, as bits (module ids are `u8`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct ModuleSet([u64; 4]);
+
+impl ModuleSet {
+    fn add(&mut self, m: ModuleId) {
+        let i = m.index();
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+
+    fn contains(self, i: usize) -> bool {
+        self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    fn is_empty(self) -> bool {
+        self == Self::default()
+    }
 }
 
 #[derive(Debug)]
 struct State {
-    users: HashMap<UserId, Vec<Session>>,
-    by_time: BTreeSet<(Millis, SessionKey)>,
-    presence: Vec<PresenceIndex>,
-    anywhere: PresenceIndex,
-    today: Vec<HashSet<UserId>>,
-    total: Vec<HashSet<UserId>>,
-    resources: HashMap<ResourceId, HashSet<SessionKey>>,
+    users: Users,
+    /// Per user: their first session, or [`NO_SESSION`].
+    first: Vec<Sid>,
+    sessions: Vec<Session>,
+    /// Free slots of `sessions`.
+    free: Vec<Sid>,
+    by_time: BTreeSet<(Millis, Uid, Sid)>,
+    /// Per module: the users with a session there.
+    active: Vec<u64>,
+    /// The users with a session anywhere.
+    anywhere: u64,
+    /// Per module: the sessions there.
+    held: Vec<u64>,
+    today: Vec<UserSet>,
+    total: Vec<UserSet>,
+    resources: HashMap<ResourceId, HashSet<Sid>>,
     day_start: Millis,
     next_day_start: Millis,
     history: HistoryRing,
@@ -120,48 +234,7 @@ struct State {
     ended: Vec<(ModuleId, Millis, bool)>,
 }
 
-/// Each user's latest heartbeat in one place, ordered by time.
-#[derive(Debug, Default)]
-struct PresenceIndex {
-    latest: HashMap<UserId, Millis>,
-    by_time: BTreeSet<(Millis, UserId)>,
-}
-
-impl PresenceIndex {
-    fn set(&mut self, user: &UserId, latest: Option<Millis>) {
-        let old = match latest {
-            Some(ts) => self.latest.insert(user.clone(), ts),
-            None => self.latest.remove(user),
-        };
-        if old == latest {
-            return;
-        }
-        if let Some(old) = old {
-            self.by_time.remove(&(old, user.clone()));
-        }
-        if let Some(ts) = latest {
-            self.by_time.insert((ts, user.clone()));
-        }
-    }
-
-    /// Forgets every entry at or before `cutoff`.
-    fn prune(&mut self, cutoff: Millis) {
-        while let Some((ts, _)) = self.by_time.first() {
-            if *ts > cutoff {
-                break;
-            }
-            if let Some((_, user)) = self.by_time.pop_first() {
-                self.latest.remove(&user);
-            }
-        }
-    }
-
-    /// Forgets entries at or before `cutoff`, then counts the users left.
-    fn prune_and_count(&mut self, cutoff: Millis) -> u64 {
-        self.prune(cutoff);
-        self.latest.len() as u64
-    }
-}
+type Locked<'a> = (MutexGuard<'a, State>, Millis, Millis);
 
 impl MemoryStore {
     /// An empty store reading time from `clock`.
@@ -190,9 +263,9 @@ impl MemoryStore {
     }
 
     /// How many sessions are held in memory, live or expired but not yet
-    /// swept.
+    /// removed.
     pub fn sessions_in_memory(&self) -> usize {
-        self.lock().0.by_time.len()
+        self.lock_without_expiry().0.by_time.len()
     }
 
     /// The module registry the store was built for.
@@ -201,27 +274,27 @@ impl MemoryStore {
     }
 
     /// A copy of everything that must outlive a restart. The lock is held
-    /// only to copy: ids are shared (`Arc`), not duplicated.
+    /// while copying, for time proportional to the sessions and users held.
     pub fn image(&self) -> MemoryImage {
         let (st, now, _) = self.lock();
+        let name = |uid: Uid| UserId::known(st.users.name(uid));
         let sessions = st
-            .users
+            .sessions
             .iter()
-            .flat_map(|(user, sessions)| {
-                sessions.iter().map(|s| SessionImage {
-                    user: user.clone(),
-                    client: s.client.clone(),
-                    module: s.module,
-                    page: s.page.clone(),
-                    resource: s.resource.clone(),
-                    started_at: s.started_at,
-                    resource_since: s.resource_since,
-                    last_seen: s.last_seen,
-                })
+            .filter(|s| s.user != VACANT)
+            .map(|s| SessionImage {
+                user: name(s.user),
+                client: s.client().cloned(),
+                module: s.module,
+                page: s.page().cloned(),
+                resource: s.resource().cloned(),
+                started_at: s.started_at,
+                resource_since: s.resource_since(),
+                last_seen: s.last_seen,
             })
             .collect();
-        let users = |sets: &[HashSet<UserId>]| -> Vec<Vec<UserId>> {
-            sets.iter().map(|s| s.iter().cloned().collect()).collect()
+        let users = |sets: &[UserSet]| -> Vec<Vec<UserId>> {
+            sets.iter().map(|s| s.iter().map(name).collect()).collect()
         };
         MemoryImage {
             at: now,
@@ -260,7 +333,7 @@ impl MemoryStore {
 
     /// Locks the state, rolling `today` over first if the day has changed.
     /// Returns the guard, `now` and the liveness cutoff.
-    fn lock(&self) -> (MutexGuard<'_, State>, Millis, Millis) {
+    fn lock_without_expiry(&self) -> Locked<'_> {
         // A panic while holding the lock cannot leave the indexes half-updated
         // in a way that matters more than losing the process, and every
         // critical section is panic-free code; recover rather than cascade.
@@ -278,26 +351,57 @@ impl MemoryStore {
         (state, now, now - ttl)
     }
 
+    /// [`Self::lock_without_expiry`], then removes up to [`EAGER_BATCH`]
+    /// expired sessions. Counts are exact unless more than that many
+    /// expired since the last operation; [`Self::settled`] makes sure.
+    fn lock(&self) -> Locked<'_> {
+        let (mut st, now, cutoff) = self.lock_without_expiry();
+        st.expire(now, cutoff, EAGER_BATCH);
+        (st, now, cutoff)
+    }
+
+    /// Locks the state once no expired session is left in it, removing
+    /// them [`SWEEP_BATCH`] at a time and letting other tasks in between.
+    async fn settled(&self) -> Locked<'_> {
+        loop {
+            if let Some(locked) = self.settle_step() {
+                return locked;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// One batch of [`Self::settled`]: the guard if nothing expired is left.
+    fn settle_step(&self) -> Option<Locked<'_>> {
+        let (mut st, now, cutoff) = self.lock_without_expiry();
+        let removed = st.expire(now, cutoff, SWEEP_BATCH);
+        if removed < SWEEP_BATCH {
+            return Some((st, now, cutoff));
+        }
+        self.notify(st);
+        None
+    }
+
     fn heartbeat_sync(&self, beat: Heartbeat) -> HeartbeatAck {
         let (mut st, now, cutoff) = self.lock();
-        let user = beat.user.clone();
         let module = beat.module;
-        let cap = self.shared.max_sessions_per_user;
-        let mut touched = st.make_room(&user, beat.client.as_ref(), cutoff, cap);
-        touched.push(module);
-        touched.extend(st.upsert(beat, now));
-        touched.sort_unstable();
-        touched.dedup();
-        for m in touched {
-            st.refresh_presence(&user, Some(m), cutoff);
-        }
-        st.refresh_presence(&user, None, cutoff);
-        st.today[module.index()].insert(user.clone());
-        st.total[module.index()].insert(user);
-        let active_here = st.presence[module.index()].prune_and_count(cutoff);
+        let uid = st.users.intern(beat.user.as_str());
+        let before = st.modules_of(uid);
+        st.make_room(
+            uid,
+            beat.client.as_ref(),
+            now,
+            cutoff,
+            self.shared.max_sessions_per_user,
+        );
+        st.upsert(uid, beat, now);
+        st.settle(uid, before);
+        st.today[module.index()].insert(uid);
+        st.total[module.index()].insert(uid);
+        let active_here = st.active[module.index()];
         st.history.at(module.index(), now).see(active_here, now);
         let ack = HeartbeatAck {
-            active_users: st.anywhere.prune_and_count(cutoff),
+            active_users: st.anywhere,
             at: now,
         };
         self.notify(st);
@@ -321,102 +425,95 @@ impl MemoryStore {
 
     fn leave_sync(&self, user: &UserId, which: Leave) -> usize {
         let (mut st, now, cutoff) = self.lock();
-        let clients: Vec<Option<ClientId>> = match which {
-            Leave::Session(client) => vec![client],
-            Leave::All => st
-                .users
-                .get(user)
-                .map(|ss| ss.iter().map(|s| s.client.clone()).collect())
-                .unwrap_or_default(),
+        // An unknown user holds nothing, and is not numbered for asking.
+        let Some(uid) = st.users.get(user.as_str()) else {
+            return 0;
         };
+        let doomed: Vec<Sid> = match which {
+            Leave::Session(client) => st.find(uid, client.as_ref()).into_iter().collect(),
+            Leave::All => st.sessions_of(uid).collect(),
+        };
+        let before = st.modules_of(uid);
         let mut ended = 0;
-        let mut touched = Vec::new();
-        for client in clients {
-            if let Some(s) = st.remove_session(user, client.as_ref(), now) {
-                ended += usize::from(s.last_seen > cutoff);
-                touched.push(s.module);
+        for sid in doomed {
+            if let Some(last_seen) = st.remove(sid, now) {
+                ended += usize::from(last_seen > cutoff);
             }
         }
-        for module in touched {
-            st.refresh_presence(user, Some(module), cutoff);
-        }
-        st.refresh_presence(user, None, cutoff);
+        st.settle(uid, before);
         self.notify(st);
         ended
     }
 
-    fn module_counts_sync(&self) -> ModuleSnapshot {
-        let (mut st, now, cutoff) = self.lock();
-        let st = &mut *st;
+    fn module_counts_now(st: &State, now: Millis) -> ModuleSnapshot {
         let counts = st
-            .presence
-            .iter_mut()
+            .active
+            .iter()
             .zip(&st.today)
             .zip(&st.total)
-            .map(|((presence, today), total)| ModuleCounts {
-                active_now: presence.prune_and_count(cutoff),
-                today: today.len() as u64,
-                total_users: total.len() as u64,
+            .map(|((&active_now, today), total)| ModuleCounts {
+                active_now,
+                today: today.len(),
+                total_users: total.len(),
             })
             .collect();
         ModuleSnapshot {
             counts,
-            users_anywhere: st.anywhere.prune_and_count(cutoff),
+            users_anywhere: st.anywhere,
             at: now,
         }
     }
 
     fn resource_viewers_sync(&self, resource: &ResourceId) -> ResourceViewers {
         let (st, now, cutoff) = self.lock();
-        let mut by_user: HashMap<&UserId, Viewer> = HashMap::new();
-        for (user, client) in st.resources.get(resource).into_iter().flatten() {
-            let Some(s) = st.session(user, client.as_ref()) else {
-                continue;
-            };
+        let mut by_user: HashMap<Uid, (Millis, Millis)> = HashMap::new();
+        for &sid in st.resources.get(resource).into_iter().flatten() {
+            let s = &st.sessions[sid as usize];
             if s.last_seen <= cutoff {
                 continue;
             }
+            let (since, last_seen) = (s.resource_since(), s.last_seen);
             by_user
-                .entry(user)
-                .and_modify(|v| {
-                    v.since = v.since.min(s.resource_since);
-                    v.last_seen = v.last_seen.max(s.last_seen);
-                })
-                .or_insert_with(|| Viewer {
-                    user: user.clone(),
-                    since: s.resource_since,
-                    last_seen: s.last_seen,
-                });
+                .entry(s.user)
+                .and_modify(|v| *v = (v.0.min(since), v.1.max(last_seen)))
+                .or_insert((since, last_seen));
         }
-        let mut viewers: Vec<Viewer> = by_user.into_values().collect();
+        let mut viewers: Vec<Viewer> = by_user
+            .into_iter()
+            .map(|(uid, (since, last_seen))| Viewer {
+                user: UserId::known(st.users.name(uid)),
+                since,
+                last_seen,
+            })
+            .collect();
         viewers.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.user.cmp(&b.user)));
         ResourceViewers { viewers, at: now }
     }
 
     fn sessions_sync(&self, limit: usize, cursor: Option<Cursor>) -> SessionPage {
         let (st, now, cutoff) = self.lock();
-        let newest_first: Box<dyn Iterator<Item = &(Millis, SessionKey)>> = match cursor {
-            None => Box::new(st.by_time.iter().rev()),
-            Some(c) => Box::new(st.by_time.range(..(c.last_seen, (c.user, c.client))).rev()),
+        let upper = match cursor {
+            None => Bound::Unbounded,
+            Some(c) => Bound::Excluded(st.position(&c)),
         };
         let mut sessions = Vec::with_capacity(limit.min(1024));
         let mut more = false;
-        for (ts, (user, client)) in newest_first.take_while(|(ts, _)| *ts > cutoff) {
+        let newest_first = st.by_time.range((Bound::Unbounded, upper)).rev();
+        for &(ts, uid, sid) in newest_first.take_while(|(ts, _, _)| *ts > cutoff) {
             if sessions.len() == limit {
                 more = true;
                 break;
             }
-            if let Some(s) = st.session(user, client.as_ref()) {
-                sessions.push(SessionInfo {
-                    user: user.clone(),
-                    client: client.clone(),
-                    module: s.module,
-                    page: s.page.clone(),
-                    resource: s.resource.clone(),
-                    started_at: s.started_at,
-                    last_seen: *ts,
-                });
-            }
+            let s = &st.sessions[sid as usize];
+            sessions.push(SessionInfo {
+                user: UserId::known(st.users.name(uid)),
+                client: s.client().cloned(),
+                module: s.module,
+                page: s.page().cloned(),
+                resource: s.resource().cloned(),
+                started_at: s.started_at,
+                last_seen: ts,
+            });
         }
         let next = more.then(|| sessions.last()).flatten().map(|s| Cursor {
             last_seen: s.last_seen,
@@ -432,23 +529,8 @@ impl MemoryStore {
 
     /// Removes up to one batch of expired sessions; returns how many.
     fn sweep_batch(&self) -> usize {
-        let (mut st, now, cutoff) = self.lock();
-        let mut removed = 0;
-        while removed < SWEEP_BATCH && st.by_time.first().is_some_and(|(ts, _)| *ts <= cutoff) {
-            // Popping first guarantees progress even if the indexes were
-            // ever to disagree.
-            if let Some((_, (user, client))) = st.by_time.pop_first() {
-                let gone = st.remove_session(&user, client.as_ref(), now);
-                debug_assert!(gone.is_some(), "by_time and users agree");
-            }
-            removed += 1;
-        }
-        // A session that left memory was past the TTL, and so is every
-        // presence entry that only it kept.
-        for p in &mut st.presence {
-            p.prune(cutoff);
-        }
-        st.anywhere.prune(cutoff);
+        let (mut st, now, cutoff) = self.lock_without_expiry();
+        let removed = st.expire(now, cutoff, SWEEP_BATCH);
         self.notify(st);
         removed
     }
@@ -459,12 +541,16 @@ impl State {
     fn new(modules: usize, timezone: Tz, now: Millis, ttl: Millis) -> Self {
         let (day_start, next_day_start) = day_bounds(timezone, now);
         Self {
-            users: HashMap::new(),
+            users: Users::default(),
+            first: Vec::new(),
+            sessions: Vec::new(),
+            free: Vec::new(),
             by_time: BTreeSet::new(),
-            presence: (0..modules).map(|_| PresenceIndex::default()).collect(),
-            anywhere: PresenceIndex::default(),
-            today: vec![HashSet::new(); modules],
-            total: vec![HashSet::new(); modules],
+            active: vec![0; modules],
+            anywhere: 0,
+            held: vec![0; modules],
+            today: vec![UserSet::default(); modules],
+            total: vec![UserSet::default(); modules],
             resources: HashMap::new(),
             day_start,
             next_day_start,
@@ -484,7 +570,6 @@ impl State {
         let mut sessions = image.sessions;
         // Newest first, so a user over the cap keeps their latest sessions.
         sessions.sort_unstable_by_key(|s| std::cmp::Reverse(s.last_seen));
-        let mut touched = Vec::new();
         for s in sessions {
             let m = s.module.index();
             if m >= modules {
@@ -499,183 +584,301 @@ impl State {
                 restored.expired += 1;
                 continue;
             }
-            let held = self.users.get(&s.user).map_or(&[][..], Vec::as_slice);
-            if held.len() >= cap || held.iter().any(|h| h.client == s.client) {
+            let uid = self.users.intern(s.user.as_str());
+            let held = self.sessions_of(uid).count();
+            if held >= cap || self.find(uid, s.client.as_ref()).is_some() {
                 restored.over_cap += 1;
                 continue;
             }
-            let key: SessionKey = (s.user.clone(), s.client.clone());
-            self.by_time.insert((last_seen, key.clone()));
-            if let Some(r) = &s.resource {
-                self.resources.entry(r.clone()).or_default().insert(key);
-            }
+            let before = self.modules_of(uid);
+            let mut session = Session {
+                last_seen,
+                started_at,
+                extras: None,
+                user: uid,
+                next_of_user: NO_SESSION,
+                module: s.module,
+            };
+            let since = s.resource_since.min(last_seen);
+            session.set_extras(s.client, s.page, s.resource, since);
+            self.insert(session);
+            self.settle(uid, before);
             // Live now, so here today or live at midnight: in `today`
             // either way, which keeps `activeNow <= today`.
-            self.today[m].insert(s.user.clone());
-            self.total[m].insert(s.user.clone());
-            self.users.entry(s.user.clone()).or_default().push(Session {
-                client: s.client,
-                module: s.module,
-                page: s.page,
-                resource: s.resource,
-                started_at,
-                resource_since: s.resource_since.min(last_seen),
-                last_seen,
-            });
-            touched.push((s.user, s.module));
+            self.today[m].insert(uid);
+            self.total[m].insert(uid);
             restored.sessions += 1;
-        }
-        for (user, module) in touched {
-            self.refresh_presence(&user, Some(module), cutoff);
-            self.refresh_presence(&user, None, cutoff);
         }
         restored.today_kept = image.today_start == self.day_start;
         if restored.today_kept {
-            for (today, users) in self.today.iter_mut().zip(image.today) {
-                today.extend(users);
+            for (m, users) in image.today.into_iter().enumerate().take(modules) {
+                for user in users {
+                    let uid = self.users.intern(user.as_str());
+                    self.today[m].insert(uid);
+                }
             }
         }
-        for (total, users) in self.total.iter_mut().zip(image.total) {
-            total.extend(users);
+        for (m, users) in image.total.into_iter().enumerate().take(modules) {
+            for user in users {
+                let uid = self.users.intern(user.as_str());
+                self.total[m].insert(uid);
+            }
         }
         // Whatever the image says, everyone here today was seen ever.
         for (total, today) in self.total.iter_mut().zip(&self.today) {
-            total.extend(today.iter().cloned());
+            for uid in today.iter() {
+                total.insert(uid);
+            }
         }
         restored
     }
 
-    /// Before a heartbeat of (user, client): removes the user's expired
+    /// The slots of `uid`'s sessions.
+    fn sessions_of(&self, uid: Uid) -> impl Iterator<Item = Sid> + '_ {
+        let first = self.first.get(uid as usize).copied().unwrap_or(NO_SESSION);
+        let some = |sid: Sid| (sid != NO_SESSION).then_some(sid);
+        std::iter::successors(some(first), move |&sid| {
+            some(self.sessions[sid as usize].next_of_user)
+        })
+    }
+
+    /// The session of (`uid`, `client`).
+    fn find(&self, uid: Uid, client: Option<&ClientId>) -> Option<Sid> {
+        self.sessions_of(uid)
+            .find(|&sid| self.sessions[sid as usize].client() == client)
+    }
+
+    fn modules_of(&self, uid: Uid) -> ModuleSet {
+        let mut set = ModuleSet::default();
+        for sid in self.sessions_of(uid) {
+            set.add(self.sessions[sid as usize].module);
+        }
+        set
+    }
+
+    /// After a change to `uid`'s sessions, which were in `before`: brings
+    /// the per-module and anywhere user counts up to date.
+    fn settle(&mut self, uid: Uid, before: ModuleSet) {
+        let after = self.modules_of(uid);
+        if after == before {
+            return;
+        }
+        for (m, active) in self.active.iter_mut().enumerate() {
+            match (before.contains(m), after.contains(m)) {
+                (false, true) => *active += 1,
+                (true, false) => *active -= 1,
+                _ => {}
+            }
+        }
+        match (before.is_empty(), after.is_empty()) {
+            (true, false) => self.anywhere += 1,
+            (false, true) => self.anywhere -= 1,
+            _ => {}
+        }
+    }
+
+    /// Where a cursor points in `by_time`: just before its session if that
+    /// is still where the cursor saw it, else before every session of the
+    /// cursor's user at that instant (a session moved or gone cannot say
+    /// where it was among its user's others of the same millisecond).
+    fn position(&self, c: &Cursor) -> (Millis, Uid, Sid) {
+        let Some(uid) = self.users.get(c.user.as_str()) else {
+            // Never handed out by this store: everything at that instant
+            // from a user numbered later is skipped, nothing older.
+            return (c.last_seen, 0, 0);
+        };
+        match self.find(uid, c.client.as_ref()) {
+            Some(sid) if self.sessions[sid as usize].last_seen == c.last_seen => {
+                (c.last_seen, uid, sid)
+            }
+            _ => (c.last_seen, uid, 0),
+        }
+    }
+
+    /// Puts `session` in a free slot and every index but the user counts.
+    fn insert(&mut self, mut session: Session) -> Sid {
+        let uid = session.user;
+        let ui = uid as usize;
+        if self.first.len() <= ui {
+            self.first.resize(ui + 1, NO_SESSION);
+        }
+        session.next_of_user = self.first[ui];
+        let (last_seen, module) = (session.last_seen, session.module);
+        let resource = session.resource().cloned();
+        let sid = match self.free.pop() {
+            Some(sid) => {
+                self.sessions[sid as usize] = session;
+                sid
+            }
+            None => {
+                // As with users: memory runs out long before 2^32 sessions.
+                let sid = Sid::try_from(self.sessions.len()).expect("fewer than 2^32 sessions");
+                self.sessions.push(session);
+                sid
+            }
+        };
+        self.first[ui] = sid;
+        self.by_time.insert((last_seen, uid, sid));
+        self.held[module.index()] += 1;
+        if let Some(r) = resource {
+            self.resources.entry(r).or_default().insert(sid);
+        }
+        sid
+    }
+
+    /// Takes session `sid` out of every index but the user counts (the
+    /// caller settles them) and records its end in the history: expired at
+    /// `last_seen + TTL` if it was past its TTL at `now`, else left at
+    /// `now`. Returns its last heartbeat, or `None` for a free slot.
+    fn remove(&mut self, sid: Sid, now: Millis) -> Option<Millis> {
+        let slot = self.sessions.get_mut(sid as usize)?;
+        if slot.user == VACANT {
+            return None;
+        }
+        let uid = std::mem::replace(&mut slot.user, VACANT);
+        let extras = slot.extras.take();
+        let (last_seen, started_at, module, next) = (
+            slot.last_seen,
+            slot.started_at,
+            slot.module,
+            slot.next_of_user,
+        );
+        // Unlink from the user's chain.
+        let ui = uid as usize;
+        if self.first[ui] == sid {
+            self.first[ui] = next;
+        } else {
+            let prev = self
+                .sessions_of(uid)
+                .find(|&p| self.sessions[p as usize].next_of_user == sid);
+            if let Some(prev) = prev {
+                self.sessions[prev as usize].next_of_user = next;
+            }
+        }
+        self.free.push(sid);
+        self.by_time.remove(&(last_seen, uid, sid));
+        self.held[module.index()] -= 1;
+        if let Some(r) = extras.and_then(|e| e.resource) {
+            self.unindex_resource(&r, sid);
+        }
+        let expired = last_seen <= now - self.ttl;
+        let (end, length) = if expired {
+            (last_seen + self.ttl, last_seen - started_at)
+        } else {
+            (now, now - started_at)
+        };
+        self.record_end(module, end, length, expired);
+        Some(last_seen)
+    }
+
+    /// Removes up to `max` sessions whose last heartbeat is at or before
+    /// `cutoff`, oldest first; returns how many.
+    fn expire(&mut self, now: Millis, cutoff: Millis, max: usize) -> usize {
+        let mut removed = 0;
+        while removed < max {
+            match self.by_time.first() {
+                Some(&(ts, _, _)) if ts <= cutoff => {}
+                _ => break,
+            }
+            // Popping first guarantees progress even if the indexes were
+            // ever to disagree.
+            if let Some((_, uid, sid)) = self.by_time.pop_first() {
+                let before = self.modules_of(uid);
+                let gone = self.remove(sid, now);
+                debug_assert!(gone.is_some(), "by_time and sessions agree");
+                self.settle(uid, before);
+            }
+            removed += 1;
+        }
+        removed
+    }
+
+    /// Before a heartbeat of (`uid`, `client`): removes the user's expired
     /// sessions (a dead session is never revived) and, when the heartbeat
-    /// would open a session beyond `cap`, the least recently seen one.
-    /// Returns the modules of the removed sessions.
+    /// would open a session beyond `cap`, the least recently seen one. The
+    /// caller settles the user counts.
     fn make_room(
         &mut self,
-        user: &UserId,
+        uid: Uid,
         client: Option<&ClientId>,
+        now: Millis,
         cutoff: Millis,
         cap: usize,
-    ) -> Vec<ModuleId> {
-        let Some(sessions) = self.users.get(user) else {
-            return Vec::new();
-        };
-        let (live, expired): (Vec<&Session>, Vec<&Session>) =
-            sessions.iter().partition(|s| s.last_seen > cutoff);
-        let mut doomed: Vec<Option<ClientId>> = expired.iter().map(|s| s.client.clone()).collect();
-        let opens_a_session = !live.iter().any(|s| s.client.as_ref() == client);
-        if opens_a_session && live.len() >= cap {
-            doomed.extend(
-                live.iter()
-                    .min_by_key(|s| s.last_seen)
-                    .map(|s| s.client.clone()),
-            );
+    ) {
+        let mut doomed = Vec::new();
+        let mut live = 0;
+        let mut reopens = false;
+        let mut oldest: Option<(Millis, Sid)> = None;
+        for sid in self.sessions_of(uid) {
+            let s = &self.sessions[sid as usize];
+            if s.last_seen <= cutoff {
+                doomed.push(sid);
+                continue;
+            }
+            live += 1;
+            reopens |= s.client() == client;
+            if oldest.is_none_or(|(ts, _)| s.last_seen < ts) {
+                oldest = Some((s.last_seen, sid));
+            }
         }
-        doomed
-            .into_iter()
-            .filter_map(|c| self.remove_session(user, c.as_ref(), cutoff + self.ttl))
-            .map(|s| s.module)
-            .collect()
+        if !reopens && live >= cap {
+            doomed.extend(oldest.map(|(_, sid)| sid));
+        }
+        for sid in doomed {
+            self.remove(sid, now);
+        }
     }
 
     /// Creates or refreshes the session of `beat` and its `by_time` and
     /// `resources` entries, recording a start (and, on a move, the end in
-    /// the old module) in the history. Returns the module it moved from.
-    fn upsert(&mut self, beat: Heartbeat, now: Millis) -> Option<ModuleId> {
+    /// the old module) in the history. The caller settles the user counts.
+    fn upsert(&mut self, uid: Uid, beat: Heartbeat, now: Millis) {
         let module = beat.module;
-        let key: SessionKey = (beat.user.clone(), beat.client.clone());
-        let sessions = self.users.entry(beat.user).or_default();
-        let mut moved_from = None;
-        let previous = match sessions.iter_mut().find(|s| s.client == beat.client) {
-            Some(s) => {
-                let previous = (s.last_seen, s.resource.clone());
-                if s.module != beat.module {
-                    moved_from = Some((s.module, now - s.started_at));
-                    s.module = beat.module;
-                    s.started_at = now;
-                }
-                if s.resource != beat.resource {
-                    s.resource_since = now;
-                }
-                s.resource.clone_from(&beat.resource);
-                s.page = beat.page;
-                s.last_seen = now;
-                Some(previous)
-            }
-            None => {
-                sessions.push(Session {
-                    client: beat.client,
-                    module: beat.module,
-                    page: beat.page,
-                    resource: beat.resource.clone(),
-                    started_at: now,
-                    resource_since: now,
-                    last_seen: now,
-                });
-                None
-            }
-        };
-        if previous.is_none() || moved_from.is_some() {
+        let Some(sid) = self.find(uid, beat.client.as_ref()) else {
+            let mut session = Session {
+                last_seen: now,
+                started_at: now,
+                extras: None,
+                user: uid,
+                next_of_user: NO_SESSION,
+                module,
+            };
+            session.set_extras(beat.client, beat.page, beat.resource, now);
+            self.insert(session);
             self.history.at(module.index(), now).started += 1;
+            return;
+        };
+        let s = &mut self.sessions[sid as usize];
+        let old_seen = s.last_seen;
+        let old_resource = s.resource().cloned();
+        let moved_from = (s.module != module).then(|| (s.module, now - s.started_at));
+        if moved_from.is_some() {
+            s.module = module;
+            s.started_at = now;
         }
+        let since = if old_resource == beat.resource {
+            s.resource_since()
+        } else {
+            now
+        };
+        s.set_extras(beat.client, beat.page, beat.resource.clone(), since);
+        s.last_seen = now;
+        self.by_time.remove(&(old_seen, uid, sid));
+        self.by_time.insert((now, uid, sid));
         if let Some((old, length)) = moved_from {
+            self.held[old.index()] -= 1;
+            self.held[module.index()] += 1;
+            self.history.at(module.index(), now).started += 1;
             self.record_end(old, now, length, false);
         }
-        let (old_time, old_resource) = previous.unzip();
-        if let Some(old) = old_time {
-            self.by_time.remove(&(old, key.clone()));
-        }
-        self.by_time.insert((now, key.clone()));
-        let old_resource = old_resource.flatten();
         if old_resource != beat.resource {
             if let Some(r) = old_resource {
-                self.unindex_resource(&r, &key);
+                self.unindex_resource(&r, sid);
             }
             if let Some(r) = beat.resource {
-                self.resources.entry(r).or_default().insert(key);
+                self.resources.entry(r).or_default().insert(sid);
             }
         }
-        moved_from.map(|(old, _)| old)
-    }
-
-    fn session(&self, user: &UserId, client: Option<&ClientId>) -> Option<&Session> {
-        self.users
-            .get(user)?
-            .iter()
-            .find(|s| s.client.as_ref() == client)
-    }
-
-    /// Takes one session out of `users`, `by_time` and `resources`, and
-    /// records its end in the history: expired at `last_seen + TTL` if it
-    /// was past its TTL at `now`, else left at `now`. The caller refreshes
-    /// presence for the session's module.
-    fn remove_session(
-        &mut self,
-        user: &UserId,
-        client: Option<&ClientId>,
-        now: Millis,
-    ) -> Option<Session> {
-        let sessions = self.users.get_mut(user)?;
-        let i = sessions.iter().position(|s| s.client.as_ref() == client)?;
-        let session = sessions.swap_remove(i);
-        if sessions.is_empty() {
-            self.users.remove(user);
-        }
-        let key: SessionKey = (user.clone(), session.client.clone());
-        self.by_time.remove(&(session.last_seen, key.clone()));
-        if let Some(r) = &session.resource {
-            self.unindex_resource(r, &key);
-        }
-        let expired = session.last_seen <= now - self.ttl;
-        let (end, length) = if expired {
-            (
-                session.last_seen + self.ttl,
-                session.last_seen - session.started_at,
-            )
-        } else {
-            (now, now - session.started_at)
-        };
-        self.record_end(session.module, end, length, expired);
-        Some(session)
     }
 
     fn record_end(&mut self, module: ModuleId, at: Millis, length: Millis, expired: bool) {
@@ -685,29 +888,13 @@ impl State {
         self.ended.push((module, length, expired));
     }
 
-    fn unindex_resource(&mut self, resource: &ResourceId, key: &SessionKey) {
-        if let Some(keys) = self.resources.get_mut(resource) {
-            keys.remove(key);
-            if keys.is_empty() {
+    fn unindex_resource(&mut self, resource: &ResourceId, sid: Sid) {
+        if let Some(sids) = self.resources.get_mut(resource) {
+            sids.remove(&sid);
+            if sids.is_empty() {
                 self.resources.remove(resource);
             }
         }
-    }
-
-    /// Recomputes the user's latest live heartbeat in `module` (or
-    /// anywhere, for `None`) from their sessions.
-    fn refresh_presence(&mut self, user: &UserId, module: Option<ModuleId>, cutoff: Millis) {
-        let latest = self.users.get(user).and_then(|ss| {
-            ss.iter()
-                .filter(|s| s.last_seen > cutoff && module.is_none_or(|m| s.module == m))
-                .map(|s| s.last_seen)
-                .max()
-        });
-        let index = match module {
-            Some(m) => &mut self.presence[m.index()],
-            None => &mut self.anywhere,
-        };
-        index.set(user, latest);
     }
 
     /// Starts a new day: `today` becomes the users live at its midnight.
@@ -716,15 +903,13 @@ impl State {
         self.day_start = start;
         self.next_day_start = next;
         let live_at_midnight = start - ttl;
-        for (today, presence) in self.today.iter_mut().zip(&self.presence) {
+        for today in &mut self.today {
             today.clear();
-            today.extend(
-                presence
-                    .latest
-                    .iter()
-                    .filter(|(_, ts)| **ts > live_at_midnight)
-                    .map(|(u, _)| u.clone()),
-            );
+        }
+        for s in &self.sessions {
+            if s.user != VACANT && s.last_seen > live_at_midnight {
+                self.today[s.module.index()].insert(s.user);
+            }
         }
     }
 }
@@ -794,7 +979,8 @@ impl SessionStore for MemoryStore {
     }
 
     async fn module_counts(&self) -> Result<ModuleSnapshot, StoreError> {
-        Ok(self.module_counts_sync())
+        let (st, now, _) = self.settled().await;
+        Ok(Self::module_counts_now(&st, now))
     }
 
     async fn resource_viewers(&self, resource: &ResourceId) -> Result<ResourceViewers, StoreError> {
@@ -810,16 +996,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn live_sessions(&self) -> Result<Vec<u64>, StoreError> {
-        // A walk over the live sessions, newest first: O(live sessions), for
-        // the metrics scrape only.
-        let (st, _now, cutoff) = self.lock();
-        let mut per_module = vec![0; self.shared.modules.len()];
-        for (_, (user, client)) in st.by_time.iter().rev().take_while(|(ts, _)| *ts > cutoff) {
-            if let Some(s) = st.session(user, client.as_ref()) {
-                per_module[s.module.index()] += 1;
-            }
-        }
-        Ok(per_module)
+        Ok(self.settled().await.0.held.clone())
     }
 
     async fn sweep(&self) -> Result<usize, StoreError> {
@@ -840,9 +1017,9 @@ impl SessionStore for MemoryStore {
     }
 
     async fn record_sample(&self) -> Result<(), StoreError> {
-        let (mut st, now, cutoff) = self.lock();
-        for m in 0..st.presence.len() {
-            let active = st.presence[m].prune_and_count(cutoff);
+        let (mut st, now, _) = self.settled().await;
+        for m in 0..st.active.len() {
+            let active = st.active[m];
             let minute = st.history.at(m, now);
             if minute.sample.is_none() {
                 minute.sample = Some(active);

@@ -22,6 +22,7 @@ pub(crate) mod day;
 pub mod history;
 pub mod memory;
 pub mod redis;
+pub(crate) mod users;
 
 pub use history::History;
 use memory::MemoryConfig;
