@@ -332,11 +332,16 @@ pub struct Present<'a> {
 
 impl SessionObserver for Metrics {
     fn session_ended(&self, module: &str, seconds: f64, expired: bool) {
-        self.session_seconds
-            .get_or_create(&SessionLabels {
-                module: module.to_owned(),
-                ended: if expired { "expired" } else { "leave" }.to_owned(),
-            })
-            .observe(seconds);
+        self.sessions_ended(module, expired, &[seconds]);
+    }
+
+    fn sessions_ended(&self, module: &str, expired: bool, seconds: &[f64]) {
+        let histogram = self.session_seconds.get_or_create(&SessionLabels {
+            module: module.to_owned(),
+            ended: if expired { "expired" } else { "leave" }.to_owned(),
+        });
+        for &s in seconds {
+            histogram.observe(s);
+        }
     }
 }

@@ -124,7 +124,8 @@ struct Session {
     started_at: Millis,
     extras: Option<Box<Extras>>,
     user: Uid,
-    /// The user's next session, or [`NO_SESSION`]; for a free slot, unused.
+    /// The user's next session, or [`NO_SESSION`]; for a free slot, the
+    /// next free slot.
     next_of_user: Sid,
     module: ModuleId,
 }
@@ -214,8 +215,9 @@ struct State {
     /// Per user: their first session, or [`NO_SESSION`].
     first: Vec<Sid>,
     sessions: Vec<Session>,
-    /// Free slots of `sessions`.
-    free: Vec<Sid>,
+    /// The first free slot of `sessions`, or [`NO_SESSION`]; free slots
+    /// chain through `next_of_user`, so they cost nothing beyond the slot.
+    free: Sid,
     by_time: BTreeSet<(Millis, Uid, Sid)>,
     /// Per module: the users with a session there.
     active: Vec<u64>,
@@ -410,16 +412,21 @@ impl MemoryStore {
 
     /// Releases the lock, then tells the observer of the sessions that ended.
     fn notify(&self, mut st: MutexGuard<'_, State>) {
-        let ended = std::mem::take(&mut st.ended);
+        let mut ended = std::mem::take(&mut st.ended);
         drop(st);
-        for (module, length, expired) in ended {
+        ended.sort_unstable_by_key(|&(module, _, expired)| (module.index(), expired));
+        for group in ended.chunk_by(|a, b| (a.0, a.2) == (b.0, b.2)) {
+            let (module, _, expired) = group[0];
             #[allow(
                 clippy::cast_precision_loss,
                 reason = "session lengths are far below 2^52 ms"
             )]
-            let seconds = length.max(0) as f64 / 1000.0;
+            let seconds: Vec<f64> = group
+                .iter()
+                .map(|&(_, length, _)| length.max(0) as f64 / 1000.0)
+                .collect();
             let code = &self.shared.modules.get(module).code;
-            self.shared.observer.session_ended(code, seconds, expired);
+            self.shared.observer.sessions_ended(code, expired, &seconds);
         }
     }
 
@@ -544,7 +551,7 @@ impl State {
             users: Users::default(),
             first: Vec::new(),
             sessions: Vec::new(),
-            free: Vec::new(),
+            free: NO_SESSION,
             by_time: BTreeSet::new(),
             active: vec![0; modules],
             anywhere: 0,
@@ -705,15 +712,16 @@ impl State {
         session.next_of_user = self.first[ui];
         let (last_seen, module) = (session.last_seen, session.module);
         let resource = session.resource().cloned();
-        let sid = match self.free.pop() {
-            Some(sid) => {
-                self.sessions[sid as usize] = session;
-                sid
-            }
-            None => {
+        let sid = match self.free {
+            NO_SESSION => {
                 // As with users: memory runs out long before 2^32 sessions.
                 let sid = Sid::try_from(self.sessions.len()).expect("fewer than 2^32 sessions");
                 self.sessions.push(session);
+                sid
+            }
+            sid => {
+                self.free = self.sessions[sid as usize].next_of_user;
+                self.sessions[sid as usize] = session;
                 sid
             }
         };
@@ -731,6 +739,14 @@ impl State {
     /// `last_seen + TTL` if it was past its TTL at `now`, else left at
     /// `now`. Returns its last heartbeat, or `None` for a free slot.
     fn remove(&mut self, sid: Sid, now: Millis) -> Option<Millis> {
+        let (uid, last_seen) = self.take(sid, now)?;
+        self.by_time.remove(&(last_seen, uid, sid));
+        Some(last_seen)
+    }
+
+    /// [`Self::remove`] but for `by_time`, which the caller has seen to.
+    /// Returns the session's user and last heartbeat.
+    fn take(&mut self, sid: Sid, now: Millis) -> Option<(Uid, Millis)> {
         let slot = self.sessions.get_mut(sid as usize)?;
         if slot.user == VACANT {
             return None;
@@ -755,8 +771,8 @@ impl State {
                 self.sessions[prev as usize].next_of_user = next;
             }
         }
-        self.free.push(sid);
-        self.by_time.remove(&(last_seen, uid, sid));
+        self.sessions[sid as usize].next_of_user = self.free;
+        self.free = sid;
         self.held[module.index()] -= 1;
         if let Some(r) = extras.and_then(|e| e.resource) {
             self.unindex_resource(&r, sid);
@@ -768,7 +784,7 @@ impl State {
             (now, now - started_at)
         };
         self.record_end(module, end, length, expired);
-        Some(last_seen)
+        Some((uid, last_seen))
     }
 
     /// Removes up to `max` sessions whose last heartbeat is at or before
@@ -784,7 +800,7 @@ impl State {
             // ever to disagree.
             if let Some((_, uid, sid)) = self.by_time.pop_first() {
                 let before = self.modules_of(uid);
-                let gone = self.remove(sid, now);
+                let gone = self.take(sid, now);
                 debug_assert!(gone.is_some(), "by_time and sessions agree");
                 self.settle(uid, before);
             }

@@ -34,6 +34,15 @@ pub trait SessionObserver: Send + Sync + std::fmt::Debug + 'static {
     /// A session in `module` (its code) ended after `seconds`; `expired`
     /// when it ran out its TTL, else it was left (ended, moved away).
     fn session_ended(&self, module: &str, seconds: f64, expired: bool);
+
+    /// Sessions in `module` that all ended the same way, after `seconds`
+    /// each: one [`Self::session_ended`] each unless overridden (a mass
+    /// expiry ends a million at once).
+    fn sessions_ended(&self, module: &str, expired: bool, seconds: &[f64]) {
+        for &s in seconds {
+            self.session_ended(module, s, expired);
+        }
+    }
 }
 
 /// An observer that ignores everything.
