@@ -10,6 +10,11 @@ use presence::config::{Cli, Command, Config, ConfigError, ServeArgs, TokenArgs, 
 use presence::store::TimeSource;
 use presence::{AppState, telemetry};
 
+/// mimalloc: faster than the system allocator on the request path, and it
+/// returns freed pages to the system, so RSS follows the sessions held.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // Variables already in the environment win over `.env`; a missing
     // `.env` is the normal case.
