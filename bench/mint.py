@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Prints one HS256 token per line for users u0..u(N-1): bench tokens.
+"""Prints one HS256 token per line for users uFIRST..u(FIRST+N-1): bench
+tokens (FIRST defaults to 0: users u0..u(N-1)).
 
-Usage: mint.py SECRET N
+Usage: mint.py SECRET N [FIRST]
 """
 import base64
 import hashlib
@@ -17,9 +18,10 @@ def b64(data: bytes) -> str:
 
 def main() -> None:
     secret, count = sys.argv[1].encode(), int(sys.argv[2])
+    first = int(sys.argv[3]) if len(sys.argv) > 3 else 0
     header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
     exp = int(time.time()) + 3600
-    for i in range(count):
+    for i in range(first, first + count):
         payload = b64(json.dumps({"sub": f"u{i}", "exp": exp}).encode())
         signing_input = f"{header}.{payload}".encode()
         signature = b64(hmac.new(secret, signing_input, hashlib.sha256).digest())
