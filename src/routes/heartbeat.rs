@@ -110,9 +110,11 @@ async fn record(
         resource: body.resource,
     };
     let ack = within_deadline(&state.metrics, "heartbeat", state.store.heartbeat(beat)).await?;
-    state
-        .metrics
-        .see_active_users(ack.active_users, ack.at, state.timezone);
+    if ack.exact {
+        state
+            .metrics
+            .see_active_users(ack.active_users, ack.at, state.timezone);
+    }
     Ok(Json(HeartbeatResponse {
         success: true,
         active_users: ack.active_users,

@@ -275,36 +275,51 @@ impl MemoryStore {
         &self.shared.modules
     }
 
-    /// A copy of everything that must outlive a restart. The lock is held
-    /// while copying, for time proportional to the sessions and users held.
+    /// A copy of everything that must outlive a restart. Under the lock it
+    /// copies contiguous memory (the ids, the user sets, the slots' numbers
+    /// and times) and bumps reference counts; users are named after the
+    /// lock is released.
     pub fn image(&self) -> MemoryImage {
-        let (st, now, _) = self.lock();
-        let name = |uid: Uid| UserId::known(st.users.name(uid));
-        let sessions = st
+        let (st, now, _) = self.lock_without_expiry();
+        let names = st.users.names();
+        let held: Vec<(Uid, SessionImage)> = st
             .sessions
             .iter()
             .filter(|s| s.user != VACANT)
-            .map(|s| SessionImage {
-                user: name(s.user),
-                client: s.client().cloned(),
-                module: s.module,
-                page: s.page().cloned(),
-                resource: s.resource().cloned(),
-                started_at: s.started_at,
-                resource_since: s.resource_since(),
-                last_seen: s.last_seen,
+            .map(|s| {
+                let image = SessionImage {
+                    user: UserId::unnamed(),
+                    client: s.client().cloned(),
+                    module: s.module,
+                    page: s.page().cloned(),
+                    resource: s.resource().cloned(),
+                    started_at: s.started_at,
+                    resource_since: s.resource_since(),
+                    last_seen: s.last_seen,
+                };
+                (s.user, image)
             })
             .collect();
+        let (today, total) = (st.today.clone(), st.total.clone());
+        let (today_start, history) = (st.day_start, st.history.window(now, HISTORY_MINUTES));
+        drop(st);
+        let name = |uid: Uid| UserId::known(names.get(uid));
         let users = |sets: &[UserSet]| -> Vec<Vec<UserId>> {
             sets.iter().map(|s| s.iter().map(name).collect()).collect()
         };
         MemoryImage {
             at: now,
-            today_start: st.day_start,
-            sessions,
-            today: users(&st.today),
-            total: users(&st.total),
-            history: st.history.window(now, HISTORY_MINUTES),
+            today_start,
+            sessions: held
+                .into_iter()
+                .map(|(uid, image)| SessionImage {
+                    user: name(uid),
+                    ..image
+                })
+                .collect(),
+            today: users(&today),
+            total: users(&total),
+            history,
         }
     }
 
@@ -400,10 +415,16 @@ impl MemoryStore {
         st.settle(uid, before);
         st.today[module.index()].insert(uid);
         st.total[module.index()].insert(uid);
-        let active_here = st.active[module.index()];
-        st.history.at(module.index(), now).see(active_here, now);
+        // Counts include sessions expired but not yet removed only while a
+        // mass expiry is being worked off; such counts set no peak.
+        let exact = st.by_time.first().is_none_or(|&(ts, _, _)| ts > cutoff);
+        if exact {
+            let active_here = st.active[module.index()];
+            st.history.at(module.index(), now).see(active_here, now);
+        }
         let ack = HeartbeatAck {
             active_users: st.anywhere,
+            exact,
             at: now,
         };
         self.notify(st);
@@ -434,6 +455,7 @@ impl MemoryStore {
         let (mut st, now, cutoff) = self.lock();
         // An unknown user holds nothing, and is not numbered for asking.
         let Some(uid) = st.users.get(user.as_str()) else {
+            self.notify(st);
             return 0;
         };
         let doomed: Vec<Sid> = match which {
@@ -472,7 +494,8 @@ impl MemoryStore {
     }
 
     fn resource_viewers_sync(&self, resource: &ResourceId) -> ResourceViewers {
-        let (st, now, cutoff) = self.lock();
+        // Read-only: expired sessions are skipped, not removed.
+        let (st, now, cutoff) = self.lock_without_expiry();
         let mut by_user: HashMap<Uid, (Millis, Millis)> = HashMap::new();
         for &sid in st.resources.get(resource).into_iter().flatten() {
             let s = &st.sessions[sid as usize];
@@ -498,7 +521,8 @@ impl MemoryStore {
     }
 
     fn sessions_sync(&self, limit: usize, cursor: Option<Cursor>) -> SessionPage {
-        let (st, now, cutoff) = self.lock();
+        // Read-only: expired sessions are skipped, not removed.
+        let (st, now, cutoff) = self.lock_without_expiry();
         let upper = match cursor {
             None => Bound::Unbounded,
             Some(c) => Bound::Excluded(st.position(&c)),
@@ -996,7 +1020,9 @@ impl SessionStore for MemoryStore {
 
     async fn module_counts(&self) -> Result<ModuleSnapshot, StoreError> {
         let (st, now, _) = self.settled().await;
-        Ok(Self::module_counts_now(&st, now))
+        let snapshot = Self::module_counts_now(&st, now);
+        self.notify(st);
+        Ok(snapshot)
     }
 
     async fn resource_viewers(&self, resource: &ResourceId) -> Result<ResourceViewers, StoreError> {
@@ -1012,7 +1038,10 @@ impl SessionStore for MemoryStore {
     }
 
     async fn live_sessions(&self) -> Result<Vec<u64>, StoreError> {
-        Ok(self.settled().await.0.held.clone())
+        let (st, _, _) = self.settled().await;
+        let held = st.held.clone();
+        self.notify(st);
+        Ok(held)
     }
 
     async fn sweep(&self) -> Result<usize, StoreError> {
@@ -1042,11 +1071,12 @@ impl SessionStore for MemoryStore {
                 minute.see(active, now);
             }
         }
+        self.notify(st);
         Ok(())
     }
 
     async fn history(&self, minutes: i64) -> Result<History, StoreError> {
-        let (st, now, _) = self.lock();
+        let (st, now, _) = self.lock_without_expiry();
         Ok(History {
             minutes: st.history.window(now, minutes),
             at: now,

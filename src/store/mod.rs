@@ -84,6 +84,11 @@ pub struct Heartbeat {
 pub struct HeartbeatAck {
     /// Distinct users live in any module after this heartbeat.
     pub active_users: u64,
+    /// Whether `active_users` is exact. The memory store answers without
+    /// waiting for a mass expiry to be worked off (see `docs/design.md`);
+    /// until it is, the count may include users who have just expired, and
+    /// is not used for peaks.
+    pub exact: bool,
     /// When the store recorded it.
     pub at: Millis,
 }
@@ -159,7 +164,8 @@ pub struct SessionInfo {
 }
 
 /// A position in the admin session list: the last session of a page.
-/// Sessions are ordered newest `last_seen` first, then by user and client.
+/// Sessions are ordered newest `last_seen` first; the order within one
+/// millisecond is the backend's own (see `docs/design.md`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
     /// `last_seen` of the last session returned.

@@ -339,6 +339,7 @@ impl SessionStore for RedisStore {
         let (active, at) = self.call_ending(&inv).await?;
         Ok(HeartbeatAck {
             active_users: u64::try_from(active).unwrap_or(0),
+            exact: true,
             at,
         })
     }

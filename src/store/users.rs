@@ -16,14 +16,12 @@ pub(crate) type Uid = u32;
 
 /// Every user id seen, each stored once and numbered in order of arrival.
 ///
-/// Ids live back to back in one string; `ends[uid]` is where `uid`'s ends.
-/// The lookup table holds numbers only and hashes through the arena, so a
-/// user costs their id's bytes plus about 14 bytes, with no allocation of
-/// their own.
+/// Ids live back to back in one string ([`Names`]). The lookup table holds
+/// numbers only and hashes through the arena, so a user costs their id's
+/// bytes plus about 14 bytes, with no allocation of their own.
 #[derive(Debug, Default)]
 pub(crate) struct Users {
-    arena: String,
-    ends: Vec<usize>,
+    names: Names,
     table: HashTable<Uid>,
     /// SipHash with a per-process key: user ids come from tokens, and an
     /// attacker holding many tokens must not be able to aim at one bucket.
@@ -34,31 +32,32 @@ impl Users {
     /// The number of `id`, if it has been seen.
     pub(crate) fn get(&self, id: &str) -> Option<Uid> {
         let hash = self.hasher.hash_one(id);
-        self.table.find(hash, |&uid| self.name(uid) == id).copied()
+        self.table
+            .find(hash, |&uid| self.names.get(uid) == id)
+            .copied()
     }
 
     /// The number of `id`, numbering it if it is new.
     pub(crate) fn intern(&mut self, id: &str) -> Uid {
         let hash = self.hasher.hash_one(id);
         let Self {
-            arena,
-            ends,
+            names,
             table,
             hasher,
         } = self;
-        let name = |uid: Uid| -> &str { slice(arena, ends, uid) };
-        match table.entry(
+        let entry = table.entry(
             hash,
-            |&uid| name(uid) == id,
-            |&uid| hasher.hash_one(name(uid)),
-        ) {
+            |&uid| names.get(uid) == id,
+            |&uid| hasher.hash_one(names.get(uid)),
+        );
+        match entry {
             Entry::Occupied(seen) => *seen.get(),
             Entry::Vacant(slot) => {
                 // Every user costs at least 9 bytes here (one of id, eight of
                 // `ends`), so memory runs out long before 2^32 users.
-                let uid = Uid::try_from(ends.len()).expect("fewer than 2^32 users");
-                arena.push_str(id);
-                ends.push(arena.len());
+                let uid = Uid::try_from(names.ends.len()).expect("fewer than 2^32 users");
+                names.arena.push_str(id);
+                names.ends.push(names.arena.len());
                 slot.insert(uid);
                 uid
             }
@@ -67,14 +66,30 @@ impl Users {
 
     /// The id numbered `uid`. Panics if `uid` was never handed out.
     pub(crate) fn name(&self, uid: Uid) -> &str {
-        slice(&self.arena, &self.ends, uid)
+        self.names.get(uid)
+    }
+
+    /// A copy of every id by number: two copies of contiguous memory, so a
+    /// caller holding a lock can take it and name users after unlocking.
+    pub(crate) fn names(&self) -> Names {
+        self.names.clone()
     }
 }
 
-fn slice<'a>(arena: &'a str, ends: &[usize], uid: Uid) -> &'a str {
-    let i = uid as usize;
-    let start = if i == 0 { 0 } else { ends[i - 1] };
-    &arena[start..ends[i]]
+/// User ids back to back in one string; `ends[uid]` is where `uid`'s ends.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Names {
+    arena: String,
+    ends: Vec<usize>,
+}
+
+impl Names {
+    /// The id numbered `uid`. Panics if `uid` was never handed out.
+    pub(crate) fn get(&self, uid: Uid) -> &str {
+        let i = uid as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.arena[start..self.ends[i]]
+    }
 }
 
 /// A set of users, one bit per number, with its size kept.
@@ -134,6 +149,9 @@ mod tests {
         assert_eq!(users.get("an"), None, "a prefix is another id");
         assert_eq!(users.get("annbob"), None, "so is a concatenation");
         assert_eq!((users.name(ann), users.name(bob)), ("ann", "bob"));
+        let names = users.names();
+        users.intern("carol");
+        assert_eq!((names.get(ann), names.get(bob)), ("ann", "bob"), "a copy");
     }
 
     #[test]

@@ -755,7 +755,19 @@ async fn a_mass_expiry_is_removed_in_batches_and_counted_exactly() {
         .await;
     }
     f.advance(TTL);
-    f.beat("late", Some("tab"), "ih").await;
+    let late = || Heartbeat {
+        user: user("late"),
+        client: Some(ClientId::parse("tab").unwrap()),
+        module: f.modules.by_code("ih").unwrap(),
+        page: None,
+        resource: None,
+    };
+    let ack = f.store.heartbeat(late()).await.unwrap();
+    assert!(
+        !ack.exact,
+        "{} users counted with a backlog",
+        ack.active_users
+    );
     let held = memory.sessions_in_memory();
     assert!(
         (4_000..5_001).contains(&held),
@@ -763,4 +775,11 @@ async fn a_mass_expiry_is_removed_in_batches_and_counted_exactly() {
     );
     assert_eq!(f.counts().await, [[0, 2_500, 2_500], [1, 2_501, 2_501]]);
     assert_eq!(memory.sessions_in_memory(), 1, "counting removed the rest");
+    let minute = f.store.history(1).await.unwrap().minutes.pop().unwrap();
+    assert!(
+        minute.modules.iter().all(|m| m.peak <= 1),
+        "an inexact count sets no peak: {minute:?}"
+    );
+    let ack = f.store.heartbeat(late()).await.unwrap();
+    assert!(ack.exact && ack.active_users == 1, "exact once worked off");
 }
