@@ -6,7 +6,8 @@ expired = sessions ended by expiry so far), or "sent received - -" for a
 failed read. One process and one connection, so the poller disturbs the
 load generator beside it as little as a poller can.
 
-Usage: poll.py PORT
+Usage: poll.py PORT            # until killed
+       poll.py PORT --once     # one read, or exit 1
 """
 import http.client
 import sys
@@ -25,6 +26,7 @@ def counts(body: str) -> tuple[int, int]:
 
 def main() -> None:
     port = int(sys.argv[1])
+    once = sys.argv[2:] == ["--once"]
     conn = None
     while True:
         sent = time.time()
@@ -39,8 +41,12 @@ def main() -> None:
             live, expired = counts(body)
             print(f"{sent} {time.time()} {live} {expired}", flush=True)
         except (OSError, http.client.HTTPException):
+            if once:
+                sys.exit(f"poll.py: GET /metrics on port {port} failed")
             conn = None
             print(f"{sent} {time.time()} - -", flush=True)
+        if once:
+            return
         time.sleep(0.1)
 
 

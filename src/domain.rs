@@ -199,13 +199,6 @@ impl UserId {
     pub(crate) fn known(s: &str) -> Self {
         Self(s.into())
     }
-
-    /// A stand-in to be replaced before use: one shared empty id, so a copy
-    /// taken under a lock allocates nothing for it.
-    pub(crate) fn unnamed() -> Self {
-        static EMPTY: std::sync::LazyLock<UserId> = std::sync::LazyLock::new(|| UserId("".into()));
-        EMPTY.clone()
-    }
 }
 
 impl ClientId {

@@ -331,10 +331,6 @@ pub struct Present<'a> {
 }
 
 impl SessionObserver for Metrics {
-    fn session_ended(&self, module: &str, seconds: f64, expired: bool) {
-        self.sessions_ended(module, expired, &[seconds]);
-    }
-
     fn sessions_ended(&self, module: &str, expired: bool, seconds: &[f64]) {
         let histogram = self.session_seconds.get_or_create(&SessionLabels {
             module: module.to_owned(),

@@ -118,7 +118,7 @@ const NO_SESSION: Sid = Sid::MAX;
 const VACANT: Uid = Uid::MAX;
 
 /// One session: 40 bytes, and the strings only if the heartbeat sent any.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Session {
     last_seen: Millis,
     started_at: Millis,
@@ -131,7 +131,7 @@ struct Session {
 }
 
 /// What a heartbeat may add to a session.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Extras {
     client: Option<ClientId>,
     page: Option<Page>,
@@ -276,29 +276,16 @@ impl MemoryStore {
     }
 
     /// A copy of everything that must outlive a restart. Under the lock it
-    /// copies contiguous memory (the ids, the user sets, the slots' numbers
-    /// and times) and bumps reference counts; users are named after the
-    /// lock is released.
+    /// copies the id arena, the user sets and the slots (their strings by
+    /// reference count); users are named after the lock is released.
     pub fn image(&self) -> MemoryImage {
         let (st, now, _) = self.lock_without_expiry();
         let names = st.users.names();
-        let held: Vec<(Uid, SessionImage)> = st
+        let slots: Vec<Session> = st
             .sessions
             .iter()
             .filter(|s| s.user != VACANT)
-            .map(|s| {
-                let image = SessionImage {
-                    user: UserId::unnamed(),
-                    client: s.client().cloned(),
-                    module: s.module,
-                    page: s.page().cloned(),
-                    resource: s.resource().cloned(),
-                    started_at: s.started_at,
-                    resource_since: s.resource_since(),
-                    last_seen: s.last_seen,
-                };
-                (s.user, image)
-            })
+            .cloned()
             .collect();
         let (today, total) = (st.today.clone(), st.total.clone());
         let (today_start, history) = (st.day_start, st.history.window(now, HISTORY_MINUTES));
@@ -310,11 +297,17 @@ impl MemoryStore {
         MemoryImage {
             at: now,
             today_start,
-            sessions: held
-                .into_iter()
-                .map(|(uid, image)| SessionImage {
-                    user: name(uid),
-                    ..image
+            sessions: slots
+                .iter()
+                .map(|s| SessionImage {
+                    user: name(s.user),
+                    client: s.client().cloned(),
+                    module: s.module,
+                    page: s.page().cloned(),
+                    resource: s.resource().cloned(),
+                    started_at: s.started_at,
+                    resource_since: s.resource_since(),
+                    last_seen: s.last_seen,
                 })
                 .collect(),
             today: users(&today),
@@ -379,20 +372,23 @@ impl MemoryStore {
 
     /// Locks the state once no expired session is left in it, removing
     /// them [`SWEEP_BATCH`] at a time and letting other tasks in between.
-    async fn settled(&self) -> Locked<'_> {
+    /// Also returns how many it removed.
+    async fn settled(&self) -> (Locked<'_>, usize) {
+        let mut removed = 0;
         loop {
-            if let Some(locked) = self.settle_step() {
-                return locked;
+            if let Some(locked) = self.settle_step(&mut removed) {
+                return (locked, removed);
             }
             tokio::task::yield_now().await;
         }
     }
 
-    /// One batch of [`Self::settled`]: the guard if nothing expired is left.
-    fn settle_step(&self) -> Option<Locked<'_>> {
+    /// One batch of [`Self::settled`], counted into `removed`: the guard if
+    /// nothing expired is left.
+    fn settle_step(&self, removed: &mut usize) -> Option<Locked<'_>> {
         let (mut st, now, cutoff) = self.lock_without_expiry();
-        let removed = st.expire(now, cutoff, SWEEP_BATCH);
-        if removed < SWEEP_BATCH {
+        *removed += st.expire(now, cutoff, SWEEP_BATCH);
+        if !st.has_expired(cutoff) {
             return Some((st, now, cutoff));
         }
         self.notify(st);
@@ -413,11 +409,10 @@ impl MemoryStore {
         );
         st.upsert(uid, beat, now);
         st.settle(uid, before);
-        st.today[module.index()].insert(uid);
-        st.total[module.index()].insert(uid);
+        st.seen(uid, module);
         // Counts include sessions expired but not yet removed only while a
         // mass expiry is being worked off; such counts set no peak.
-        let exact = st.by_time.first().is_none_or(|&(ts, _, _)| ts > cutoff);
+        let exact = !st.has_expired(cutoff);
         if exact {
             let active_here = st.active[module.index()];
             st.history.at(module.index(), now).see(active_here, now);
@@ -557,14 +552,6 @@ impl MemoryStore {
             at: now,
         }
     }
-
-    /// Removes up to one batch of expired sessions; returns how many.
-    fn sweep_batch(&self) -> usize {
-        let (mut st, now, cutoff) = self.lock_without_expiry();
-        let removed = st.expire(now, cutoff, SWEEP_BATCH);
-        self.notify(st);
-        removed
-    }
 }
 
 impl State {
@@ -636,8 +623,7 @@ impl State {
             self.settle(uid, before);
             // Live now, so here today or live at midnight: in `today`
             // either way, which keeps `activeNow <= today`.
-            self.today[m].insert(uid);
-            self.total[m].insert(uid);
+            self.seen(uid, s.module);
             restored.sessions += 1;
         }
         restored.today_kept = image.today_start == self.day_start;
@@ -662,6 +648,12 @@ impl State {
             }
         }
         restored
+    }
+
+    /// `uid` was here in `module` today, and so ever.
+    fn seen(&mut self, uid: Uid, module: ModuleId) {
+        self.today[module.index()].insert(uid);
+        self.total[module.index()].insert(uid);
     }
 
     /// The slots of `uid`'s sessions.
@@ -811,15 +803,17 @@ impl State {
         Some((uid, last_seen))
     }
 
+    /// Whether a session whose last heartbeat is at or before `cutoff` is
+    /// still held.
+    fn has_expired(&self, cutoff: Millis) -> bool {
+        self.by_time.first().is_some_and(|&(ts, _, _)| ts <= cutoff)
+    }
+
     /// Removes up to `max` sessions whose last heartbeat is at or before
     /// `cutoff`, oldest first; returns how many.
     fn expire(&mut self, now: Millis, cutoff: Millis, max: usize) -> usize {
         let mut removed = 0;
-        while removed < max {
-            match self.by_time.first() {
-                Some(&(ts, _, _)) if ts <= cutoff => {}
-                _ => break,
-            }
+        while removed < max && self.has_expired(cutoff) {
             // Popping first guarantees progress even if the indexes were
             // ever to disagree.
             if let Some((_, uid, sid)) = self.by_time.pop_first() {
@@ -1019,7 +1013,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn module_counts(&self) -> Result<ModuleSnapshot, StoreError> {
-        let (st, now, _) = self.settled().await;
+        let ((st, now, _), _) = self.settled().await;
         let snapshot = Self::module_counts_now(&st, now);
         self.notify(st);
         Ok(snapshot)
@@ -1038,23 +1032,16 @@ impl SessionStore for MemoryStore {
     }
 
     async fn live_sessions(&self) -> Result<Vec<u64>, StoreError> {
-        let (st, _, _) = self.settled().await;
+        let ((st, _, _), _) = self.settled().await;
         let held = st.held.clone();
         self.notify(st);
         Ok(held)
     }
 
     async fn sweep(&self) -> Result<usize, StoreError> {
-        let mut total = 0;
-        loop {
-            let removed = self.sweep_batch();
-            total += removed;
-            if removed < SWEEP_BATCH {
-                return Ok(total);
-            }
-            // Let heartbeats in between batches.
-            tokio::task::yield_now().await;
-        }
+        let ((st, _, _), removed) = self.settled().await;
+        self.notify(st);
+        Ok(removed)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -1062,7 +1049,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn record_sample(&self) -> Result<(), StoreError> {
-        let (mut st, now, _) = self.settled().await;
+        let ((mut st, now, _), _) = self.settled().await;
         for m in 0..st.active.len() {
             let active = st.active[m];
             let minute = st.history.at(m, now);

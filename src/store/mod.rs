@@ -31,18 +31,10 @@ pub use redis::{RedisConfig, RedisStore, TimeSource};
 
 /// Told of every session that ends, for the session-length metric.
 pub trait SessionObserver: Send + Sync + std::fmt::Debug + 'static {
-    /// A session in `module` (its code) ended after `seconds`; `expired`
-    /// when it ran out its TTL, else it was left (ended, moved away).
-    fn session_ended(&self, module: &str, seconds: f64, expired: bool);
-
-    /// Sessions in `module` that all ended the same way, after `seconds`
-    /// each: one [`Self::session_ended`] each unless overridden (a mass
-    /// expiry ends a million at once).
-    fn sessions_ended(&self, module: &str, expired: bool, seconds: &[f64]) {
-        for &s in seconds {
-            self.session_ended(module, s, expired);
-        }
-    }
+    /// Sessions in `module` (its code) ended after `seconds` each; `expired`
+    /// when they ran out their TTL, else they were left (ended, moved
+    /// away). Told in groups: a mass expiry ends a million at once.
+    fn sessions_ended(&self, module: &str, expired: bool, seconds: &[f64]);
 }
 
 /// An observer that ignores everything.
@@ -50,7 +42,7 @@ pub trait SessionObserver: Send + Sync + std::fmt::Debug + 'static {
 pub struct NoObserver;
 
 impl SessionObserver for NoObserver {
-    fn session_ended(&self, _module: &str, _seconds: f64, _expired: bool) {}
+    fn sessions_ended(&self, _module: &str, _expired: bool, _seconds: &[f64]) {}
 }
 
 /// Why a store could not answer.

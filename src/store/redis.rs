@@ -226,7 +226,7 @@ impl RedisStore {
             )]
             let seconds = int(&length)? as f64 / 1000.0;
             self.observer
-                .session_ended(&text(code)?, seconds, int(&expired)? == 1);
+                .sessions_ended(&text(code)?, int(&expired)? == 1, &[seconds]);
         }
         Ok((int(&first)?, int(&at)?))
     }

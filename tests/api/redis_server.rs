@@ -51,29 +51,24 @@ impl RedisServer {
     /// Starts a server on a free port, or `None` where Redis is not
     /// installed (and this is not CI).
     pub fn start() -> Option<Self> {
-        if !available() {
-            return None;
-        }
-        let mut server = Self {
-            port: free_port(),
-            child: None,
-            durable: None,
-        };
-        server.restart();
-        Some(server)
+        Self::launch(false)
     }
 
     /// Like [`start`](Self::start), but every write is in an append-only
     /// file synced at once, so a killed server comes back with its data,
     /// as a production Redis with `appendfsync always` would.
     pub fn start_durable() -> Option<Self> {
+        Self::launch(true)
+    }
+
+    fn launch(durable: bool) -> Option<Self> {
         if !available() {
             return None;
         }
         let mut server = Self {
             port: free_port(),
             child: None,
-            durable: Some(tempfile::tempdir().unwrap()),
+            durable: durable.then(|| tempfile::tempdir().unwrap()),
         };
         server.restart();
         Some(server)
