@@ -15,7 +15,6 @@ use std::time::Duration;
 use chrono_tz::Tz;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::auth::KeySource;
 use crate::domain::Modules;
 
 /// Live presence for a web product: who is active in which module, now,
@@ -273,13 +272,13 @@ impl RateLimit {
     }
 }
 
-/// Everything `presence serve` runs with, checked as a whole.
+/// Everything `presence serve` runs with, checked as a whole. Plain
+/// values only: key files are read, and the store opened, when the
+/// service state is built.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The raw settings.
+    /// The settings, each valid alone and together.
     pub args: ServeArgs,
-    /// Where token keys come from.
-    pub keys: KeySource,
 }
 
 /// A setting that stops start-up: one line naming the variable.
@@ -293,9 +292,6 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    /// The exit status for a bad configuration.
-    pub const EXIT_CODE: i32 = 2;
-
     pub(crate) fn new(variable: &'static str, message: impl Into<String>) -> Self {
         Self {
             variable,
@@ -340,7 +336,11 @@ impl ServeArgs {
             ));
         }
         for origin in &self.cors_allowed_origins {
-            if axum::http::HeaderValue::from_str(origin).is_err() || !origin.contains("://") {
+            // What an HTTP header value may hold: visible ASCII and spaces.
+            let header_safe = origin
+                .bytes()
+                .all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
+            if !header_safe || !origin.contains("://") {
                 return Err(ConfigError::new(
                     "CORS_ALLOWED_ORIGINS",
                     format!("`{origin}` is not an origin like https://app.example.com"),
@@ -359,8 +359,7 @@ impl ServeArgs {
         if let Some(path) = &self.state_file {
             check_state_file(path, self.store)?;
         }
-        let keys = KeySource::from_args(&self.jwt)?;
-        Ok(Config { args: self, keys })
+        Ok(Config { args: self })
     }
 }
 
@@ -389,11 +388,19 @@ fn check_state_file(path: &Path, store: StoreKind) -> Result<(), ConfigError> {
             path.display()
         ));
     }
-    let dir = crate::snapshot::directory_of(path);
+    let dir = directory_of(path);
     if !dir.is_dir() {
         return fail(format!("directory `{}` does not exist", dir.display()));
     }
     Ok(())
+}
+
+/// The directory a file path is in: its parent, or `.` for a bare name.
+pub(crate) fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
 }
 
 /// Parses a humantime duration (`45s`, `5m`, `1h 30m`).

@@ -1,21 +1,37 @@
 //! presence: who is using which part of a web product, live.
 //!
 //! # Layout
-//! - [`config`]: every setting as a flag and an environment variable.
-//! - [`auth`]: JWT verification and the `AuthUser` / `AdminUser` extractors.
-//! - [`domain`]: validated values (module, client id, page, resource).
-//! - [`store`]: the session store trait and its backends.
-//! - [`routes`]: the HTTP API, one file per resource, and its OpenAPI.
-//! - [`server`]: the HTTP/1.1 server loop and the limits on each client.
-//! - [`sweeper`]: the task that removes expired sessions from memory.
-//! - [`snapshot`]: the memory store kept across restarts (`STATE_FILE`).
-//! - [`telemetry`]: logs and request spans.
-//! - [`error`]: the API's one error type and its JSON body.
-//! - [`clock`]: the time source, replaceable in tests.
+//! Four layers; a module imports only from its own layer and those below
+//! it (`tests/api/layers.rs` reads `src/` and fails otherwise).
 //!
-//! [`app`] builds the router for a state; [`serve`] runs it on a listener
-//! until a shutdown future completes. Both take their inputs as arguments so
-//! tests run the real service on port 0 with their own clock and keys.
+//! **app**: composes the rest.
+//! - `main.rs`: parses the command line, then serves or mints a token.
+//! - this file: [`app`] builds the router for a state; [`serve`] runs it
+//!   with the background tasks until a shutdown future completes. Both take
+//!   their inputs as arguments, so tests run the real service on port 0
+//!   with their own clock and keys.
+//! - [`telemetry`]: log set-up, request spans and request ids.
+//!
+//! **http**: everything that speaks HTTP, in [`http`].
+//! - [`http::state`]: the [`AppState`] every handler shares.
+//! - [`http::error`]: the API's one error type and its JSON body.
+//! - [`http::extract`]: who is calling, query and path parameters.
+//! - [`http::server`]: the HTTP/1.1 loop and the limits on each client.
+//! - [`http::live`]: the counts published to the SSE streams.
+//! - [`http::routes`]: the API, one file per resource, and its OpenAPI.
+//!
+//! **core**: what the service does, with no HTTP types.
+//! - [`auth`]: keys, token verification and its cache, minting.
+//! - [`store`]: the session store trait and its backends.
+//! - [`limiter`]: the per-user rate limit.
+//! - [`snapshot`]: the memory store kept across restarts (`STATE_FILE`).
+//! - [`metrics`]: the Prometheus registry and what updates it.
+//! - [`sweeper`]: the store's background tasks (expiry, history samples).
+//!
+//! **base**: plain values every layer uses.
+//! - [`config`]: every setting as a flag and an environment variable.
+//! - [`clock`]: the time source, replaceable in tests, and local days.
+//! - [`domain`]: validated values (module, user, client, page, resource).
 
 use std::future::Future;
 use std::time::Duration;
@@ -36,18 +52,17 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod domain;
-pub mod error;
-pub mod live;
+pub mod http;
+pub mod limiter;
 pub mod metrics;
-pub mod routes;
-pub mod server;
 pub mod snapshot;
-pub mod state;
 pub mod store;
 pub mod sweeper;
 pub mod telemetry;
 
-pub use state::AppState;
+pub use http::state::AppState;
+
+use http::{error, live, routes, server};
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -139,14 +154,28 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let cancel = state.shutdown.clone();
-    let sweeper = tokio::spawn(sweeper::run(state.clone(), sweep_interval, cancel.clone()));
-    let sampler = tokio::spawn(sweeper::sample(state.clone(), cancel.clone()));
+    let sweeper = tokio::spawn(sweeper::run(
+        state.store.clone(),
+        state.limiter.clone(),
+        sweep_interval,
+        cancel.clone(),
+    ));
+    let sampler = tokio::spawn(sweeper::sample(
+        state.store.clone(),
+        state.clock.clone(),
+        cancel.clone(),
+    ));
     let limits = state.limits.clone();
     let snapshots = state.snapshots.clone();
     let snapshotter = snapshots
         .clone()
         .map(|s| tokio::spawn(snapshot::run(s, cancel.clone())));
-    let publisher = tokio::spawn(live::run(state, cancel.clone()));
+    let publisher = tokio::spawn(live::run(
+        state.live.clone(),
+        state.store.clone(),
+        state.modules.clone(),
+        cancel.clone(),
+    ));
     let signal = cancel.clone();
     let shutdown = async move {
         tokio::select! {

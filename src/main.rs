@@ -7,6 +7,7 @@ use clap::Parser;
 use presence::auth::{KeySource, mint};
 use presence::clock::{Clock, SystemClock};
 use presence::config::{Cli, Command, Config, ConfigError, ServeArgs, TokenArgs, one_line};
+use presence::http::routes::demo::DemoKeys;
 use presence::store::TimeSource;
 use presence::{AppState, telemetry};
 
@@ -39,7 +40,7 @@ fn config_failure(line: &str) -> ExitCode {
 }
 
 fn token(args: &TokenArgs) -> ExitCode {
-    let keys = match KeySource::from_args(&args.jwt) {
+    let keys = match KeySource::load(&args.jwt) {
         Ok(KeySource::Demo(_)) => {
             return config_failure(
                 "JWT_SECRET: not set; a demo-mode server signs with a random key of its own, \
@@ -102,13 +103,8 @@ async fn run(config: Config) -> ExitCode {
     };
     let addr = listener.local_addr().unwrap_or(args.listen_addr);
     tracing::info!(%addr, store = state.store.kind(), "presence listening");
-    if config.keys.is_weak() {
-        tracing::warn!(
-            "JWT_SECRET is shorter than 32 bytes: tokens signed with it can be brute-forced offline"
-        );
-    }
-    if config.keys.is_demo() {
-        print_demo_banner(&config, addr, clock.now_ms());
+    if let Some(demo) = &state.demo {
+        print_demo_banner(demo, addr, clock.now_ms());
     }
     let router = presence::app(state.clone(), &args.cors_allowed_origins);
     presence::serve(
@@ -124,20 +120,13 @@ async fn run(config: Config) -> ExitCode {
 }
 
 /// Demo mode: warn, and print a token and a curl line that work as printed.
-fn print_demo_banner(config: &Config, addr: std::net::SocketAddr, now_ms: i64) {
+fn print_demo_banner(demo: &DemoKeys, addr: std::net::SocketAddr, now_ms: i64) {
     tracing::warn!(
         "demo mode: no JWT_SECRET or JWT_PUBLIC_KEY_FILE is set, so tokens are signed with a \
          random key that changes at every start; do not use this in production"
     );
     let ttl = std::time::Duration::from_secs(24 * 3600);
-    let Ok(token) = mint(
-        &config.keys,
-        &config.args.jwt,
-        "demo",
-        Some("admin"),
-        ttl,
-        now_ms,
-    ) else {
+    let Ok(token) = mint(&demo.keys, &demo.jwt, "demo", Some("admin"), ttl, now_ms) else {
         return;
     };
     println!("Demo token (user \"demo\", role admin, valid 24h):");

@@ -20,8 +20,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::clock::Millis;
+use crate::clock::day::day_bounds;
 use crate::store::SessionObserver;
-use crate::store::day::day_bounds;
 
 /// `module` label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

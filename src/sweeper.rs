@@ -1,19 +1,29 @@
-//! The background tasks: removing expired sessions, sampling history.
+//! The store's background tasks: removing expired sessions ([`run`]) and
+//! sampling history once a minute ([`sample`]).
 //!
-//! Reads never count an expired session whatever this task does; it exists
+//! Reads never count an expired session whatever the sweep does; it exists
 //! so memory follows the live population. It also lets the rate limiter
-//! forget users who went quiet.
+//! forget users who went quiet. Each task takes only what it uses, so it
+//! runs, and is tested, without the HTTP application.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::state::AppState;
-use crate::store::SessionStore;
+use crate::clock::Clock;
+use crate::limiter::UserRateLimiter;
+use crate::store::{SessionStore, Store};
 
-/// Sweeps every `interval` until `cancel` fires.
-pub async fn run(state: AppState, interval: Duration, cancel: CancellationToken) {
+/// Sweeps `store` every `interval`, and lets `limiter` forget idle users,
+/// until `cancel` fires.
+pub async fn run(
+    store: Store,
+    limiter: Arc<UserRateLimiter>,
+    interval: Duration,
+    cancel: CancellationToken,
+) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -21,12 +31,12 @@ pub async fn run(state: AppState, interval: Duration, cancel: CancellationToken)
             () = cancel.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        match state.store.sweep().await {
+        match store.sweep().await {
             Ok(0) => {}
             Ok(removed) => tracing::debug!(removed, "swept expired sessions"),
             Err(e) => tracing::warn!(error = %e, "sweep failed; will retry"),
         }
-        state.limiter.forget_idle();
+        limiter.forget_idle();
     }
 }
 
@@ -34,16 +44,16 @@ pub async fn run(state: AppState, interval: Duration, cancel: CancellationToken)
 /// second after each minute starts on the service's clock (so ticks never
 /// drift across a minute boundary and leave a minute without a sample),
 /// until `cancel` fires.
-pub async fn sample(state: AppState, cancel: CancellationToken) {
+pub async fn sample(store: Store, clock: Arc<dyn Clock>, cancel: CancellationToken) {
     loop {
-        let now = state.clock.now_ms();
+        let now = clock.now_ms();
         let next = now - now.rem_euclid(60_000) + 61_000;
         let wait = Duration::from_millis(u64::try_from(next - now).unwrap_or(60_000));
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
         }
-        if let Err(e) = state.store.record_sample().await {
+        if let Err(e) = store.record_sample().await {
             tracing::warn!(error = %e, "history sample failed; will retry");
         }
     }

@@ -31,7 +31,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use libfuzzer_sys::fuzz_target;
-use presence::auth::{Caller, Verifier};
+use presence::auth::{Caller, KeySource, Verifier};
 use presence_fuzz::{App, SECRET, START_MS, clock, serve_config};
 use serde_json::{Map, Number, Value, json};
 
@@ -55,7 +55,9 @@ static RSA: LazyLock<Verifier> = LazyLock::new(|| {
         "/../tests/api/keys/rsa_public.pem"
     );
     let config = serve_config(&["--jwt-public-key-file", path]);
-    Verifier::new(&config.keys, &config.args.jwt, clock()).expect("RSA verifier")
+    let keys = KeySource::load(&config.args.jwt).expect("RSA key");
+    let cache_bytes = u64::from(config.args.token_cache_mb) << 20;
+    Verifier::new(&keys, &config.args.jwt, clock(), cache_bytes).expect("RSA verifier")
 });
 
 static RSA_KEY: LazyLock<EncodingKey> =

@@ -115,9 +115,10 @@ impl App {
                 .expect("state")
         };
         let router = presence::app(state.clone(), &[]);
+        let keys = presence::auth::KeySource::load(&config.args.jwt).expect("keys");
         let mint = |user: &str, role: Option<&str>| {
             let token = presence::auth::mint(
-                &config.keys,
+                &keys,
                 &config.args.jwt,
                 user,
                 role,

@@ -20,7 +20,7 @@
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 
-use super::Caller;
+use super::verify::Caller;
 
 /// What an entry costs besides its token and user id: the `Caller`, the
 /// boxed key, and the cache's own bookkeeping (an estimate).
@@ -77,11 +77,13 @@ impl VerifiedTokens {
     }
 
     /// Tokens remembered now.
+    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.cache.len()
     }
 
     /// Bytes they are weighed at.
+    #[cfg(test)]
     pub(super) fn bytes(&self) -> u64 {
         self.cache.weight()
     }

@@ -46,13 +46,13 @@ use std::time::Duration;
 
 use chrono_tz::Tz;
 
-use super::day::day_bounds;
 use super::history::{HISTORY_MINUTES, History, HistoryRing, MinuteBucket};
 use super::users::{Uid, UserSet, Users};
 use super::{
     Cursor, Heartbeat, HeartbeatAck, Leave, ModuleCounts, ModuleSnapshot, ResourceViewers,
     SessionInfo, SessionObserver, SessionPage, SessionStore, StoreError, Viewer,
 };
+use crate::clock::day::day_bounds;
 use crate::clock::{Clock, Millis, duration_ms};
 use crate::domain::{ClientId, ModuleId, Modules, Page, ResourceId, UserId};
 

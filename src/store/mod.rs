@@ -18,7 +18,6 @@ use crate::clock::{Clock, Millis};
 use crate::config::{ConfigError, ServeArgs, StoreKind};
 use crate::domain::{ClientId, ModuleId, Page, ResourceId, UserId};
 
-pub(crate) mod day;
 pub mod history;
 pub mod memory;
 pub mod redis;

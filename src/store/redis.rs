@@ -49,12 +49,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, Script, ScriptInvocation, Value};
 use serde::Deserialize;
 
-use super::day::{day_bounds, local_date};
 use super::history::{History, MinuteBucket, ModuleMinute};
 use super::{
     Cursor, Heartbeat, HeartbeatAck, Leave, ModuleCounts, ModuleSnapshot, ResourceViewers,
     SessionInfo, SessionObserver, SessionPage, SessionStore, StoreError, Viewer,
 };
+use crate::clock::day::{day_bounds, local_date};
 use crate::clock::{Clock, Millis, duration_ms};
 use crate::domain::{ClientId, Modules, Page, ResourceId, UserId};
 

@@ -723,7 +723,8 @@ async fn the_sweeper_frees_expired_sessions_every_interval() {
     assert_eq!(memory.sessions_in_memory(), 2);
     let cancel = CancellationToken::new();
     let task = tokio::spawn(presence::sweeper::run(
-        state.clone(),
+        state.store.clone(),
+        state.limiter.clone(),
         Duration::from_secs(60),
         cancel.clone(),
     ));

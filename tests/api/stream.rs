@@ -209,7 +209,12 @@ async fn streams_are_capped_in_total() {
 async fn changes_are_coalesced_to_one_event_a_second_with_keep_alives_between() {
     let (state, _clock, _) = build_state(&["--jwt-secret", SECRET]);
     let cancel = CancellationToken::new();
-    let publisher = tokio::spawn(presence::live::run(state.clone(), cancel.clone()));
+    let publisher = tokio::spawn(presence::http::live::run(
+        state.live.clone(),
+        state.store.clone(),
+        state.modules.clone(),
+        cancel.clone(),
+    ));
     let router = presence::app(state.clone(), &[]);
     let token = super::helpers::sign(&json!({"sub": "w", "exp": 4_000_000_000_u64}));
     let request = Request::get(format!("/api/stats/stream?access_token={token}"))

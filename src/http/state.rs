@@ -3,28 +3,22 @@
 //! Keys and store live here rather than in globals, so a test builds
 //! its own state over its own clock and mints tokens with its keys.
 
-use std::hash::{BuildHasher, RandomState};
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use governor::clock::{Clock as _, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota};
-
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Verifier;
+use crate::auth::{KeySource, Verifier};
 use crate::clock::Clock;
-use crate::config::{Config, ConfigError, RateLimit};
-use crate::domain::{Modules, UserId};
-use crate::error::ApiError;
-use crate::live::Live;
+use crate::config::{Config, ConfigError};
+use crate::domain::Modules;
+use crate::http::live::Live;
+use crate::http::routes::demo::DemoKeys;
+use crate::http::server::Limits;
+use crate::limiter::UserRateLimiter;
 use crate::metrics::Metrics;
-use crate::routes::demo::DemoKeys;
-use crate::server::Limits;
 use crate::snapshot::Snapshots;
-use crate::store::Store;
-use crate::store::TimeSource;
+use crate::store::{Store, TimeSource};
 
 /// Shared by every request. One `Arc`: axum's extractors and middleware
 /// clone the state for every request, and a clone of the fields one by one
@@ -76,7 +70,7 @@ pub struct Shared {
 }
 
 impl AppState {
-    /// Builds the state, its store and its metrics for `config`. With
+    /// Builds the state, its keys, store and metrics for `config`. With
     /// `STORE=redis`, `redis_time` says whose clock decides liveness. With
     /// `STATE_FILE`, the memory store starts from the snapshot there.
     ///
@@ -87,6 +81,12 @@ impl AppState {
         clock: Arc<dyn Clock>,
         redis_time: TimeSource,
     ) -> Result<Self, ConfigError> {
+        let keys = KeySource::load(&config.args.jwt)?;
+        if keys.is_weak() {
+            tracing::warn!(
+                "JWT_SECRET is shorter than 32 bytes: tokens signed with it can be brute-forced offline"
+            );
+        }
         let metrics = Arc::new(Metrics::new());
         let store = Store::open(&config.args, clock.clone(), redis_time, metrics.clone())?;
         let snapshots = match (&store, &config.args.state_file) {
@@ -97,29 +97,15 @@ impl AppState {
             )),
             _ => None,
         };
-        Self::new(config, store, snapshots, clock, metrics)
-    }
-
-    /// Builds the state for `config` over `store` (and its `snapshots`).
-    ///
-    /// # Errors
-    /// The configured key cannot be used.
-    pub fn new(
-        config: &Config,
-        store: Store,
-        snapshots: Option<Snapshots>,
-        clock: Arc<dyn Clock>,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, ConfigError> {
         let verifier = Verifier::new(
-            &config.keys,
+            &keys,
             &config.args.jwt,
             clock.clone(),
             u64::from(config.args.token_cache_mb) << 20,
         )?;
-        let demo = config.keys.is_demo().then(|| {
+        let demo = keys.is_demo().then(|| {
             Arc::new(DemoKeys {
-                keys: config.keys.clone(),
+                keys,
                 jwt: config.args.jwt.clone(),
             })
         });
@@ -142,62 +128,5 @@ impl AppState {
             metrics_public: config.args.metrics_public,
             limits: Arc::new(Limits::from_args(&config.args)),
         })))
-    }
-}
-
-/// A token bucket per user (GCRA, from `governor`).
-///
-/// It runs on the monotonic clock rather than the service's [`Clock`]:
-/// rate limiting is about real request spacing, and moving the test clock by
-/// hours must not refill buckets.
-///
-/// Buckets are keyed by a 64-bit keyed hash of the user id, not the id: an
-/// entry is 16 bytes instead of an id allocation of its own, which matters
-/// when every live user holds one (a user beating every 45 s is never idle
-/// long enough to be forgotten between sweeps). Two users share a bucket
-/// only if their hashes collide: about one chance in 2^25 among a million
-/// users, and the key is secret, so collisions cannot be aimed.
-pub struct UserRateLimiter {
-    limiter: DefaultKeyedRateLimiter<u64>,
-    hasher: RandomState,
-}
-
-impl std::fmt::Debug for UserRateLimiter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UserRateLimiter")
-            .field("tracked_users", &self.limiter.len())
-            .finish()
-    }
-}
-
-impl UserRateLimiter {
-    /// A limiter allowing `limit.burst` at once, then one per `limit.period`.
-    pub fn new(limit: RateLimit) -> Self {
-        let burst = NonZeroU32::new(limit.burst).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::with_period(limit.period)
-            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-            .allow_burst(burst);
-        Self {
-            limiter: DefaultKeyedRateLimiter::keyed(quota),
-            hasher: RandomState::new(),
-        }
-    }
-
-    /// Takes one request from `user`'s bucket.
-    ///
-    /// # Errors
-    /// [`ApiError::RateLimited`] with the wait until the next one is allowed.
-    pub fn check(&self, user: &UserId) -> Result<(), ApiError> {
-        let key = self.hasher.hash_one(user.as_str());
-        self.limiter.check_key(&key).map_err(|not_until| {
-            ApiError::RateLimited(not_until.wait_time_from(DefaultClock::default().now()))
-        })
-    }
-
-    /// Forgets users whose bucket is full again, so the limiter's memory
-    /// follows the active users, not every user ever seen.
-    pub fn forget_idle(&self) {
-        self.limiter.retain_recent();
-        self.limiter.shrink_to_fit();
     }
 }

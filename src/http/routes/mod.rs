@@ -13,9 +13,9 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::domain::Modules;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
+use crate::http::state::AppState;
 use crate::metrics::Metrics;
-use crate::state::AppState;
 use crate::store::StoreError;
 
 mod admin;

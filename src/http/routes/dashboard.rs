@@ -10,12 +10,12 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::get;
 
-use crate::state::AppState;
+use crate::http::state::AppState;
 
-const PAGE: &str = include_str!("../../dashboard/index.html");
-const SCRIPT: &str = include_str!("../../dashboard/dashboard.js");
-const STYLES: &str = include_str!("../../dashboard/dashboard.css");
-const CLIENT: &str = include_str!("../../clients/js/presence-client.js");
+const PAGE: &str = include_str!("../../../dashboard/index.html");
+const SCRIPT: &str = include_str!("../../../dashboard/dashboard.js");
+const STYLES: &str = include_str!("../../../dashboard/dashboard.css");
+const CLIENT: &str = include_str!("../../../clients/js/presence-client.js");
 
 /// The dashboard's routes.
 pub fn router() -> Router<AppState> {

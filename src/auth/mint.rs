@@ -5,7 +5,7 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Map, Value, json};
 
-use super::KeySource;
+use super::keys::KeySource;
 use crate::clock::duration_ms;
 use crate::config::JwtArgs;
 

@@ -8,11 +8,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::within_deadline;
-use crate::auth::AuthUser;
 use crate::clock::rfc3339;
 use crate::domain::ResourceId;
-use crate::error::{ApiError, ApiPath, ErrorBody};
-use crate::state::AppState;
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::extract::ApiPath;
+use crate::http::extract::AuthUser;
+use crate::http::state::AppState;
 use crate::store::SessionStore;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {

@@ -8,8 +8,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::within_deadline;
-use crate::error::{ApiError, ErrorBody};
-use crate::state::AppState;
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::state::AppState;
 use crate::store::SessionStore;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {

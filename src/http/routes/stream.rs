@@ -3,8 +3,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{FromRequestParts, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream, StreamExt as _};
 use serde::Deserialize;
@@ -15,9 +14,10 @@ use utoipa_axum::routes;
 
 use super::modules::ModulesResponse;
 use super::within_deadline;
-use crate::auth::{AuthError, AuthUser, Caller};
-use crate::error::{ApiError, ErrorBody};
-use crate::state::AppState;
+use crate::auth::Caller;
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::extract::StreamUser;
+use crate::http::state::AppState;
 use crate::store::SessionStore;
 
 /// Keep-alive comment period.
@@ -78,7 +78,7 @@ async fn stream_get(
     let updates = WatchStream::from_changes(state.live.subscribe());
     let snapshot =
         within_deadline(&state.metrics, "module_counts", state.store.module_counts()).await?;
-    let first = serde_json::to_string(&ModulesResponse::new(&state, &snapshot))
+    let first = serde_json::to_string(&ModulesResponse::new(&state.modules, &snapshot))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut last = snapshot.counts;
     let changes = updates.filter_map(move |published| {
@@ -116,35 +116,3 @@ fn lifetime(state: &AppState, caller: &Caller) -> Duration {
 
 /// The longest a stream stays open.
 pub const MAX_STREAM_LIFETIME: Duration = Duration::from_secs(3600);
-
-/// The caller of a stream: `Authorization: Bearer`, or `?access_token=`.
-struct StreamUser(Caller);
-
-impl FromRequestParts<AppState> for StreamUser {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if parts
-            .headers
-            .contains_key(axum::http::header::AUTHORIZATION)
-        {
-            let AuthUser(caller) = AuthUser::from_request_parts(parts, state).await?;
-            return Ok(Self(caller));
-        }
-        let token = parts
-            .uri
-            .query()
-            .into_iter()
-            .flat_map(url_pairs)
-            .find_map(|(k, v)| (k == "access_token").then_some(v))
-            .ok_or(AuthError::Missing)?;
-        Ok(Self(state.verifier.verify(&token)?))
-    }
-}
-
-/// `application/x-www-form-urlencoded` pairs of a query string.
-fn url_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
-        .unwrap_or_default()
-        .into_iter()
-}

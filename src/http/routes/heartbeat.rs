@@ -1,10 +1,9 @@
 //! `POST` and `DELETE /api/stats/heartbeat`: record activity, end sessions.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
-use axum::http::request::Parts;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -14,11 +13,12 @@ use utoipa_axum::routes;
 
 use super::metrics::HeartbeatModule;
 use super::{truncate, within_deadline};
-use crate::auth::{AuthUser, Caller};
+use crate::auth::Caller;
 use crate::clock::rfc3339;
 use crate::domain::{ClientId, MAX_PAGE_LEN, MAX_RESOURCE_LEN, ModuleId, Page, ResourceId};
-use crate::error::{ApiError, ApiQuery, ErrorBody};
-use crate::state::AppState;
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::extract::{ApiQuery, AuthUser, LimitedUser};
+use crate::http::state::AppState;
 use crate::store::{Heartbeat, Leave, SessionStore};
 
 /// The largest heartbeat body accepted.
@@ -184,19 +184,6 @@ async fn heartbeat_delete(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// A caller whose heartbeat fits their rate limit.
-struct LimitedUser(Caller);
-
-impl FromRequestParts<AppState> for LimitedUser {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let AuthUser(caller) = AuthUser::from_request_parts(parts, state).await?;
-        state.limiter.check(&caller.user)?;
-        Ok(Self(caller))
-    }
 }
 
 /// A heartbeat body, parsed into valid values.

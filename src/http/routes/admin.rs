@@ -10,11 +10,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::within_deadline;
-use crate::auth::AdminUser;
 use crate::clock::{Millis, rfc3339};
 use crate::domain::{ClientId, UserId};
-use crate::error::{ApiError, ApiQuery, ErrorBody};
-use crate::state::AppState;
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::extract::AdminUser;
+use crate::http::extract::ApiQuery;
+use crate::http::state::AppState;
 use crate::store::{Cursor, SessionStore};
 
 /// Page size when `limit` is not given.

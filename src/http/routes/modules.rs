@@ -9,10 +9,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::within_deadline;
-use crate::auth::AuthUser;
 use crate::clock::rfc3339;
-use crate::error::{ApiError, ErrorBody};
-use crate::state::AppState;
+use crate::domain::Modules;
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::extract::AuthUser;
+use crate::http::state::AppState;
 use crate::store::{ModuleCounts, ModuleSnapshot, SessionStore};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -58,13 +59,12 @@ pub struct ModulesResponse {
 }
 
 impl ModulesResponse {
-    /// Labels a snapshot with the registry's stats keys.
-    pub fn new(state: &AppState, snapshot: &ModuleSnapshot) -> Self {
-        let modules = state
-            .modules
+    /// Labels counts with the registry's stats keys.
+    pub fn new(registry: &Modules, snapshot: &ModuleSnapshot) -> Self {
+        let modules = registry
             .ids()
             .zip(&snapshot.counts)
-            .map(|(id, counts)| (state.modules.get(id).stats_key.clone(), (*counts).into()))
+            .map(|(id, counts)| (registry.get(id).stats_key.clone(), (*counts).into()))
             .collect();
         Self {
             modules,
@@ -91,5 +91,5 @@ async fn modules_get(
 ) -> Result<Json<ModulesResponse>, ApiError> {
     let snapshot =
         within_deadline(&state.metrics, "module_counts", state.store.module_counts()).await?;
-    Ok(Json(ModulesResponse::new(&state, &snapshot)))
+    Ok(Json(ModulesResponse::new(&state.modules, &snapshot)))
 }

@@ -19,11 +19,12 @@ use serde::{Deserialize, Serialize};
 use crate::auth::{KeySource, mint};
 use crate::config::JwtArgs;
 use crate::domain::UserId;
-use crate::error::{ApiError, ApiQuery};
-use crate::state::AppState;
+use crate::http::error::ApiError;
+use crate::http::extract::ApiQuery;
+use crate::http::state::AppState;
 
-const PAGE: &str = include_str!("../../clients/js/demo/index.html");
-const CLIENT: &str = include_str!("../../clients/js/presence-client.js");
+const PAGE: &str = include_str!("../../../clients/js/demo/index.html");
+const CLIENT: &str = include_str!("../../../clients/js/presence-client.js");
 
 /// How long a demo token lasts.
 const DEMO_TOKEN_TTL: Duration = Duration::from_secs(8 * 3600);

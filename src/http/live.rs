@@ -18,10 +18,10 @@ use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::UserId;
-use crate::routes::modules::ModulesResponse;
-use crate::state::AppState;
-use crate::store::{ModuleCounts, SessionStore};
+use crate::domain::{Modules, UserId};
+use crate::http::routes::STORE_DEADLINE;
+use crate::http::routes::modules::ModulesResponse;
+use crate::store::{ModuleCounts, SessionStore, Store};
 
 /// How often the publisher looks at the counts: changes are pushed at most
 /// once per this period.
@@ -148,13 +148,13 @@ impl Drop for StreamGuard {
     }
 }
 
-/// Publishes the counts once a [`PUBLISH_PERIOD`] while anyone listens,
-/// until `cancel` fires.
+/// Publishes the counts of `store` to `live`'s listeners once a
+/// [`PUBLISH_PERIOD`] while anyone listens, until `cancel` fires.
 ///
 /// Every tick publishes, changed or not: each stream compares with what it
 /// last sent itself (streams start from their own reading of the store, so
 /// the publisher cannot know what each has seen), and sends only changes.
-pub async fn run(state: AppState, cancel: CancellationToken) {
+pub async fn run(live: Arc<Live>, store: Store, modules: Modules, cancel: CancellationToken) {
     let mut ticks = tokio::time::interval(PUBLISH_PERIOD);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -162,28 +162,25 @@ pub async fn run(state: AppState, cancel: CancellationToken) {
             () = cancel.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        if state.live.sender.receiver_count() == 0 {
+        if live.sender.receiver_count() == 0 {
             continue;
         }
-        let snapshot =
-            match tokio::time::timeout(crate::routes::STORE_DEADLINE, state.store.module_counts())
-                .await
-            {
-                Ok(Ok(snapshot)) => snapshot,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "live counts unavailable");
-                    continue;
-                }
-                Err(_) => continue,
-            };
-        let body = ModulesResponse::new(&state, &snapshot);
+        let snapshot = match tokio::time::timeout(STORE_DEADLINE, store.module_counts()).await {
+            Ok(Ok(snapshot)) => snapshot,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "live counts unavailable");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let body = ModulesResponse::new(&modules, &snapshot);
         match serde_json::to_string(&body) {
             Ok(json) => {
                 let publication = Publication {
                     counts: snapshot.counts,
                     json,
                 };
-                state.live.sender.send_replace(Some(Arc::new(publication)));
+                live.sender.send_replace(Some(Arc::new(publication)));
             }
             Err(e) => tracing::error!(error = %e, "cannot serialise counts"),
         }

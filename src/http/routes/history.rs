@@ -11,10 +11,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::within_deadline;
-use crate::auth::AdminUser;
 use crate::clock::rfc3339;
-use crate::error::{ApiError, ApiQuery, ErrorBody};
-use crate::state::AppState;
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::extract::AdminUser;
+use crate::http::extract::ApiQuery;
+use crate::http::state::AppState;
 use crate::store::SessionStore;
 use crate::store::history::History;
 

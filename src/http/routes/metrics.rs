@@ -12,10 +12,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::within_deadline;
-use crate::auth::AdminUser;
-use crate::error::{ApiError, ErrorBody};
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::extract::AdminUser;
+use crate::http::state::AppState;
 use crate::metrics::{HttpLabels, Present};
-use crate::state::AppState;
 use crate::store::SessionStore;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {

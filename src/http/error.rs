@@ -1,4 +1,4 @@
-//! The one error type of the HTTP API, and the extractors that produce it.
+//! The one error type of the HTTP API.
 //!
 //! Every failure a client can see is an [`ApiError`]; its status and `code`
 //! are fixed per variant, and it renders as the contract's body
@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use axum::Json;
+use axum::extract::OriginalUri;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{FromRequestParts, OriginalUri};
 use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +17,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::auth::AuthError;
+use crate::limiter::RateLimited;
 use crate::store::StoreError;
 
 /// Everything that can go wrong in a request.
@@ -58,7 +59,7 @@ pub enum ApiError {
     RateLimited(Duration),
     /// 429 `too_many_streams`: an SSE stream limit is reached.
     #[error("{0}; close another stream first")]
-    TooManyStreams(crate::live::StreamRefused),
+    TooManyStreams(crate::http::live::StreamRefused),
     /// 503 `overloaded`, with `Retry-After`: `MAX_CONCURRENT_REQUESTS` are
     /// already in flight.
     #[error("the service is at capacity; retry in a moment")]
@@ -170,6 +171,12 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<RateLimited> for ApiError {
+    fn from(RateLimited(wait): RateLimited) -> Self {
+        Self::RateLimited(wait)
+    }
+}
+
 impl From<QueryRejection> for ApiError {
     fn from(e: QueryRejection) -> Self {
         Self::InvalidQuery(e.body_text())
@@ -181,16 +188,6 @@ impl From<PathRejection> for ApiError {
         Self::InvalidQuery(e.body_text())
     }
 }
-
-/// `Query<T>` whose rejection is an [`ApiError`].
-#[derive(Debug, FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(ApiError))]
-pub struct ApiQuery<T>(pub T);
-
-/// `Path<T>` whose rejection is an [`ApiError`].
-#[derive(Debug, FromRequestParts)]
-#[from_request(via(axum::extract::Path), rejection(ApiError))]
-pub struct ApiPath<T>(pub T);
 
 /// The router's fallback: a JSON 404 for any unknown path.
 pub async fn not_found(OriginalUri(uri): OriginalUri) -> ApiError {

@@ -1,0 +1,115 @@
+//! Every extractor a handler names in its arguments: who the caller is
+//! ([`AuthUser`], [`AdminUser`], [`LimitedUser`], [`StreamUser`]), and
+//! query and path parameters whose rejection is the contract's error body
+//! ([`ApiQuery`], [`ApiPath`]).
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+
+use crate::auth::{AuthError, Caller};
+use crate::http::error::ApiError;
+use crate::http::state::AppState;
+
+/// The bearer token of a request, from the `Authorization` header.
+fn bearer(parts: &Parts) -> Result<&str, AuthError> {
+    let header = parts.headers.get(AUTHORIZATION).ok_or(AuthError::Missing)?;
+    let value = header
+        .to_str()
+        .map_err(|_| AuthError::Invalid("Authorization header is not ASCII"))?;
+    let (scheme, token) = value.split_once(' ').ok_or(AuthError::Invalid(
+        "expected `Authorization: Bearer <token>`",
+    ))?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(AuthError::Invalid(
+            "expected `Authorization: Bearer <token>`",
+        ));
+    }
+    Ok(token.trim())
+}
+
+/// A handler argument that requires a valid token; yields the caller.
+#[derive(Debug, Clone)]
+pub struct AuthUser(pub Caller);
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts)?;
+        Ok(Self(state.verifier.verify(token)?))
+    }
+}
+
+/// A handler argument that requires a valid token with the admin role.
+#[derive(Debug, Clone)]
+pub struct AdminUser(pub Caller);
+
+impl FromRequestParts<AppState> for AdminUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let AuthUser(caller) = AuthUser::from_request_parts(parts, state).await?;
+        if caller.admin {
+            Ok(Self(caller))
+        } else {
+            Err(ApiError::Forbidden)
+        }
+    }
+}
+
+/// A caller within their per-user rate limit: heartbeats, and (issue 14)
+/// reads of who is where.
+#[derive(Debug, Clone)]
+pub struct LimitedUser(pub Caller);
+
+impl FromRequestParts<AppState> for LimitedUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let AuthUser(caller) = AuthUser::from_request_parts(parts, state).await?;
+        state.limiter.check(&caller.user)?;
+        Ok(Self(caller))
+    }
+}
+
+/// The caller of a stream: `Authorization: Bearer`, or `?access_token=`
+/// (an `EventSource` cannot set headers).
+#[derive(Debug, Clone)]
+pub struct StreamUser(pub Caller);
+
+impl FromRequestParts<AppState> for StreamUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if parts.headers.contains_key(AUTHORIZATION) {
+            let AuthUser(caller) = AuthUser::from_request_parts(parts, state).await?;
+            return Ok(Self(caller));
+        }
+        let token = parts
+            .uri
+            .query()
+            .into_iter()
+            .flat_map(url_pairs)
+            .find_map(|(k, v)| (k == "access_token").then_some(v))
+            .ok_or(AuthError::Missing)?;
+        Ok(Self(state.verifier.verify(&token)?))
+    }
+}
+
+/// `application/x-www-form-urlencoded` pairs of a query string.
+fn url_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .unwrap_or_default()
+        .into_iter()
+}
+
+/// `Query<T>` whose rejection is an [`ApiError`].
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+/// `Path<T>` whose rejection is an [`ApiError`].
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
