@@ -66,7 +66,7 @@ impl UserRateLimiter {
 
     /// Forgets users whose bucket is full again, so the limiter's memory
     /// follows the active users, not every user ever seen.
-    pub fn forget_idle(&self) {
+    pub(crate) fn forget_idle(&self) {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
     }

@@ -25,61 +25,57 @@ use crate::store::SessionObserver;
 
 /// `module` label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ModuleLabel {
+struct ModuleLabel {
     /// The module code, e.g. `pms`.
-    pub module: String,
+    module: String,
 }
 
 /// Labels of `presence_heartbeats_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HeartbeatLabels {
+struct HeartbeatLabels {
     /// The module code, or empty when the request named none.
-    pub module: String,
+    module: String,
     /// `ok`, `invalid`, `unauthorized`, `rate_limited`, `store_unavailable`
     /// or `error`.
-    pub outcome: String,
+    outcome: String,
 }
 
 /// Labels of `presence_session_duration_seconds`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SessionLabels {
+struct SessionLabels {
     /// The module code.
-    pub module: String,
+    module: String,
     /// `leave` (ended, moved away) or `expired`.
-    pub ended: String,
+    ended: String,
 }
 
 /// Labels of `presence_http_request_duration_seconds`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HttpLabels {
+struct HttpLabels {
     /// The matched route (`/api/presence/resources/{resource}`), never the
     /// raw path, so the label set stays bounded.
-    pub route: String,
+    route: String,
     /// The request method.
-    pub method: String,
+    method: String,
     /// The status code.
-    pub status: u16,
+    status: u16,
 }
 
 /// Labels of `presence_store_duration_seconds`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StoreLabels {
+struct StoreLabels {
     /// The store operation.
-    pub op: String,
+    op: String,
 }
 
 /// Every metric of the service.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    /// Heartbeats received, by module and outcome.
-    pub heartbeats: Family<HeartbeatLabels, Counter>,
-    /// Lengths of ended sessions.
-    pub session_seconds: Family<SessionLabels, Histogram>,
-    /// HTTP request durations.
-    pub http_seconds: Family<HttpLabels, Histogram>,
-    /// Store call durations.
-    pub store_seconds: Family<StoreLabels, Histogram>,
+    heartbeats: Family<HeartbeatLabels, Counter>,
+    session_seconds: Family<SessionLabels, Histogram>,
+    http_seconds: Family<HttpLabels, Histogram>,
+    store_seconds: Family<StoreLabels, Histogram>,
     active_users: Family<ModuleLabel, Gauge>,
     active_sessions: Family<ModuleLabel, Gauge>,
     module_share: Family<ModuleLabel, Gauge<f64, AtomicU64>>,
@@ -89,8 +85,7 @@ pub struct Metrics {
     /// The local day the daily peak is for: its start, and the next day's.
     peak_day: Mutex<(Millis, Millis)>,
     open_streams: Gauge,
-    /// Requests answered 503 `overloaded`.
-    pub requests_shed: Counter,
+    requests_shed: Counter,
     requests_in_flight: Gauge,
     open_connections: Gauge,
     runtime_tasks: Gauge,
@@ -223,7 +218,7 @@ impl Metrics {
     }
 
     /// Records a snapshot saved at `at`.
-    pub fn snapshot_saved(&self, at: Millis) {
+    pub(crate) fn snapshot_saved(&self, at: Millis) {
         #[allow(
             clippy::cast_precision_loss,
             reason = "ms timestamps are far below 2^52"
@@ -246,7 +241,7 @@ impl Metrics {
     /// Called after each heartbeat and at each scrape (which also brings in
     /// peaks that other instances caused, and starts a new day's peak
     /// without waiting for a heartbeat).
-    pub fn see_active_users(&self, active: u64, at: Millis, timezone: Tz) {
+    pub(crate) fn see_active_users(&self, active: u64, at: Millis, timezone: Tz) {
         let active = i64::try_from(active).unwrap_or(i64::MAX);
         self.peak_since_start
             .inner()
@@ -268,7 +263,7 @@ impl Metrics {
     }
 
     /// Sets the gauges that describe now, then renders the text format.
-    pub fn render(&self, now: &Present<'_>) -> String {
+    pub(crate) fn render(&self, now: &Present<'_>) -> String {
         let total: u64 = now.modules.iter().map(|m| m.1).sum();
         for (code, users, sessions) in now.modules {
             let label = ModuleLabel {
@@ -280,13 +275,9 @@ impl Metrics {
             self.active_sessions
                 .get_or_create(&label)
                 .set(i64::try_from(*sessions).unwrap_or(i64::MAX));
-            #[allow(clippy::cast_precision_loss, reason = "user counts are far below 2^52")]
-            let share = if total == 0 {
-                0.0
-            } else {
-                *users as f64 / total as f64
-            };
-            self.module_share.get_or_create(&label).set(share);
+            self.module_share
+                .get_or_create(&label)
+                .set(module_share(*users, total));
         }
         self.users_anywhere
             .set(i64::try_from(now.users_anywhere).unwrap_or(i64::MAX));
@@ -305,17 +296,46 @@ impl Metrics {
         out
     }
 
+    /// Observes one HTTP request: its matched route (never the raw path, so
+    /// the label set stays bounded), method and status.
+    pub(crate) fn http_request(&self, route: String, method: &str, status: u16, took: Duration) {
+        self.http_seconds
+            .get_or_create(&HttpLabels {
+                route,
+                method: method.to_owned(),
+                status,
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts a request answered 503 `overloaded`.
+    pub(crate) fn request_shed(&self) {
+        self.requests_shed.inc();
+    }
+
     /// Observes one store call.
-    pub fn store_call(&self, op: &str, took: Duration) {
+    pub(crate) fn store_call(&self, op: &str, took: Duration) {
         self.store_seconds
             .get_or_create(&StoreLabels { op: op.to_owned() })
             .observe(took.as_secs_f64());
     }
 }
 
+/// A module's share of the users active now: its active users over the
+/// sum of every module's, 0 when nobody is active. The same figure is
+/// `presence_module_share` here and `distribution` in the history.
+pub(crate) fn module_share(users: u64, total: u64) -> f64 {
+    #[allow(clippy::cast_precision_loss, reason = "user counts are far below 2^52")]
+    if total == 0 {
+        0.0
+    } else {
+        users as f64 / total as f64
+    }
+}
+
 /// What the present-tense gauges are set from at scrape time.
 #[derive(Debug)]
-pub struct Present<'a> {
+pub(crate) struct Present<'a> {
     /// (module code, active users, active sessions) in registry order.
     pub modules: &'a [(&'a str, u64, u64)],
     /// Distinct users active anywhere.

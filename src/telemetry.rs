@@ -29,7 +29,7 @@ pub fn init(format: LogFormat) {
 }
 
 /// The span of one request: method, path (no query) and request id.
-pub fn request_span<B>(request: &Request<B>) -> Span {
+pub(crate) fn request_span<B>(request: &Request<B>) -> Span {
     let id = request
         .extensions()
         .get::<RequestId>()
@@ -48,14 +48,14 @@ pub fn request_span<B>(request: &Request<B>) -> Span {
 /// a random UUID per request cost a `getrandom` system call each, which
 /// measured at about 60 % of a `/healthz` request's time.
 #[derive(Debug, Clone)]
-pub struct RequestIds {
+pub(crate) struct RequestIds {
     prefix: u64,
     next: Arc<AtomicU64>,
 }
 
 impl RequestIds {
     /// A generator with a fresh random prefix.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             prefix: rand::random(),
             next: Arc::new(AtomicU64::new(0)),

@@ -169,12 +169,12 @@ impl KeySource {
 
     /// An HS256 secret shorter than 32 bytes can be brute-forced offline
     /// from any token signed with it; the service warns at start-up.
-    pub fn is_weak(&self) -> bool {
+    pub(crate) fn is_weak(&self) -> bool {
         matches!(self, Self::Hmac(s) if s.expose().len() < 32)
     }
 
     /// True in demo mode.
-    pub fn is_demo(&self) -> bool {
+    pub(crate) fn is_demo(&self) -> bool {
         matches!(self, Self::Demo(_))
     }
 

@@ -60,14 +60,14 @@ impl Clock for ManualClock {
 }
 
 /// Formats `ms` as the contract's timestamp: RFC 3339, UTC, milliseconds.
-pub fn rfc3339(ms: Millis) -> String {
+pub(crate) fn rfc3339(ms: Millis) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms)
         .unwrap_or_default()
         .to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// Converts a duration to whole milliseconds, saturating.
-pub fn duration_ms(d: Duration) -> Millis {
+pub(crate) fn duration_ms(d: Duration) -> Millis {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 

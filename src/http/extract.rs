@@ -30,7 +30,7 @@ fn bearer(parts: &Parts) -> Result<&str, AuthError> {
 
 /// A handler argument that requires a valid token; yields the caller.
 #[derive(Debug, Clone)]
-pub struct AuthUser(pub Caller);
+pub(crate) struct AuthUser(pub Caller);
 
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
@@ -43,7 +43,7 @@ impl FromRequestParts<AppState> for AuthUser {
 
 /// A handler argument that requires a valid token with the admin role.
 #[derive(Debug, Clone)]
-pub struct AdminUser(pub Caller);
+pub(crate) struct AdminUser(pub Caller);
 
 impl FromRequestParts<AppState> for AdminUser {
     type Rejection = ApiError;
@@ -61,7 +61,7 @@ impl FromRequestParts<AppState> for AdminUser {
 /// A caller within their per-user rate limit: heartbeats, and (issue 14)
 /// reads of who is where.
 #[derive(Debug, Clone)]
-pub struct LimitedUser(pub Caller);
+pub(crate) struct LimitedUser(pub Caller);
 
 impl FromRequestParts<AppState> for LimitedUser {
     type Rejection = ApiError;
@@ -76,7 +76,7 @@ impl FromRequestParts<AppState> for LimitedUser {
 /// The caller of a stream: `Authorization: Bearer`, or `?access_token=`
 /// (an `EventSource` cannot set headers).
 #[derive(Debug, Clone)]
-pub struct StreamUser(pub Caller);
+pub(crate) struct StreamUser(pub Caller);
 
 impl FromRequestParts<AppState> for StreamUser {
     type Rejection = ApiError;
@@ -107,9 +107,9 @@ fn url_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
 /// `Query<T>` whose rejection is an [`ApiError`].
 #[derive(Debug, FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
-pub struct ApiQuery<T>(pub T);
+pub(crate) struct ApiQuery<T>(pub T);
 
 /// `Path<T>` whose rejection is an [`ApiError`].
 #[derive(Debug, FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
-pub struct ApiPath<T>(pub T);
+pub(crate) struct ApiPath<T>(pub T);

@@ -25,11 +25,11 @@ use crate::store::{ModuleCounts, SessionStore, Store};
 
 /// How often the publisher looks at the counts: changes are pushed at most
 /// once per this period.
-pub const PUBLISH_PERIOD: Duration = Duration::from_secs(1);
+pub(crate) const PUBLISH_PERIOD: Duration = Duration::from_secs(1);
 
 /// One publication: the counts, and the event's JSON.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Publication {
+pub(crate) struct Publication {
     /// What changed, for listeners to compare with what they last sent.
     pub counts: Vec<ModuleCounts>,
     /// The same JSON as `GET /api/stats/modules`.
@@ -37,7 +37,7 @@ pub struct Publication {
 }
 
 /// The latest publication, if any yet.
-pub type Published = Option<Arc<Publication>>;
+pub(crate) type Published = Option<Arc<Publication>>;
 
 /// The publisher's side of the channel, and the stream limits.
 #[derive(Debug)]
@@ -61,7 +61,7 @@ impl Live {
     }
 
     /// A receiver of future publications.
-    pub fn subscribe(&self) -> watch::Receiver<Published> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Published> {
         self.sender.subscribe()
     }
 
@@ -69,7 +69,7 @@ impl Live {
     ///
     /// # Errors
     /// [`StreamRefused`] when the user or the instance has too many.
-    pub fn admit(self: &Arc<Self>, user: &UserId) -> Result<StreamGuard, StreamRefused> {
+    pub(crate) fn admit(self: &Arc<Self>, user: &UserId) -> Result<StreamGuard, StreamRefused> {
         self.limits.admit(user)?;
         tracing::info!(user = %user, "stream opened");
         Ok(StreamGuard {
@@ -136,7 +136,7 @@ impl StreamLimits {
 
 /// Held by an open stream; releases its place when the stream ends.
 #[derive(Debug)]
-pub struct StreamGuard {
+pub(crate) struct StreamGuard {
     live: Arc<Live>,
     user: UserId,
 }

@@ -36,10 +36,10 @@ use crate::http::error::ApiError;
 use crate::http::state::AppState;
 
 /// The largest request head (request line and headers) accepted.
-pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// The most header fields a request may have.
-pub const MAX_HEADERS: usize = 64;
+pub(crate) const MAX_HEADERS: usize = 64;
 
 const LIVENESS_PATH: &str = "/healthz";
 
@@ -61,7 +61,7 @@ pub struct Limits {
 
 impl Limits {
     /// The limits of the `serve` settings.
-    pub fn from_args(args: &ServeArgs) -> Self {
+    pub(crate) fn from_args(args: &ServeArgs) -> Self {
         let max_connections = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
         let max_concurrent_requests =
             usize::try_from(args.max_concurrent_requests).unwrap_or(usize::MAX);
@@ -76,12 +76,12 @@ impl Limits {
     }
 
     /// Connections open now.
-    pub fn open_connections(&self) -> usize {
+    pub(crate) fn open_connections(&self) -> usize {
         self.max_connections - self.connections.available_permits()
     }
 
     /// Requests being handled now.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.max_concurrent_requests - self.in_flight.available_permits()
     }
 }
@@ -93,13 +93,13 @@ impl Limits {
 /// A stream holds its permit only until its response headers are sent.
 /// `/healthz` is never shed: a busy instance is alive, and an orchestrator
 /// must not restart it for being busy (`/readyz` can still say not ready).
-pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if request.uri().path() == LIVENESS_PATH {
         return next.run(request).await;
     }
     let limits = &state.limits;
     let Ok(_permit) = limits.in_flight.try_acquire() else {
-        state.metrics.requests_shed.inc();
+        state.metrics.request_shed();
         return ApiError::Overloaded.into_response();
     };
     match tokio::time::timeout(limits.request_timeout, next.run(request)).await {

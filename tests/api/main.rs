@@ -13,6 +13,7 @@ mod faults;
 mod heartbeat;
 mod helpers;
 mod http;
+mod layers;
 mod limits;
 mod redis;
 mod redis_server;

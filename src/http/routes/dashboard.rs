@@ -18,7 +18,7 @@ const STYLES: &str = include_str!("../../../dashboard/dashboard.css");
 const CLIENT: &str = include_str!("../../../clients/js/presence-client.js");
 
 /// The dashboard's routes.
-pub fn router() -> Router<AppState> {
+pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/admin", get(|| asset("text/html; charset=utf-8", PAGE)))
         .route("/admin/", get(|| async { Redirect::permanent("/admin") }))

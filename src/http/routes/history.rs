@@ -16,6 +16,7 @@ use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::AdminUser;
 use crate::http::extract::ApiQuery;
 use crate::http::state::AppState;
+use crate::metrics::module_share;
 use crate::store::SessionStore;
 use crate::store::history::History;
 
@@ -110,13 +111,7 @@ async fn history_get(
     for (id, now) in state.modules.ids().zip(&counts.counts) {
         let key = state.modules.get(id).stats_key.clone();
         modules.insert(key.clone(), summarise(&history, id.index()));
-        #[allow(clippy::cast_precision_loss, reason = "user counts are far below 2^52")]
-        let share = if total_active == 0 {
-            0.0
-        } else {
-            now.active_now as f64 / total_active as f64
-        };
-        distribution.insert(key, share);
+        distribution.insert(key, module_share(now.active_now, total_active));
     }
     Ok(Json(HistoryResponse {
         window,

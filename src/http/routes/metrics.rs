@@ -15,7 +15,7 @@ use super::within_deadline;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::AdminUser;
 use crate::http::state::AppState;
-use crate::metrics::{HttpLabels, Present};
+use crate::metrics::Present;
 use crate::store::SessionStore;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -101,13 +101,7 @@ pub(crate) async fn track(State(state): State<AppState>, request: Request, next:
     let status = response.status();
     state
         .metrics
-        .http_seconds
-        .get_or_create(&HttpLabels {
-            route,
-            method: method.as_str().to_owned(),
-            status: status.as_u16(),
-        })
-        .observe(started.elapsed().as_secs_f64());
+        .http_request(route, method.as_str(), status.as_u16(), started.elapsed());
     if heartbeat {
         let module = response
             .extensions()

@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::store::StoreError;
 
 mod admin;
-pub mod dashboard;
+pub(crate) mod dashboard;
 pub mod demo;
 mod health;
 pub mod heartbeat;
@@ -30,7 +30,7 @@ mod presence;
 pub mod stream;
 
 /// How long any store call may take before the request answers 503.
-pub const STORE_DEADLINE: Duration = Duration::from_secs(1);
+pub(crate) const STORE_DEADLINE: Duration = Duration::from_secs(1);
 
 #[derive(OpenApi)]
 #[openapi(

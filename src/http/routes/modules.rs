@@ -23,7 +23,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 /// The counts of one module.
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ModuleCountsBody {
+pub(crate) struct ModuleCountsBody {
     /// Distinct users ever seen in the module.
     pub total_users: u64,
     /// Distinct users with a live session in the module now.
@@ -50,7 +50,7 @@ impl From<ModuleCounts> for ModuleCountsBody {
     "innovation": {"totalUsers": 1, "activeNow": 1, "today": 1},
     "timestamp": "2026-01-14T09:30:00.123Z"
 }))]
-pub struct ModulesResponse {
+pub(crate) struct ModulesResponse {
     /// Counts per stats key.
     #[serde(flatten)]
     pub modules: IndexMap<String, ModuleCountsBody>,
@@ -60,7 +60,7 @@ pub struct ModulesResponse {
 
 impl ModulesResponse {
     /// Labels counts with the registry's stats keys.
-    pub fn new(registry: &Modules, snapshot: &ModuleSnapshot) -> Self {
+    pub(crate) fn new(registry: &Modules, snapshot: &ModuleSnapshot) -> Self {
         let modules = registry
             .ids()
             .zip(&snapshot.counts)

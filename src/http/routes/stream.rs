@@ -21,7 +21,7 @@ use crate::http::state::AppState;
 use crate::store::SessionStore;
 
 /// Keep-alive comment period.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(stream_get))
@@ -115,4 +115,4 @@ fn lifetime(state: &AppState, caller: &Caller) -> Duration {
 }
 
 /// The longest a stream stays open.
-pub const MAX_STREAM_LIFETIME: Duration = Duration::from_secs(3600);
+pub(crate) const MAX_STREAM_LIFETIME: Duration = Duration::from_secs(3600);
