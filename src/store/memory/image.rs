@@ -1,0 +1,73 @@
+//! The memory store as plain values: what a snapshot writes and reads.
+//!
+//! [`MemoryStore::image`] copies what must outlive a restart (sessions,
+//! `today`, `total`, history) into a plain [`MemoryImage`], and
+//! [`MemoryStore::restore`] rebuilds the state from one; the derived
+//! indexes are never saved, only rebuilt. `crate::snapshot` turns images
+//! into files.
+//!
+//! [`MemoryStore::image`]: super::MemoryStore::image
+//! [`MemoryStore::restore`]: super::MemoryStore::restore
+
+use crate::clock::Millis;
+use crate::domain::{ClientId, ModuleId, Page, ResourceId, UserId};
+use crate::store::history::MinuteBucket;
+
+/// What the memory store keeps across a restart, as plain values: see
+/// [`MemoryStore::image`]. Modules are registry positions of the store it
+/// came from or goes to.
+///
+/// [`MemoryStore::image`]: super::MemoryStore::image
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemoryImage {
+    /// When it was taken.
+    pub at: Millis,
+    /// The start of the local day `today` is for.
+    pub today_start: Millis,
+    /// Every session held: live, or expired and not yet swept.
+    pub sessions: Vec<SessionImage>,
+    /// Per module, in registry order: the users seen today.
+    pub today: Vec<Vec<UserId>>,
+    /// Per module, in registry order: the users ever seen.
+    pub total: Vec<Vec<UserId>>,
+    /// The last 24 hours of history, oldest first.
+    pub history: Vec<MinuteBucket>,
+}
+
+/// One session in a [`MemoryImage`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionImage {
+    /// Whose.
+    pub user: UserId,
+    /// Which tab; `None` for the default session.
+    pub client: Option<ClientId>,
+    /// Where.
+    pub module: ModuleId,
+    /// Latest page sent.
+    pub page: Option<Page>,
+    /// Latest resource sent.
+    pub resource: Option<ResourceId>,
+    /// When the session started in this module.
+    pub started_at: Millis,
+    /// Since when it has named `resource`.
+    pub resource_since: Millis,
+    /// Its latest heartbeat.
+    pub last_seen: Millis,
+}
+
+/// What [`MemoryStore::restore`] kept and dropped.
+///
+/// [`MemoryStore::restore`]: super::MemoryStore::restore
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Live sessions put back.
+    pub sessions: usize,
+    /// Sessions that had expired by the restore; dropped, their end filed
+    /// in the history.
+    pub expired: usize,
+    /// Sessions dropped as beyond `max_sessions_per_user` (each user's
+    /// least recently seen) or repeated.
+    pub over_cap: usize,
+    /// Whether `today` was kept (the image is from the current local day).
+    pub today_kept: bool,
+}
