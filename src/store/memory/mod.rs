@@ -92,7 +92,13 @@ struct Shared {
     max_sessions_per_user: usize,
 }
 
-type Locked<'a> = (MutexGuard<'a, State>, Millis, Millis);
+/// The state under its lock, with the instant the operation runs at.
+struct Locked<'a> {
+    state: MutexGuard<'a, State>,
+    now: Millis,
+    /// `now - TTL`: a session last seen at or before it has expired.
+    cutoff: Millis,
+}
 
 impl MemoryStore {
     /// An empty store reading time from `clock`.
@@ -123,7 +129,7 @@ impl MemoryStore {
     /// How many sessions are held in memory, live or expired but not yet
     /// removed.
     pub fn sessions_in_memory(&self) -> usize {
-        self.lock_without_expiry().0.by_time.len()
+        self.lock_without_expiry().state.by_time.len()
     }
 
     /// The module registry the store was built for.
@@ -135,17 +141,17 @@ impl MemoryStore {
     /// copies the id arena, the user sets and the slots (their strings by
     /// reference count); users are named after the lock is released.
     pub fn image(&self) -> MemoryImage {
-        let (st, now, _) = self.lock_without_expiry();
-        let names = st.users.names();
-        let slots: Vec<Session> = st
+        let Locked { state, now, .. } = self.lock_without_expiry();
+        let names = state.users.names();
+        let slots: Vec<Session> = state
             .sessions
             .iter()
             .filter(|s| s.user != VACANT)
             .cloned()
             .collect();
-        let (today, total) = (st.today.clone(), st.total.clone());
-        let (today_start, history) = (st.day_start, st.history.window(now, HISTORY_MINUTES));
-        drop(st);
+        let (today, total) = (state.today.clone(), state.total.clone());
+        let (today_start, history) = (state.day_start, state.history.window(now, HISTORY_MINUTES));
+        drop(state);
         let name = |uid: Uid| UserId::known(names.get(uid));
         let users = |sets: &[UserSet]| -> Vec<Vec<UserId>> {
             sets.iter().map(|s| s.iter().map(name).collect()).collect()
@@ -187,18 +193,18 @@ impl MemoryStore {
             self.shared.ttl,
         );
         let restored = fresh.restore(image, now, self.shared.max_sessions_per_user);
-        let mut st = self
+        let mut state = self
             .shared
             .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        *st = fresh;
-        self.notify(st);
+        *state = fresh;
+        self.notify(state);
         restored
     }
 
-    /// Locks the state, rolling `today` over first if the day has changed.
-    /// Returns the guard, `now` and the liveness cutoff.
+    /// Locks the state, rolling `today` over first if the day has changed;
+    /// expired sessions stay where they are.
     fn lock_without_expiry(&self) -> Locked<'_> {
         // A panic while holding the lock cannot leave the indexes half-updated
         // in a way that matters more than losing the process, and every
@@ -214,78 +220,87 @@ impl MemoryStore {
         if now >= state.next_day_start {
             state.roll_day(self.shared.timezone, now, ttl);
         }
-        (state, now, now - ttl)
+        Locked {
+            state,
+            now,
+            cutoff: now - ttl,
+        }
     }
 
     /// [`Self::lock_without_expiry`], then removes up to [`EAGER_BATCH`]
     /// expired sessions. Counts are exact unless more than that many
-    /// expired since the last operation; [`Self::settled`] makes sure.
-    fn lock(&self) -> Locked<'_> {
-        let (mut st, now, cutoff) = self.lock_without_expiry();
-        st.expire(now, cutoff, EAGER_BATCH);
-        (st, now, cutoff)
+    /// expired since the last operation; [`Self::lock_expiring_all`] makes
+    /// sure.
+    fn lock_expiring(&self) -> Locked<'_> {
+        let mut locked = self.lock_without_expiry();
+        locked.state.expire(locked.now, locked.cutoff, EAGER_BATCH);
+        locked
     }
 
     /// Locks the state once no expired session is left in it, removing
     /// them [`SWEEP_BATCH`] at a time and letting other tasks in between.
     /// Also returns how many it removed.
-    async fn settled(&self) -> (Locked<'_>, usize) {
+    async fn lock_expiring_all(&self) -> (Locked<'_>, usize) {
         let mut removed = 0;
         loop {
-            if let Some(locked) = self.settle_step(&mut removed) {
+            if let Some(locked) = self.expire_one_batch(&mut removed) {
                 return (locked, removed);
             }
             tokio::task::yield_now().await;
         }
     }
 
-    /// One batch of [`Self::settled`], counted into `removed`: the guard if
-    /// nothing expired is left.
-    fn settle_step(&self, removed: &mut usize) -> Option<Locked<'_>> {
-        let (mut st, now, cutoff) = self.lock_without_expiry();
-        *removed += st.expire(now, cutoff, SWEEP_BATCH);
-        if !st.has_expired(cutoff) {
-            return Some((st, now, cutoff));
+    /// One batch of [`Self::lock_expiring_all`], counted into `removed`:
+    /// the lock if nothing expired is left, else it is released.
+    fn expire_one_batch(&self, removed: &mut usize) -> Option<Locked<'_>> {
+        let mut locked = self.lock_without_expiry();
+        *removed += locked.state.expire(locked.now, locked.cutoff, SWEEP_BATCH);
+        if !locked.state.has_expired(locked.cutoff) {
+            return Some(locked);
         }
-        self.notify(st);
+        self.notify(locked.state);
         None
     }
 
     fn heartbeat_sync(&self, beat: Heartbeat) -> HeartbeatAck {
-        let (mut st, now, cutoff) = self.lock();
+        let Locked {
+            mut state,
+            now,
+            cutoff,
+        } = self.lock_expiring();
         let module = beat.module;
-        let uid = st.users.intern(beat.user.as_str());
-        let before = st.modules_of(uid);
-        st.make_room(
+        let uid = state.users.intern(beat.user.as_str());
+        let before = state.modules_of(uid);
+        state.make_room(
             uid,
             beat.client.as_ref(),
             now,
             cutoff,
             self.shared.max_sessions_per_user,
         );
-        st.upsert(uid, beat, now);
-        st.settle(uid, before);
-        st.seen(uid, module);
+        state.upsert(uid, beat, now);
+        state.recount_user(uid, before);
+        state.seen(uid, module);
         // Counts include sessions expired but not yet removed only while a
         // mass expiry is being worked off; such counts set no peak.
-        let exact = !st.has_expired(cutoff);
+        let exact = !state.has_expired(cutoff);
         if exact {
-            let active_here = st.active[module.index()];
-            st.history.at(module.index(), now).see(active_here, now);
+            let active_here = state.active[module.index()];
+            state.history.at(module.index(), now).see(active_here, now);
         }
         let ack = HeartbeatAck {
-            active_users: st.anywhere,
+            active_users: state.anywhere,
             exact,
             at: now,
         };
-        self.notify(st);
+        self.notify(state);
         ack
     }
 
     /// Releases the lock, then tells the observer of the sessions that ended.
-    fn notify(&self, mut st: MutexGuard<'_, State>) {
-        let mut ended = std::mem::take(&mut st.ended);
-        drop(st);
+    fn notify(&self, mut state: MutexGuard<'_, State>) {
+        let mut ended = std::mem::take(&mut state.ended);
+        drop(state);
         ended.sort_unstable_by_key(|&(module, _, expired)| (module.index(), expired));
         for group in ended.chunk_by(|a, b| (a.0, a.2) == (b.0, b.2)) {
             let (module, _, expired) = group[0];
@@ -303,34 +318,38 @@ impl MemoryStore {
     }
 
     fn leave_sync(&self, user: &UserId, which: Leave) -> usize {
-        let (mut st, now, cutoff) = self.lock();
+        let Locked {
+            mut state,
+            now,
+            cutoff,
+        } = self.lock_expiring();
         // An unknown user holds nothing, and is not numbered for asking.
-        let Some(uid) = st.users.get(user.as_str()) else {
-            self.notify(st);
+        let Some(uid) = state.users.get(user.as_str()) else {
+            self.notify(state);
             return 0;
         };
         let doomed: Vec<Sid> = match which {
-            Leave::Session(client) => st.find(uid, client.as_ref()).into_iter().collect(),
-            Leave::All => st.sessions_of(uid).collect(),
+            Leave::Session(client) => state.find(uid, client.as_ref()).into_iter().collect(),
+            Leave::All => state.sessions_of(uid).collect(),
         };
-        let before = st.modules_of(uid);
+        let before = state.modules_of(uid);
         let mut ended = 0;
         for sid in doomed {
-            if let Some(last_seen) = st.remove(sid, now) {
+            if let Some(last_seen) = state.remove(sid, now) {
                 ended += usize::from(last_seen > cutoff);
             }
         }
-        st.settle(uid, before);
-        self.notify(st);
+        state.recount_user(uid, before);
+        self.notify(state);
         ended
     }
 
-    fn module_counts_now(st: &State, now: Millis) -> ModuleSnapshot {
-        let counts = st
+    fn module_counts_now(state: &State, now: Millis) -> ModuleSnapshot {
+        let counts = state
             .active
             .iter()
-            .zip(&st.today)
-            .zip(&st.total)
+            .zip(&state.today)
+            .zip(&state.total)
             .map(|((&active_now, today), total)| ModuleCounts {
                 active_now,
                 today: today.len(),
@@ -339,17 +358,17 @@ impl MemoryStore {
             .collect();
         ModuleSnapshot {
             counts,
-            users_anywhere: st.anywhere,
+            users_anywhere: state.anywhere,
             at: now,
         }
     }
 
     fn resource_viewers_sync(&self, resource: &ResourceId) -> ResourceViewers {
         // Read-only: expired sessions are skipped, not removed.
-        let (st, now, cutoff) = self.lock_without_expiry();
+        let Locked { state, now, cutoff } = self.lock_without_expiry();
         let mut by_user: HashMap<Uid, (Millis, Millis)> = HashMap::new();
-        for &sid in st.resources.get(resource).into_iter().flatten() {
-            let s = &st.sessions[sid as usize];
+        for &sid in state.resources.get(resource).into_iter().flatten() {
+            let s = &state.sessions[sid as usize];
             if s.last_seen <= cutoff {
                 continue;
             }
@@ -362,7 +381,7 @@ impl MemoryStore {
         let mut viewers: Vec<Viewer> = by_user
             .into_iter()
             .map(|(uid, (since, last_seen))| Viewer {
-                user: UserId::known(st.users.name(uid)),
+                user: UserId::known(state.users.name(uid)),
                 since,
                 last_seen,
             })
@@ -373,22 +392,22 @@ impl MemoryStore {
 
     fn sessions_sync(&self, limit: usize, cursor: Option<Cursor>) -> SessionPage {
         // Read-only: expired sessions are skipped, not removed.
-        let (st, now, cutoff) = self.lock_without_expiry();
+        let Locked { state, now, cutoff } = self.lock_without_expiry();
         let upper = match cursor {
             None => Bound::Unbounded,
-            Some(c) => Bound::Excluded(st.position(&c)),
+            Some(c) => Bound::Excluded(state.position(&c)),
         };
         let mut sessions = Vec::with_capacity(limit.min(1024));
         let mut more = false;
-        let newest_first = st.by_time.range((Bound::Unbounded, upper)).rev();
+        let newest_first = state.by_time.range((Bound::Unbounded, upper)).rev();
         for &(ts, uid, sid) in newest_first.take_while(|(ts, _, _)| *ts > cutoff) {
             if sessions.len() == limit {
                 more = true;
                 break;
             }
-            let s = &st.sessions[sid as usize];
+            let s = &state.sessions[sid as usize];
             sessions.push(SessionInfo {
-                user: UserId::known(st.users.name(uid)),
+                user: UserId::known(state.users.name(uid)),
                 client: s.client().cloned(),
                 module: s.module,
                 page: s.page().cloned(),
@@ -420,9 +439,9 @@ impl SessionStore for MemoryStore {
     }
 
     async fn module_counts(&self) -> Result<ModuleSnapshot, StoreError> {
-        let ((st, now, _), _) = self.settled().await;
-        let snapshot = Self::module_counts_now(&st, now);
-        self.notify(st);
+        let (Locked { state, now, .. }, _) = self.lock_expiring_all().await;
+        let snapshot = Self::module_counts_now(&state, now);
+        self.notify(state);
         Ok(snapshot)
     }
 
@@ -439,15 +458,15 @@ impl SessionStore for MemoryStore {
     }
 
     async fn live_sessions(&self) -> Result<Vec<u64>, StoreError> {
-        let ((st, _, _), _) = self.settled().await;
-        let held = st.held.clone();
-        self.notify(st);
+        let (Locked { state, .. }, _) = self.lock_expiring_all().await;
+        let held = state.held.clone();
+        self.notify(state);
         Ok(held)
     }
 
     async fn sweep(&self) -> Result<usize, StoreError> {
-        let ((st, _, _), removed) = self.settled().await;
-        self.notify(st);
+        let (Locked { state, .. }, removed) = self.lock_expiring_all().await;
+        self.notify(state);
         Ok(removed)
     }
 
@@ -456,23 +475,23 @@ impl SessionStore for MemoryStore {
     }
 
     async fn record_sample(&self) -> Result<(), StoreError> {
-        let ((mut st, now, _), _) = self.settled().await;
-        for m in 0..st.active.len() {
-            let active = st.active[m];
-            let minute = st.history.at(m, now);
+        let (Locked { mut state, now, .. }, _) = self.lock_expiring_all().await;
+        for m in 0..state.active.len() {
+            let active = state.active[m];
+            let minute = state.history.at(m, now);
             if minute.sample.is_none() {
                 minute.sample = Some(active);
                 minute.see(active, now);
             }
         }
-        self.notify(st);
+        self.notify(state);
         Ok(())
     }
 
     async fn history(&self, minutes: i64) -> Result<History, StoreError> {
-        let (st, now, _) = self.lock_without_expiry();
+        let Locked { state, now, .. } = self.lock_without_expiry();
         Ok(History {
-            minutes: st.history.window(now, minutes),
+            minutes: state.history.window(now, minutes),
             at: now,
         })
     }

@@ -150,7 +150,7 @@ impl State {
             let since = s.resource_since.min(last_seen);
             session.set_extras(s.client, s.page, s.resource, since);
             self.insert(session);
-            self.settle(uid, before);
+            self.recount_user(uid, before);
             // Live now, so here today or live at midnight: in `today`
             // either way, which keeps `activeNow <= today`.
             self.seen(uid, s.module);
@@ -211,7 +211,7 @@ impl State {
 
     /// After a change to `uid`'s sessions, which were in `before`: brings
     /// the per-module and anywhere user counts up to date.
-    pub(super) fn settle(&mut self, uid: Uid, before: ModuleSet) {
+    pub(super) fn recount_user(&mut self, uid: Uid, before: ModuleSet) {
         let after = self.modules_of(uid);
         if after == before {
             return;
@@ -281,7 +281,7 @@ impl State {
     }
 
     /// Takes session `sid` out of every index but the user counts (the
-    /// caller settles them) and records its end in the history: expired at
+    /// caller recounts the user) and records its end in the history: expired at
     /// `last_seen + TTL` if it was past its TTL at `now`, else left at
     /// `now`. Returns its last heartbeat, or `None` for a free slot.
     pub(super) fn remove(&mut self, sid: Sid, now: Millis) -> Option<Millis> {
@@ -350,7 +350,7 @@ impl State {
                 let before = self.modules_of(uid);
                 let gone = self.take(sid, now);
                 debug_assert!(gone.is_some(), "by_time and sessions agree");
-                self.settle(uid, before);
+                self.recount_user(uid, before);
             }
             removed += 1;
         }
@@ -360,7 +360,7 @@ impl State {
     /// Before a heartbeat of (`uid`, `client`): removes the user's expired
     /// sessions (a dead session is never revived) and, when the heartbeat
     /// would open a session beyond `cap`, the least recently seen one. The
-    /// caller settles the user counts.
+    /// caller recounts the user.
     pub(super) fn make_room(
         &mut self,
         uid: Uid,
@@ -395,7 +395,7 @@ impl State {
 
     /// Creates or refreshes the session of `beat` and its `by_time` and
     /// `resources` entries, recording a start (and, on a move, the end in
-    /// the old module) in the history. The caller settles the user counts.
+    /// the old module) in the history. The caller recounts the user.
     pub(super) fn upsert(&mut self, uid: Uid, beat: Heartbeat, now: Millis) {
         let module = beat.module;
         let Some(sid) = self.find(uid, beat.client.as_ref()) else {
