@@ -394,8 +394,7 @@ impl SessionStore for RedisStore {
                 last_seen: int(&last)?,
             });
         }
-        viewers.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.user.cmp(&b.user)));
-        Ok(ResourceViewers { viewers, at })
+        Ok(ResourceViewers::ordered(viewers, at))
     }
 
     async fn sessions(

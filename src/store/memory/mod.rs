@@ -378,7 +378,7 @@ impl MemoryStore {
                 .and_modify(|v| *v = (v.0.min(since), v.1.max(last_seen)))
                 .or_insert((since, last_seen));
         }
-        let mut viewers: Vec<Viewer> = by_user
+        let viewers: Vec<Viewer> = by_user
             .into_iter()
             .map(|(uid, (since, last_seen))| Viewer {
                 user: UserId::known(state.users.name(uid)),
@@ -386,8 +386,7 @@ impl MemoryStore {
                 last_seen,
             })
             .collect();
-        viewers.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.user.cmp(&b.user)));
-        ResourceViewers { viewers, at: now }
+        ResourceViewers::ordered(viewers, now)
     }
 
     fn sessions_sync(&self, limit: usize, cursor: Option<Cursor>) -> SessionPage {
