@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{Millis, rfc3339};
 use crate::domain::{ClientId, ModuleId, Modules, Page, ResourceId, UserId};
 use crate::metrics::Metrics;
+use crate::store::SessionInfo;
 use crate::store::history::{MinuteBucket, ModuleMinute};
 use crate::store::memory::{MemoryImage, MemoryStore, SessionImage};
 
@@ -409,16 +410,21 @@ impl SnapshotV1 {
             sessions: image
                 .sessions
                 .iter()
-                .map(|s| SessionV1 {
-                    user_id: s.user.to_string(),
-                    client_id: text(s.client.as_ref().map(ClientId::as_str)),
-                    module: code(s.module),
-                    page: text(s.page.as_ref().map(Page::as_str)),
-                    resource: text(s.resource.as_ref().map(ResourceId::as_str)),
-                    started_at: s.started_at,
-                    resource_since: s.resource_since,
-                    last_seen: s.last_seen,
-                })
+                .map(
+                    |SessionImage {
+                         info: s,
+                         resource_since,
+                     }| SessionV1 {
+                        user_id: s.user.to_string(),
+                        client_id: text(s.client.as_ref().map(ClientId::as_str)),
+                        module: code(s.module),
+                        page: text(s.page.as_ref().map(Page::as_str)),
+                        resource: text(s.resource.as_ref().map(ResourceId::as_str)),
+                        started_at: s.started_at,
+                        resource_since: *resource_since,
+                        last_seen: s.last_seen,
+                    },
+                )
                 .collect(),
             today: by_code(image.today),
             total: by_code(image.total),
@@ -482,14 +488,16 @@ impl SessionV1 {
         let module = dropped.module(modules, &self.module)?;
         let session = (|| {
             Some(SessionImage {
-                user: UserId::parse(&self.user_id)?,
-                client: optional(self.client_id.as_deref(), ClientId::parse)?,
-                module,
-                page: optional(self.page.as_deref(), Page::parse)?,
-                resource: optional(self.resource.as_deref(), ResourceId::parse)?,
-                started_at: self.started_at,
+                info: SessionInfo {
+                    user: UserId::parse(&self.user_id)?,
+                    client: optional(self.client_id.as_deref(), ClientId::parse)?,
+                    module,
+                    page: optional(self.page.as_deref(), Page::parse)?,
+                    resource: optional(self.resource.as_deref(), ResourceId::parse)?,
+                    started_at: self.started_at,
+                    last_seen: self.last_seen,
+                },
                 resource_since: self.resource_since,
-                last_seen: self.last_seen,
             })
         })();
         dropped.invalid += usize::from(session.is_none());
@@ -569,14 +577,16 @@ mod tests {
             at: 1_000,
             today_start: 500,
             sessions: vec![SessionImage {
-                user: user("42"),
-                client: ClientId::parse("tab-1"),
-                module: pms,
-                page: Page::parse("/requests/1"),
-                resource: ResourceId::parse("request:1"),
-                started_at: 600,
+                info: SessionInfo {
+                    user: user("42"),
+                    client: ClientId::parse("tab-1"),
+                    module: pms,
+                    page: Page::parse("/requests/1"),
+                    resource: ResourceId::parse("request:1"),
+                    started_at: 600,
+                    last_seen: 900,
+                },
                 resource_since: 700,
-                last_seen: 900,
             }],
             today: vec![vec![user("42")], vec![]],
             total: vec![vec![user("42")], vec![user("7")]],
@@ -612,7 +622,7 @@ mod tests {
             "today":{"pms":["1",""],"gone":["9"]},"total":{"pms":["1"]},"history":[]}"#;
         let (image, dropped) = decode(json, &modules("pms:procurement")).expect("decode");
         assert_eq!(image.sessions.len(), 1);
-        assert_eq!(image.sessions[0].user.as_str(), "3");
+        assert_eq!(image.sessions[0].info.user.as_str(), "3");
         assert_eq!(image.today, vec![vec![UserId::parse("1").expect("user")]]);
         assert_eq!(
             dropped.unknown_modules.into_iter().collect::<Vec<_>>(),

@@ -10,7 +10,8 @@
 //! [`MemoryStore::restore`]: super::MemoryStore::restore
 
 use crate::clock::Millis;
-use crate::domain::{ClientId, ModuleId, Page, ResourceId, UserId};
+use crate::domain::UserId;
+use crate::store::SessionInfo;
 use crate::store::history::MinuteBucket;
 
 /// What the memory store keeps across a restart, as plain values: see
@@ -34,25 +35,14 @@ pub struct MemoryImage {
     pub history: Vec<MinuteBucket>,
 }
 
-/// One session in a [`MemoryImage`].
+/// One session in a [`MemoryImage`]: what the admin list shows of it, and
+/// since when it has named its resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionImage {
-    /// Whose.
-    pub user: UserId,
-    /// Which tab; `None` for the default session.
-    pub client: Option<ClientId>,
-    /// Where.
-    pub module: ModuleId,
-    /// Latest page sent.
-    pub page: Option<Page>,
-    /// Latest resource sent.
-    pub resource: Option<ResourceId>,
-    /// When the session started in this module.
-    pub started_at: Millis,
-    /// Since when it has named `resource`.
+    /// Its user, client, module, page, resource and times.
+    pub info: SessionInfo,
+    /// Since when it has named `info.resource`.
     pub resource_since: Millis,
-    /// Its latest heartbeat.
-    pub last_seen: Millis,
 }
 
 /// What [`MemoryStore::restore`] kept and dropped.

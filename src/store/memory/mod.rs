@@ -27,7 +27,7 @@ use super::history::{HISTORY_MINUTES, History};
 use super::users::{Uid, UserSet};
 use super::{
     Cursor, Heartbeat, HeartbeatAck, Leave, ModuleCounts, ModuleSnapshot, ResourceViewers,
-    SessionInfo, SessionObserver, SessionPage, SessionStore, StoreError, Viewer,
+    SessionObserver, SessionPage, SessionStore, StoreError, Viewer,
 };
 use crate::clock::{Clock, Millis, duration_ms};
 use crate::domain::{Modules, ResourceId, UserId};
@@ -162,14 +162,8 @@ impl MemoryStore {
             sessions: slots
                 .iter()
                 .map(|s| SessionImage {
-                    user: name(s.user),
-                    client: s.client().cloned(),
-                    module: s.module,
-                    page: s.page().cloned(),
-                    resource: s.resource().cloned(),
-                    started_at: s.started_at,
+                    info: s.info(name(s.user)),
                     resource_since: s.resource_since(),
-                    last_seen: s.last_seen,
                 })
                 .collect(),
             today: users(&today),
@@ -399,21 +393,13 @@ impl MemoryStore {
         let mut sessions = Vec::with_capacity(limit.min(1024));
         let mut more = false;
         let newest_first = state.by_time.range((Bound::Unbounded, upper)).rev();
-        for &(ts, uid, sid) in newest_first.take_while(|(ts, _, _)| *ts > cutoff) {
+        for &(_, uid, sid) in newest_first.take_while(|(ts, _, _)| *ts > cutoff) {
             if sessions.len() == limit {
                 more = true;
                 break;
             }
             let s = &state.sessions[sid as usize];
-            sessions.push(SessionInfo {
-                user: UserId::known(state.users.name(uid)),
-                client: s.client().cloned(),
-                module: s.module,
-                page: s.page().cloned(),
-                resource: s.resource().cloned(),
-                started_at: s.started_at,
-                last_seen: ts,
-            });
+            sessions.push(s.info(UserId::known(state.users.name(uid))));
         }
         let next = more.then(|| sessions.last()).flatten().map(|s| Cursor {
             last_seen: s.last_seen,

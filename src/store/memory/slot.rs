@@ -2,7 +2,8 @@
 //! optional strings a heartbeat may add, in one allocation of their own.
 
 use crate::clock::Millis;
-use crate::domain::{ClientId, ModuleId, Page, ResourceId};
+use crate::domain::{ClientId, ModuleId, Page, ResourceId, UserId};
+use crate::store::SessionInfo;
 use crate::store::users::Uid;
 
 /// A session's slot in the slab.
@@ -54,6 +55,19 @@ impl Session {
         self.extras
             .as_ref()
             .map_or(self.started_at, |e| e.resource_since)
+    }
+
+    /// What the admin list shows of this session, which is `user`'s.
+    pub(super) fn info(&self, user: UserId) -> SessionInfo {
+        SessionInfo {
+            user,
+            client: self.client().cloned(),
+            module: self.module,
+            page: self.page().cloned(),
+            resource: self.resource().cloned(),
+            started_at: self.started_at,
+            last_seen: self.last_seen,
+        }
     }
 
     /// Sets the optional strings, keeping their allocation when there is one.

@@ -28,7 +28,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono_tz::Tz;
 
-use super::image::{MemoryImage, Restored};
+use super::image::{MemoryImage, Restored, SessionImage};
 use super::slot::{NO_SESSION, Session, Sid, VACANT};
 use crate::clock::Millis;
 use crate::domain::{ClientId, ModuleId, ResourceId};
@@ -117,8 +117,12 @@ impl State {
         self.history.restore(image.history, now);
         let mut sessions = image.sessions;
         // Newest first, so a user over the cap keeps their latest sessions.
-        sessions.sort_unstable_by_key(|s| std::cmp::Reverse(s.last_seen));
-        for s in sessions {
+        sessions.sort_unstable_by_key(|s| std::cmp::Reverse(s.info.last_seen));
+        for SessionImage {
+            info: s,
+            resource_since,
+        } in sessions
+        {
             let m = s.module.index();
             if m >= modules {
                 continue;
@@ -147,7 +151,7 @@ impl State {
                 next_of_user: NO_SESSION,
                 module: s.module,
             };
-            let since = s.resource_since.min(last_seen);
+            let since = resource_since.min(last_seen);
             session.set_extras(s.client, s.page, s.resource, since);
             self.insert(session);
             self.recount_user(uid, before);
