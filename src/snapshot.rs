@@ -141,11 +141,6 @@ impl Snapshots {
         }
     }
 
-    /// Where the snapshot is kept.
-    pub fn path(&self) -> &Path {
-        &self.file.path
-    }
-
     /// Saves a snapshot now, replacing the file atomically. Logs the
     /// outcome (a failure as a warning) and records a success in the
     /// metrics; the result is for callers that want more.
