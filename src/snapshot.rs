@@ -2,11 +2,11 @@
 //! keeps `today`, `totalUsers` and the history, and after a quick restart
 //! the live sessions too.
 //!
-//! - **When.** [`Snapshots::open`] restores the store at start-up, before
+//! - **When.** `Snapshots::open` restores the store at start-up, before
 //!   anything is served; [`run`] saves every minute while serving, and
 //!   `serve` saves once more after the shutdown drain.
 //! - **How.** The store's lock is held only to copy its state into a
-//!   [`MemoryImage`]; encoding and file I/O run on a blocking thread, off
+//!   `MemoryImage`; encoding and file I/O run on a blocking thread, off
 //!   the async workers. The file is replaced atomically: written to
 //!   `<file>.tmp.<pid>`, fsynced, renamed over `<file>`, then the directory is
 //!   fsynced, so a crash at any point leaves the old snapshot or the new
@@ -40,10 +40,10 @@ use crate::store::history::{MinuteBucket, ModuleMinute};
 use crate::store::memory::{MemoryImage, MemoryStore, SessionImage};
 
 /// The format version written, and the only one read.
-pub const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 1;
 
 /// How often a snapshot is saved while serving.
-pub const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Saves one memory store to one file. Cheap to clone: clones share the
 /// file.
@@ -106,7 +106,7 @@ impl Snapshots {
     /// No file is a clean start; an unusable one is moved aside with a
     /// warning and the store starts clean. The file is read here,
     /// synchronously: once, at start-up, before anything is served.
-    pub fn open(store: MemoryStore, path: PathBuf, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn open(store: MemoryStore, path: PathBuf, metrics: Arc<Metrics>) -> Self {
         let file = StateFile {
             // Per process: another process saving to the same file (which
             // the docs advise against) must not write into our temporary
@@ -176,7 +176,7 @@ impl Snapshots {
     }
 }
 
-/// Saves a snapshot every [`SNAPSHOT_INTERVAL`] until `cancel` fires. A save
+/// Saves a snapshot every `SNAPSHOT_INTERVAL` until `cancel` fires. A save
 /// in progress is finished first, so `serve` can take the last one after
 /// this task ends without the two writing at once.
 pub async fn run(snapshots: Snapshots, cancel: CancellationToken) {

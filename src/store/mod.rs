@@ -257,7 +257,7 @@ impl Store {
     ///
     /// # Errors
     /// An unusable `REDIS_URL`.
-    pub fn open(
+    pub(crate) fn open(
         args: &ServeArgs,
         clock: Arc<dyn Clock>,
         redis_time: TimeSource,

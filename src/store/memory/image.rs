@@ -20,44 +20,43 @@ use crate::store::history::MinuteBucket;
 ///
 /// [`MemoryStore::image`]: super::MemoryStore::image
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MemoryImage {
+pub(crate) struct MemoryImage {
     /// When it was taken.
-    pub at: Millis,
+    pub(crate) at: Millis,
     /// The start of the local day `today` is for.
-    pub today_start: Millis,
+    pub(crate) today_start: Millis,
     /// Every session held: live, or expired and not yet swept.
-    pub sessions: Vec<SessionImage>,
+    pub(crate) sessions: Vec<SessionImage>,
     /// Per module, in registry order: the users seen today.
-    pub today: Vec<Vec<UserId>>,
+    pub(crate) today: Vec<Vec<UserId>>,
     /// Per module, in registry order: the users ever seen.
-    pub total: Vec<Vec<UserId>>,
+    pub(crate) total: Vec<Vec<UserId>>,
     /// The last 24 hours of history, oldest first.
-    pub history: Vec<MinuteBucket>,
+    pub(crate) history: Vec<MinuteBucket>,
 }
 
 /// One session in a [`MemoryImage`]: what the admin list shows of it, and
 /// since when it has named its resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionImage {
-    /// Its user, client, module, page, resource and times.
-    pub info: SessionInfo,
+pub(crate) struct SessionImage {
+    pub(crate) info: SessionInfo,
     /// Since when it has named `info.resource`.
-    pub resource_since: Millis,
+    pub(crate) resource_since: Millis,
 }
 
 /// What [`MemoryStore::restore`] kept and dropped.
 ///
 /// [`MemoryStore::restore`]: super::MemoryStore::restore
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Restored {
+pub(crate) struct Restored {
     /// Live sessions put back.
-    pub sessions: usize,
+    pub(crate) sessions: usize,
     /// Sessions that had expired by the restore; dropped, their end filed
     /// in the history.
-    pub expired: usize,
+    pub(crate) expired: usize,
     /// Sessions dropped as beyond `max_sessions_per_user` (each user's
     /// least recently seen) or repeated.
-    pub over_cap: usize,
+    pub(crate) over_cap: usize,
     /// Whether `today` was kept (the image is from the current local day).
-    pub today_kept: bool,
+    pub(crate) today_kept: bool,
 }

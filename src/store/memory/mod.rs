@@ -5,7 +5,7 @@
 //!   state and tells the observer of the sessions that ended.
 //! - `state`: the locked `State`, its indexes and every operation on them.
 //! - `slot`: one session's slot in the state's slab.
-//! - `image`: [`MemoryImage`], the state as plain values for a snapshot.
+//! - `image`: `MemoryImage`, the state as plain values for a snapshot.
 //!
 //! # Locking
 //! One `std::sync::Mutex`: every operation is short and synchronous, and
@@ -13,7 +13,7 @@
 //! inside plain function calls), so a std mutex is both correct and cheaper
 //! than an async one. No operation holds it for longer than one batch of
 //! expiry plus its own work, however many sessions expire at once; the
-//! exceptions are the midnight rollover and [`MemoryStore::image`], which
+//! exceptions are the midnight rollover and `MemoryStore::image`, which
 //! are O(sessions) once a day and once a snapshot.
 
 use std::collections::HashMap;
@@ -36,7 +36,7 @@ mod image;
 mod slot;
 mod state;
 
-pub use image::{MemoryImage, Restored, SessionImage};
+pub(crate) use image::{MemoryImage, Restored, SessionImage};
 use slot::{Session, Sid, VACANT};
 use state::State;
 
@@ -64,8 +64,7 @@ pub struct MemoryConfig {
 }
 
 impl MemoryConfig {
-    /// The memory store's part of the `serve` settings.
-    pub fn from_args(args: &crate::config::ServeArgs) -> Self {
+    pub(crate) fn from_args(args: &crate::config::ServeArgs) -> Self {
         Self {
             modules: args.modules.clone(),
             session_ttl: args.session_ttl,
@@ -132,15 +131,14 @@ impl MemoryStore {
         self.lock_without_expiry().state.by_time.len()
     }
 
-    /// The module registry the store was built for.
-    pub fn modules(&self) -> &Modules {
+    pub(crate) fn modules(&self) -> &Modules {
         &self.shared.modules
     }
 
     /// A copy of everything that must outlive a restart. Under the lock it
     /// copies the id arena, the user sets and the slots (their strings by
     /// reference count); users are named after the lock is released.
-    pub fn image(&self) -> MemoryImage {
+    pub(crate) fn image(&self) -> MemoryImage {
         let Locked { state, now, .. } = self.lock_without_expiry();
         let names = state.users.names();
         let slots: Vec<Session> = state
@@ -178,7 +176,7 @@ impl MemoryStore {
     /// `max_sessions_per_user` (the most recently seen), and `today` is
     /// kept only if the image is from the current local day; otherwise it
     /// starts with the users live now, as at a midnight rollover.
-    pub fn restore(&self, image: MemoryImage) -> Restored {
+    pub(crate) fn restore(&self, image: MemoryImage) -> Restored {
         let now = self.shared.clock.now_ms();
         let mut fresh = State::new(
             self.shared.modules.len(),
