@@ -2,11 +2,11 @@
 //! keeps `today`, `totalUsers` and the history, and after a quick restart
 //! the live sessions too.
 //!
-//! - **When.** [`Snapshots::open`] restores the store at start-up, before
+//! - **When.** `Snapshots::open` restores the store at start-up, before
 //!   anything is served; [`run`] saves every minute while serving, and
 //!   `serve` saves once more after the shutdown drain.
 //! - **How.** The store's lock is held only to copy its state into a
-//!   [`MemoryImage`]; encoding and file I/O run on a blocking thread, off
+//!   `MemoryImage`; encoding and file I/O run on a blocking thread, off
 //!   the async workers. The file is replaced atomically: written to
 //!   `<file>.tmp.<pid>`, fsynced, renamed over `<file>`, then the directory is
 //!   fsynced, so a crash at any point leaves the old snapshot or the new
@@ -33,16 +33,18 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Millis, rfc3339};
+use crate::config::directory_of;
 use crate::domain::{ClientId, ModuleId, Modules, Page, ResourceId, UserId};
 use crate::metrics::Metrics;
+use crate::store::SessionInfo;
 use crate::store::history::{MinuteBucket, ModuleMinute};
 use crate::store::memory::{MemoryImage, MemoryStore, SessionImage};
 
 /// The format version written, and the only one read.
-pub const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 1;
 
 /// How often a snapshot is saved while serving.
-pub const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Saves one memory store to one file. Cheap to clone: clones share the
 /// file.
@@ -105,7 +107,7 @@ impl Snapshots {
     /// No file is a clean start; an unusable one is moved aside with a
     /// warning and the store starts clean. The file is read here,
     /// synchronously: once, at start-up, before anything is served.
-    pub fn open(store: MemoryStore, path: PathBuf, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn open(store: MemoryStore, path: PathBuf, metrics: Arc<Metrics>) -> Self {
         let file = StateFile {
             // Per process: another process saving to the same file (which
             // the docs advise against) must not write into our temporary
@@ -138,11 +140,6 @@ impl Snapshots {
             file: Arc::new(file),
             metrics,
         }
-    }
-
-    /// Where the snapshot is kept.
-    pub fn path(&self) -> &Path {
-        &self.file.path
     }
 
     /// Saves a snapshot now, replacing the file atomically. Logs the
@@ -180,7 +177,7 @@ impl Snapshots {
     }
 }
 
-/// Saves a snapshot every [`SNAPSHOT_INTERVAL`] until `cancel` fires. A save
+/// Saves a snapshot every `SNAPSHOT_INTERVAL` until `cancel` fires. A save
 /// in progress is finished first, so `serve` can take the last one after
 /// this task ends without the two writing at once.
 pub async fn run(snapshots: Snapshots, cancel: CancellationToken) {
@@ -238,14 +235,6 @@ impl StateFile {
         let _one_at_a_time = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
         replace_atomically(&self.path, &self.tmp, &bytes)?;
         Ok(bytes.len())
-    }
-}
-
-/// The directory a file path is in (`.` for a bare file name).
-pub(crate) fn directory_of(path: &Path) -> &Path {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
     }
 }
 
@@ -409,16 +398,21 @@ impl SnapshotV1 {
             sessions: image
                 .sessions
                 .iter()
-                .map(|s| SessionV1 {
-                    user_id: s.user.to_string(),
-                    client_id: text(s.client.as_ref().map(ClientId::as_str)),
-                    module: code(s.module),
-                    page: text(s.page.as_ref().map(Page::as_str)),
-                    resource: text(s.resource.as_ref().map(ResourceId::as_str)),
-                    started_at: s.started_at,
-                    resource_since: s.resource_since,
-                    last_seen: s.last_seen,
-                })
+                .map(
+                    |SessionImage {
+                         info: s,
+                         resource_since,
+                     }| SessionV1 {
+                        user_id: s.user.to_string(),
+                        client_id: text(s.client.as_ref().map(ClientId::as_str)),
+                        module: code(s.module),
+                        page: text(s.page.as_ref().map(Page::as_str)),
+                        resource: text(s.resource.as_ref().map(ResourceId::as_str)),
+                        started_at: s.started_at,
+                        resource_since: *resource_since,
+                        last_seen: s.last_seen,
+                    },
+                )
                 .collect(),
             today: by_code(image.today),
             total: by_code(image.total),
@@ -482,14 +476,16 @@ impl SessionV1 {
         let module = dropped.module(modules, &self.module)?;
         let session = (|| {
             Some(SessionImage {
-                user: UserId::parse(&self.user_id)?,
-                client: optional(self.client_id.as_deref(), ClientId::parse)?,
-                module,
-                page: optional(self.page.as_deref(), Page::parse)?,
-                resource: optional(self.resource.as_deref(), ResourceId::parse)?,
-                started_at: self.started_at,
+                info: SessionInfo {
+                    user: UserId::parse(&self.user_id)?,
+                    client: optional(self.client_id.as_deref(), ClientId::parse)?,
+                    module,
+                    page: optional(self.page.as_deref(), Page::parse)?,
+                    resource: optional(self.resource.as_deref(), ResourceId::parse)?,
+                    started_at: self.started_at,
+                    last_seen: self.last_seen,
+                },
                 resource_since: self.resource_since,
-                last_seen: self.last_seen,
             })
         })();
         dropped.invalid += usize::from(session.is_none());
@@ -569,14 +565,16 @@ mod tests {
             at: 1_000,
             today_start: 500,
             sessions: vec![SessionImage {
-                user: user("42"),
-                client: ClientId::parse("tab-1"),
-                module: pms,
-                page: Page::parse("/requests/1"),
-                resource: ResourceId::parse("request:1"),
-                started_at: 600,
+                info: SessionInfo {
+                    user: user("42"),
+                    client: ClientId::parse("tab-1"),
+                    module: pms,
+                    page: Page::parse("/requests/1"),
+                    resource: ResourceId::parse("request:1"),
+                    started_at: 600,
+                    last_seen: 900,
+                },
                 resource_since: 700,
-                last_seen: 900,
             }],
             today: vec![vec![user("42")], vec![]],
             total: vec![vec![user("42")], vec![user("7")]],
@@ -612,7 +610,7 @@ mod tests {
             "today":{"pms":["1",""],"gone":["9"]},"total":{"pms":["1"]},"history":[]}"#;
         let (image, dropped) = decode(json, &modules("pms:procurement")).expect("decode");
         assert_eq!(image.sessions.len(), 1);
-        assert_eq!(image.sessions[0].user.as_str(), "3");
+        assert_eq!(image.sessions[0].info.user.as_str(), "3");
         assert_eq!(image.today, vec![vec![UserId::parse("1").expect("user")]]);
         assert_eq!(
             dropped.unknown_modules.into_iter().collect::<Vec<_>>(),

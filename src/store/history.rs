@@ -11,12 +11,12 @@ use std::collections::VecDeque;
 use crate::clock::Millis;
 
 /// Minutes of history kept: 24 hours.
-pub const HISTORY_MINUTES: i64 = 24 * 60;
+pub(crate) const HISTORY_MINUTES: i64 = 24 * 60;
 
 const MINUTE_MS: Millis = 60_000;
 
 /// The start of the minute `t` falls in.
-pub fn minute_of(t: Millis) -> Millis {
+pub(crate) fn minute_of(t: Millis) -> Millis {
     t - t.rem_euclid(MINUTE_MS)
 }
 
@@ -40,7 +40,7 @@ pub struct ModuleMinute {
 
 impl ModuleMinute {
     /// Raises the peak to `active` at `at` if it is higher.
-    pub fn see(&mut self, active: u64, at: Millis) {
+    pub(crate) fn see(&mut self, active: u64, at: Millis) {
         if active > self.peak {
             self.peak = active;
             self.peak_at = Some(at);
@@ -70,7 +70,7 @@ pub struct History {
 /// The memory store's history: a ring of at most [`HISTORY_MINUTES`]
 /// minutes.
 #[derive(Debug)]
-pub struct HistoryRing {
+pub(crate) struct HistoryRing {
     modules: usize,
     minutes: VecDeque<MinuteBucket>,
     /// Where events older than the ring go (a session that expired over a
@@ -79,8 +79,7 @@ pub struct HistoryRing {
 }
 
 impl HistoryRing {
-    /// An empty ring for `modules` modules.
-    pub fn new(modules: usize) -> Self {
+    pub(crate) fn new(modules: usize) -> Self {
         Self {
             modules,
             minutes: VecDeque::new(),
@@ -89,7 +88,7 @@ impl HistoryRing {
     }
 
     /// The bucket of module `m` in the minute of `t`, created if needed.
-    pub fn at(&mut self, m: usize, t: Millis) -> &mut ModuleMinute {
+    pub(crate) fn at(&mut self, m: usize, t: Millis) -> &mut ModuleMinute {
         let start = minute_of(t);
         let newest = self.minutes.back().map_or(start, |b| b.start.max(start));
         if start <= newest - HISTORY_MINUTES * MINUTE_MS || m >= self.modules {
@@ -132,7 +131,7 @@ impl HistoryRing {
     /// Puts back minutes taken from another ring (a snapshot), keeping
     /// those within the 24 hours that end at `now`. A module index beyond
     /// this ring's modules is ignored.
-    pub fn restore(&mut self, minutes: Vec<MinuteBucket>, now: Millis) {
+    pub(crate) fn restore(&mut self, minutes: Vec<MinuteBucket>, now: Millis) {
         let oldest_kept = minute_of(now) - (HISTORY_MINUTES - 1) * MINUTE_MS;
         for bucket in minutes {
             if bucket.start < oldest_kept || bucket.start > now {
@@ -147,7 +146,7 @@ impl HistoryRing {
     }
 
     /// The minutes of the `minutes`-minute window ending at `now`.
-    pub fn window(&self, now: Millis, minutes: i64) -> Vec<MinuteBucket> {
+    pub(crate) fn window(&self, now: Millis, minutes: i64) -> Vec<MinuteBucket> {
         let from = minute_of(now) - (minutes - 1) * MINUTE_MS;
         self.minutes
             .iter()

@@ -135,6 +135,15 @@ pub struct ResourceViewers {
     pub at: Millis,
 }
 
+impl ResourceViewers {
+    /// `viewers` (one entry per user) at `at`, put in the order every
+    /// backend answers: earliest `since` first, then by user id.
+    pub(crate) fn ordered(mut viewers: Vec<Viewer>, at: Millis) -> Self {
+        viewers.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.user.cmp(&b.user)));
+        Self { viewers, at }
+    }
+}
+
 /// One live session, for the admin list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
@@ -247,7 +256,7 @@ impl Store {
     ///
     /// # Errors
     /// An unusable `REDIS_URL`.
-    pub fn open(
+    pub(crate) fn open(
         args: &ServeArgs,
         clock: Arc<dyn Clock>,
         redis_time: TimeSource,

@@ -38,7 +38,7 @@
 //! # Faults
 //! The connection is a `redis::aio::ConnectionManager`: multiplexed,
 //! reconnecting by itself with back-off, with connection and response
-//! timeouts of [`REDIS_TIMEOUT`], so with Redis gone requests answer 503
+//! timeouts of `REDIS_TIMEOUT`, so with Redis gone requests answer 503
 //! `store_unavailable` quickly and service resumes when Redis returns.
 
 use std::sync::{Arc, Mutex};
@@ -59,7 +59,7 @@ use crate::clock::{Clock, Millis, duration_ms};
 use crate::domain::{ClientId, Modules, Page, ResourceId, UserId};
 
 /// Connection and response timeout for Redis calls.
-pub const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+pub(crate) const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How many expired sessions one sweep script removes.
 const SWEEP_BATCH: i64 = 1000;
@@ -92,8 +92,7 @@ pub struct RedisConfig {
 }
 
 impl RedisConfig {
-    /// The Redis store's part of the `serve` settings.
-    pub fn from_args(args: &crate::config::ServeArgs) -> Self {
+    pub(crate) fn from_args(args: &crate::config::ServeArgs) -> Self {
         Self {
             url: args.redis_url.clone(),
             key_prefix: args.redis_key_prefix.clone(),
@@ -394,8 +393,7 @@ impl SessionStore for RedisStore {
                 last_seen: int(&last)?,
             });
         }
-        viewers.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.user.cmp(&b.user)));
-        Ok(ResourceViewers { viewers, at })
+        Ok(ResourceViewers::ordered(viewers, at))
     }
 
     async fn sessions(

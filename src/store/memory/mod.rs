@@ -1,0 +1,481 @@
+//! The in-memory store: every session in this process, behind one mutex.
+//!
+//! - this file: [`MemoryStore`], the handle every request goes through:
+//!   it takes the lock (expiring sessions first), runs one operation on the
+//!   state and tells the observer of the sessions that ended.
+//! - `state`: the locked `State`, its indexes and every operation on them.
+//! - `slot`: one session's slot in the state's slab.
+//! - `image`: `MemoryImage`, the state as plain values for a snapshot.
+//!
+//! # Locking
+//! One `std::sync::Mutex`: every operation is short and synchronous, and
+//! the lock is never held across an `.await` (the async methods only lock
+//! inside plain function calls), so a std mutex is both correct and cheaper
+//! than an async one. No operation holds it for longer than one batch of
+//! expiry plus its own work, however many sessions expire at once; the
+//! exceptions are the midnight rollover and `MemoryStore::image`, which
+//! are O(sessions) once a day and once a snapshot.
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use chrono_tz::Tz;
+
+use super::history::{HISTORY_MINUTES, History};
+use super::users::{Uid, UserSet};
+use super::{
+    Cursor, Heartbeat, HeartbeatAck, Leave, ModuleCounts, ModuleSnapshot, ResourceViewers,
+    SessionObserver, SessionPage, SessionStore, StoreError, Viewer,
+};
+use crate::clock::{Clock, Millis, duration_ms};
+use crate::domain::{Modules, ResourceId, UserId};
+
+mod image;
+mod slot;
+mod state;
+
+pub(crate) use image::{MemoryImage, Restored, SessionImage};
+use slot::{Session, Sid, VACANT};
+use state::State;
+
+/// How many expired sessions the sweeper and the count queries remove per
+/// lock acquisition.
+const SWEEP_BATCH: usize = 1024;
+
+/// How many expired sessions every other operation removes first: enough
+/// to keep up with any realistic expiry rate, small enough that a mass
+/// expiry adds microseconds, not milliseconds, to a heartbeat.
+const EAGER_BATCH: usize = 64;
+
+/// What the memory store needs to know.
+#[derive(Debug, Clone)]
+pub struct MemoryConfig {
+    /// The module registry.
+    pub modules: Modules,
+    /// How long a session lives without a heartbeat.
+    pub session_ttl: Duration,
+    /// Where "today" starts.
+    pub timezone: Tz,
+    /// The most sessions one user may hold; a new one beyond it replaces the
+    /// user's least recently seen session.
+    pub max_sessions_per_user: usize,
+}
+
+impl MemoryConfig {
+    pub(crate) fn from_args(args: &crate::config::ServeArgs) -> Self {
+        Self {
+            modules: args.modules.clone(),
+            session_ttl: args.session_ttl,
+            timezone: args.stats_timezone,
+            max_sessions_per_user: usize::from(args.max_sessions_per_user),
+        }
+    }
+}
+
+/// Sessions in this process's memory. Cheap to clone: clones share state.
+#[derive(Debug, Clone)]
+pub struct MemoryStore {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    observer: Arc<dyn SessionObserver>,
+    modules: Modules,
+    clock: Arc<dyn Clock>,
+    ttl: Millis,
+    timezone: Tz,
+    max_sessions_per_user: usize,
+}
+
+/// The state under its lock, with the instant the operation runs at.
+struct Locked<'a> {
+    state: MutexGuard<'a, State>,
+    now: Millis,
+    /// `now - TTL`: a session last seen at or before it has expired.
+    cutoff: Millis,
+}
+
+impl MemoryStore {
+    /// An empty store reading time from `clock`.
+    pub fn new(
+        config: &MemoryConfig,
+        clock: Arc<dyn Clock>,
+        observer: Arc<dyn SessionObserver>,
+    ) -> Self {
+        let state = State::new(
+            config.modules.len(),
+            config.timezone,
+            clock.now_ms(),
+            duration_ms(config.session_ttl),
+        );
+        Self {
+            shared: Arc::new(Shared {
+                state: Mutex::new(state),
+                observer,
+                modules: config.modules.clone(),
+                clock,
+                ttl: duration_ms(config.session_ttl),
+                timezone: config.timezone,
+                max_sessions_per_user: config.max_sessions_per_user.max(1),
+            }),
+        }
+    }
+
+    /// How many sessions are held in memory, live or expired but not yet
+    /// removed.
+    pub fn sessions_in_memory(&self) -> usize {
+        self.lock_without_expiry().state.by_time.len()
+    }
+
+    pub(crate) fn modules(&self) -> &Modules {
+        &self.shared.modules
+    }
+
+    /// A copy of everything that must outlive a restart. Under the lock it
+    /// copies the id arena, the user sets and the slots (their strings by
+    /// reference count); users are named after the lock is released.
+    pub(crate) fn image(&self) -> MemoryImage {
+        let Locked { state, now, .. } = self.lock_without_expiry();
+        let names = state.users.names();
+        let slots: Vec<Session> = state
+            .sessions
+            .iter()
+            .filter(|s| s.user != VACANT)
+            .cloned()
+            .collect();
+        let (today, total) = (state.today.clone(), state.total.clone());
+        let (today_start, history) = (state.day_start, state.history.window(now, HISTORY_MINUTES));
+        drop(state);
+        let name = |uid: Uid| UserId::known(names.get(uid));
+        let users = |sets: &[UserSet]| -> Vec<Vec<UserId>> {
+            sets.iter().map(|s| s.iter().map(name).collect()).collect()
+        };
+        MemoryImage {
+            at: now,
+            today_start,
+            sessions: slots
+                .iter()
+                .map(|s| SessionImage {
+                    info: s.info(name(s.user)),
+                    resource_since: s.resource_since(),
+                })
+                .collect(),
+            today: users(&today),
+            total: users(&total),
+            history,
+        }
+    }
+
+    /// Replaces the whole state with `image`, judged by today's clock and
+    /// limits: sessions past their TTL are dropped (their end filed in the
+    /// history, as the sweeper would have), each user keeps at most
+    /// `max_sessions_per_user` (the most recently seen), and `today` is
+    /// kept only if the image is from the current local day; otherwise it
+    /// starts with the users live now, as at a midnight rollover.
+    pub(crate) fn restore(&self, image: MemoryImage) -> Restored {
+        let now = self.shared.clock.now_ms();
+        let mut fresh = State::new(
+            self.shared.modules.len(),
+            self.shared.timezone,
+            now,
+            self.shared.ttl,
+        );
+        let restored = fresh.restore(image, now, self.shared.max_sessions_per_user);
+        let mut state = self
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *state = fresh;
+        self.notify(state);
+        restored
+    }
+
+    /// Locks the state, rolling `today` over first if the day has changed;
+    /// expired sessions stay where they are.
+    fn lock_without_expiry(&self) -> Locked<'_> {
+        // A panic while holding the lock cannot leave the indexes half-updated
+        // in a way that matters more than losing the process, and every
+        // critical section is panic-free code; recover rather than cascade.
+        let mut state = self
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = self.shared.clock.now_ms();
+        let ttl = self.shared.ttl;
+        // Only forward: a wall clock stepping back must not undo today.
+        if now >= state.next_day_start {
+            state.roll_day(self.shared.timezone, now, ttl);
+        }
+        Locked {
+            state,
+            now,
+            cutoff: now - ttl,
+        }
+    }
+
+    /// [`Self::lock_without_expiry`], then removes up to [`EAGER_BATCH`]
+    /// expired sessions. Counts are exact unless more than that many
+    /// expired since the last operation; [`Self::lock_expiring_all`] makes
+    /// sure.
+    fn lock_expiring(&self) -> Locked<'_> {
+        let mut locked = self.lock_without_expiry();
+        locked.state.expire(locked.now, locked.cutoff, EAGER_BATCH);
+        locked
+    }
+
+    /// Locks the state once no expired session is left in it, removing
+    /// them [`SWEEP_BATCH`] at a time and letting other tasks in between.
+    /// Also returns how many it removed.
+    async fn lock_expiring_all(&self) -> (Locked<'_>, usize) {
+        let mut removed = 0;
+        loop {
+            if let Some(locked) = self.expire_one_batch(&mut removed) {
+                return (locked, removed);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// One batch of [`Self::lock_expiring_all`], counted into `removed`:
+    /// the lock if nothing expired is left, else it is released.
+    fn expire_one_batch(&self, removed: &mut usize) -> Option<Locked<'_>> {
+        let mut locked = self.lock_without_expiry();
+        *removed += locked.state.expire(locked.now, locked.cutoff, SWEEP_BATCH);
+        if !locked.state.has_expired(locked.cutoff) {
+            return Some(locked);
+        }
+        self.notify(locked.state);
+        None
+    }
+
+    fn heartbeat_sync(&self, beat: Heartbeat) -> HeartbeatAck {
+        let Locked {
+            mut state,
+            now,
+            cutoff,
+        } = self.lock_expiring();
+        let module = beat.module;
+        let uid = state.users.intern(beat.user.as_str());
+        let before = state.modules_of(uid);
+        state.make_room(
+            uid,
+            beat.client.as_ref(),
+            now,
+            cutoff,
+            self.shared.max_sessions_per_user,
+        );
+        state.upsert(uid, beat, now);
+        state.recount_user(uid, before);
+        state.seen(uid, module);
+        // Counts include sessions expired but not yet removed only while a
+        // mass expiry is being worked off; such counts set no peak.
+        let exact = !state.has_expired(cutoff);
+        if exact {
+            let active_here = state.active[module.index()];
+            state.history.at(module.index(), now).see(active_here, now);
+        }
+        let ack = HeartbeatAck {
+            active_users: state.anywhere,
+            exact,
+            at: now,
+        };
+        self.notify(state);
+        ack
+    }
+
+    /// Releases the lock, then tells the observer of the sessions that ended.
+    fn notify(&self, mut state: MutexGuard<'_, State>) {
+        let mut ended = std::mem::take(&mut state.ended);
+        drop(state);
+        ended.sort_unstable_by_key(|&(module, _, expired)| (module.index(), expired));
+        for group in ended.chunk_by(|a, b| (a.0, a.2) == (b.0, b.2)) {
+            let (module, _, expired) = group[0];
+            #[allow(
+                clippy::cast_precision_loss,
+                reason = "session lengths are far below 2^52 ms"
+            )]
+            let seconds: Vec<f64> = group
+                .iter()
+                .map(|&(_, length, _)| length.max(0) as f64 / 1000.0)
+                .collect();
+            let code = &self.shared.modules.get(module).code;
+            self.shared.observer.sessions_ended(code, expired, &seconds);
+        }
+    }
+
+    fn leave_sync(&self, user: &UserId, which: Leave) -> usize {
+        let Locked {
+            mut state,
+            now,
+            cutoff,
+        } = self.lock_expiring();
+        // An unknown user holds nothing, and is not numbered for asking.
+        let Some(uid) = state.users.get(user.as_str()) else {
+            self.notify(state);
+            return 0;
+        };
+        let doomed: Vec<Sid> = match which {
+            Leave::Session(client) => state.find(uid, client.as_ref()).into_iter().collect(),
+            Leave::All => state.sessions_of(uid).collect(),
+        };
+        let before = state.modules_of(uid);
+        let mut ended = 0;
+        for sid in doomed {
+            if let Some(last_seen) = state.remove(sid, now) {
+                ended += usize::from(last_seen > cutoff);
+            }
+        }
+        state.recount_user(uid, before);
+        self.notify(state);
+        ended
+    }
+
+    fn module_counts_now(state: &State, now: Millis) -> ModuleSnapshot {
+        let counts = state
+            .active
+            .iter()
+            .zip(&state.today)
+            .zip(&state.total)
+            .map(|((&active_now, today), total)| ModuleCounts {
+                active_now,
+                today: today.len(),
+                total_users: total.len(),
+            })
+            .collect();
+        ModuleSnapshot {
+            counts,
+            users_anywhere: state.anywhere,
+            at: now,
+        }
+    }
+
+    fn resource_viewers_sync(&self, resource: &ResourceId) -> ResourceViewers {
+        // Read-only: expired sessions are skipped, not removed.
+        let Locked { state, now, cutoff } = self.lock_without_expiry();
+        let mut by_user: HashMap<Uid, (Millis, Millis)> = HashMap::new();
+        for &sid in state.resources.get(resource).into_iter().flatten() {
+            let s = &state.sessions[sid as usize];
+            if s.last_seen <= cutoff {
+                continue;
+            }
+            let (since, last_seen) = (s.resource_since(), s.last_seen);
+            by_user
+                .entry(s.user)
+                .and_modify(|v| *v = (v.0.min(since), v.1.max(last_seen)))
+                .or_insert((since, last_seen));
+        }
+        let viewers: Vec<Viewer> = by_user
+            .into_iter()
+            .map(|(uid, (since, last_seen))| Viewer {
+                user: UserId::known(state.users.name(uid)),
+                since,
+                last_seen,
+            })
+            .collect();
+        ResourceViewers::ordered(viewers, now)
+    }
+
+    fn sessions_sync(&self, limit: usize, cursor: Option<Cursor>) -> SessionPage {
+        // Read-only: expired sessions are skipped, not removed.
+        let Locked { state, now, cutoff } = self.lock_without_expiry();
+        let upper = match cursor {
+            None => Bound::Unbounded,
+            Some(c) => Bound::Excluded(state.position(&c)),
+        };
+        let mut sessions = Vec::with_capacity(limit.min(1024));
+        let mut more = false;
+        let newest_first = state.by_time.range((Bound::Unbounded, upper)).rev();
+        for &(_, uid, sid) in newest_first.take_while(|(ts, _, _)| *ts > cutoff) {
+            if sessions.len() == limit {
+                more = true;
+                break;
+            }
+            let s = &state.sessions[sid as usize];
+            sessions.push(s.info(UserId::known(state.users.name(uid))));
+        }
+        let next = more.then(|| sessions.last()).flatten().map(|s| Cursor {
+            last_seen: s.last_seen,
+            user: s.user.clone(),
+            client: s.client.clone(),
+        });
+        SessionPage {
+            sessions,
+            next,
+            at: now,
+        }
+    }
+}
+
+impl SessionStore for MemoryStore {
+    async fn heartbeat(&self, beat: Heartbeat) -> Result<HeartbeatAck, StoreError> {
+        Ok(self.heartbeat_sync(beat))
+    }
+
+    async fn leave(&self, user: &UserId, which: Leave) -> Result<usize, StoreError> {
+        Ok(self.leave_sync(user, which))
+    }
+
+    async fn module_counts(&self) -> Result<ModuleSnapshot, StoreError> {
+        let (Locked { state, now, .. }, _) = self.lock_expiring_all().await;
+        let snapshot = Self::module_counts_now(&state, now);
+        self.notify(state);
+        Ok(snapshot)
+    }
+
+    async fn resource_viewers(&self, resource: &ResourceId) -> Result<ResourceViewers, StoreError> {
+        Ok(self.resource_viewers_sync(resource))
+    }
+
+    async fn sessions(
+        &self,
+        limit: usize,
+        cursor: Option<Cursor>,
+    ) -> Result<SessionPage, StoreError> {
+        Ok(self.sessions_sync(limit, cursor))
+    }
+
+    async fn live_sessions(&self) -> Result<Vec<u64>, StoreError> {
+        let (Locked { state, .. }, _) = self.lock_expiring_all().await;
+        let held = state.held.clone();
+        self.notify(state);
+        Ok(held)
+    }
+
+    async fn sweep(&self) -> Result<usize, StoreError> {
+        let (Locked { state, .. }, removed) = self.lock_expiring_all().await;
+        self.notify(state);
+        Ok(removed)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn record_sample(&self) -> Result<(), StoreError> {
+        let (Locked { mut state, now, .. }, _) = self.lock_expiring_all().await;
+        for m in 0..state.active.len() {
+            let active = state.active[m];
+            let minute = state.history.at(m, now);
+            if minute.sample.is_none() {
+                minute.sample = Some(active);
+                minute.see(active, now);
+            }
+        }
+        self.notify(state);
+        Ok(())
+    }
+
+    async fn history(&self, minutes: i64) -> Result<History, StoreError> {
+        let Locked { state, now, .. } = self.lock_without_expiry();
+        Ok(History {
+            minutes: state.history.window(now, minutes),
+            at: now,
+        })
+    }
+}
