@@ -165,19 +165,19 @@ pub async fn run(live: Arc<Live>, store: Store, modules: Modules, cancel: Cancel
         if live.sender.receiver_count() == 0 {
             continue;
         }
-        let snapshot = match tokio::time::timeout(STORE_DEADLINE, store.module_counts()).await {
-            Ok(Ok(snapshot)) => snapshot,
+        let counts = match tokio::time::timeout(STORE_DEADLINE, store.module_counts()).await {
+            Ok(Ok(counts)) => counts,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "live counts unavailable");
                 continue;
             }
             Err(_) => continue,
         };
-        let body = ModulesResponse::new(&modules, &snapshot);
+        let body = ModulesResponse::new(&modules, &counts);
         match serde_json::to_string(&body) {
             Ok(json) => {
                 let publication = Publication {
-                    counts: snapshot.counts,
+                    counts: counts.counts,
                     json,
                 };
                 live.sender.send_replace(Some(Arc::new(publication)));

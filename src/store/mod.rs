@@ -106,7 +106,7 @@ pub struct ModuleCounts {
 
 /// Counts of every module, in registry order, and when they were taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModuleSnapshot {
+pub struct CountsAt {
     /// Indexed by [`ModuleId::index`].
     pub counts: Vec<ModuleCounts>,
     /// Distinct users live in any module.
@@ -208,7 +208,7 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<usize, StoreError>> + Send;
 
     /// The counts of every module.
-    fn module_counts(&self) -> impl Future<Output = Result<ModuleSnapshot, StoreError>> + Send;
+    fn module_counts(&self) -> impl Future<Output = Result<CountsAt, StoreError>> + Send;
 
     /// Who is viewing `resource` now.
     fn resource_viewers(
@@ -303,7 +303,7 @@ impl SessionStore for Store {
         delegate!(self, s => s.leave(user, which))
     }
 
-    async fn module_counts(&self) -> Result<ModuleSnapshot, StoreError> {
+    async fn module_counts(&self) -> Result<CountsAt, StoreError> {
         delegate!(self, s => s.module_counts())
     }
 

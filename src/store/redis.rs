@@ -51,8 +51,8 @@ use serde::Deserialize;
 
 use super::history::{History, MinuteBucket, ModuleMinute};
 use super::{
-    Cursor, Heartbeat, HeartbeatAck, Leave, ModuleCounts, ModuleSnapshot, ResourceViewers,
-    SessionInfo, SessionObserver, SessionPage, SessionStore, StoreError, Viewer,
+    CountsAt, Cursor, Heartbeat, HeartbeatAck, Leave, ModuleCounts, ResourceViewers, SessionInfo,
+    SessionObserver, SessionPage, SessionStore, StoreError, Viewer,
 };
 use crate::clock::day::{day_bounds, local_date};
 use crate::clock::{Clock, Millis, duration_ms};
@@ -354,7 +354,7 @@ impl SessionStore for RedisStore {
         Ok(usize::try_from(ended).unwrap_or(0))
     }
 
-    async fn module_counts(&self) -> Result<ModuleSnapshot, StoreError> {
+    async fn module_counts(&self) -> Result<CountsAt, StoreError> {
         let inv = self.invocation(&self.scripts.counts);
         let flat: Vec<u64> = self.call(&inv).await?;
         let [at, users_anywhere, rest @ ..] = flat.as_slice() else {
@@ -371,7 +371,7 @@ impl SessionStore for RedisStore {
         if counts.len() != self.config.modules.len() {
             return Err(malformed("counts for another module registry"));
         }
-        Ok(ModuleSnapshot {
+        Ok(CountsAt {
             counts,
             users_anywhere: *users_anywhere,
             at: Millis::try_from(*at).unwrap_or_default(),

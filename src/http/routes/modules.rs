@@ -14,7 +14,7 @@ use crate::domain::Modules;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::AuthUser;
 use crate::http::state::AppState;
-use crate::store::{ModuleCounts, ModuleSnapshot, SessionStore};
+use crate::store::{CountsAt, ModuleCounts, SessionStore};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(modules_get))
@@ -60,15 +60,15 @@ pub(crate) struct ModulesResponse {
 
 impl ModulesResponse {
     /// Labels counts with the registry's stats keys.
-    pub(crate) fn new(registry: &Modules, snapshot: &ModuleSnapshot) -> Self {
+    pub(crate) fn new(registry: &Modules, counts: &CountsAt) -> Self {
         let modules = registry
             .ids()
-            .zip(&snapshot.counts)
+            .zip(&counts.counts)
             .map(|(id, counts)| (registry.get(id).stats_key.clone(), (*counts).into()))
             .collect();
         Self {
             modules,
-            timestamp: rfc3339(snapshot.at),
+            timestamp: rfc3339(counts.at),
         }
     }
 }
@@ -89,7 +89,7 @@ async fn modules_get(
     State(state): State<AppState>,
     AuthUser(_caller): AuthUser,
 ) -> Result<Json<ModulesResponse>, ApiError> {
-    let snapshot =
+    let counts =
         within_deadline(&state.metrics, "module_counts", state.store.module_counts()).await?;
-    Ok(Json(ModulesResponse::new(&state.modules, &snapshot)))
+    Ok(Json(ModulesResponse::new(&state.modules, &counts)))
 }

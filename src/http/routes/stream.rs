@@ -76,11 +76,11 @@ async fn stream_get(
     // Subscribe before reading the counts, so no change between the two is
     // missed.
     let updates = WatchStream::from_changes(state.live.subscribe());
-    let snapshot =
+    let counts =
         within_deadline(&state.metrics, "module_counts", state.store.module_counts()).await?;
-    let first = serde_json::to_string(&ModulesResponse::new(&state.modules, &snapshot))
+    let first = serde_json::to_string(&ModulesResponse::new(&state.modules, &counts))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut last = snapshot.counts;
+    let mut last = counts.counts;
     let changes = updates.filter_map(move |published| {
         let event = published.filter(|p| p.counts != last).map(|p| {
             last.clone_from(&p.counts);

@@ -26,7 +26,7 @@ use chrono_tz::Tz;
 use super::history::{HISTORY_MINUTES, History};
 use super::users::{Uid, UserSet};
 use super::{
-    Cursor, Heartbeat, HeartbeatAck, Leave, ModuleCounts, ModuleSnapshot, ResourceViewers,
+    CountsAt, Cursor, Heartbeat, HeartbeatAck, Leave, ModuleCounts, ResourceViewers,
     SessionObserver, SessionPage, SessionStore, StoreError, Viewer,
 };
 use crate::clock::{Clock, Millis, duration_ms};
@@ -336,7 +336,7 @@ impl MemoryStore {
         ended
     }
 
-    fn module_counts_now(state: &State, now: Millis) -> ModuleSnapshot {
+    fn module_counts_now(state: &State, now: Millis) -> CountsAt {
         let counts = state
             .active
             .iter()
@@ -348,7 +348,7 @@ impl MemoryStore {
                 total_users: total.len(),
             })
             .collect();
-        ModuleSnapshot {
+        CountsAt {
             counts,
             users_anywhere: state.anywhere,
             at: now,
@@ -421,7 +421,7 @@ impl SessionStore for MemoryStore {
         Ok(self.leave_sync(user, which))
     }
 
-    async fn module_counts(&self) -> Result<ModuleSnapshot, StoreError> {
+    async fn module_counts(&self) -> Result<CountsAt, StoreError> {
         let (Locked { state, now, .. }, _) = self.lock_expiring_all().await;
         let snapshot = Self::module_counts_now(&state, now);
         self.notify(state);
