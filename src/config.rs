@@ -52,17 +52,18 @@ pub struct ServeArgs {
     pub jwt: JwtArgs,
 
     /// Cadence suggested to clients (`nextHeartbeatMs`); must be under
-    /// SESSION_TTL.
-    #[arg(long, env = "HEARTBEAT_INTERVAL", default_value = "45s", value_parser = parse_duration)]
-    pub heartbeat_interval: Duration,
+    /// SESSION_TTL [default: 45s, or SESSION_TTL/3 when that is shorter].
+    #[arg(long, env = "HEARTBEAT_INTERVAL", value_parser = parse_duration)]
+    pub heartbeat_interval: Option<Duration>,
 
     /// A session without a heartbeat for this long is gone.
     #[arg(long, env = "SESSION_TTL", default_value = "5m", value_parser = parse_duration)]
     pub session_ttl: Duration,
 
-    /// How often expired sessions are removed from memory.
-    #[arg(long, env = "SWEEP_INTERVAL", default_value = "1m", value_parser = parse_duration)]
-    pub sweep_interval: Duration,
+    /// How often expired sessions are removed from memory; counts never
+    /// depend on it [default: 1m, or SESSION_TTL when that is shorter].
+    #[arg(long, env = "SWEEP_INTERVAL", value_parser = parse_duration)]
+    pub sweep_interval: Option<Duration>,
 
     /// The module registry, as code:statsKey pairs.
     #[arg(long, env = "MODULES", default_value = "pms:procurement,ih:innovation", value_parser = Modules::parse)]
@@ -279,7 +280,21 @@ impl RateLimit {
 pub struct Config {
     /// The settings, each valid alone and together.
     pub args: ServeArgs,
+    /// `HEARTBEAT_INTERVAL`, or its default for the TTL.
+    pub heartbeat_interval: Duration,
+    /// `SWEEP_INTERVAL`, or its default for the TTL.
+    pub sweep_interval: Duration,
 }
+
+/// How long a session lasts without a heartbeat when `SESSION_TTL` is not
+/// set.
+const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(300);
+
+/// The cadence suggested to clients when `HEARTBEAT_INTERVAL` is not set.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(45);
+
+/// How often expired sessions are swept when `SWEEP_INTERVAL` is not set.
+pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A setting that stops start-up: one line naming the variable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -309,14 +324,35 @@ impl ServeArgs {
         if self.session_ttl.is_zero() {
             return Err(ConfigError::new("SESSION_TTL", "must be above zero"));
         }
-        if self.heartbeat_interval.is_zero() || self.heartbeat_interval >= self.session_ttl {
+        let ttl = self.session_ttl;
+        // Unset, the cadence follows a short TTL: three beats per TTL, so
+        // one lost heartbeat never ends a session.
+        let heartbeat_interval = self
+            .heartbeat_interval
+            .unwrap_or_else(|| DEFAULT_HEARTBEAT_INTERVAL.min(ttl / 3));
+        if heartbeat_interval.is_zero() || heartbeat_interval >= ttl {
+            let ttl_source = if ttl == DEFAULT_SESSION_TTL {
+                " (the default)"
+            } else {
+                ""
+            };
             return Err(ConfigError::new(
                 "HEARTBEAT_INTERVAL",
                 format!(
-                    "must be above zero and under SESSION_TTL ({})",
-                    humantime::format_duration(self.session_ttl)
+                    "is {}, which must be above zero and under SESSION_TTL, which is {}{ttl_source}; \
+                     set HEARTBEAT_INTERVAL to at most a third of SESSION_TTL, or leave it unset",
+                    humantime::format_duration(heartbeat_interval),
+                    humantime::format_duration(ttl)
                 ),
             ));
+        }
+        // Counts never depend on the sweep, so any positive period works;
+        // unset, it keeps memory within one TTL of the live sessions.
+        let sweep_interval = self
+            .sweep_interval
+            .unwrap_or_else(|| DEFAULT_SWEEP_INTERVAL.min(ttl));
+        if sweep_interval.is_zero() {
+            return Err(ConfigError::new("SWEEP_INTERVAL", "must be above zero"));
         }
         for (variable, timeout) in [
             ("REQUEST_TIMEOUT", self.request_timeout),
@@ -325,15 +361,6 @@ impl ServeArgs {
             if timeout.is_zero() {
                 return Err(ConfigError::new(variable, "must be above zero"));
             }
-        }
-        if self.sweep_interval.is_zero() || self.sweep_interval >= self.session_ttl {
-            return Err(ConfigError::new(
-                "SWEEP_INTERVAL",
-                format!(
-                    "must be above zero and under SESSION_TTL ({})",
-                    humantime::format_duration(self.session_ttl)
-                ),
-            ));
         }
         for origin in &self.cors_allowed_origins {
             // What an HTTP header value may hold: visible ASCII and spaces.
@@ -359,7 +386,11 @@ impl ServeArgs {
         if let Some(path) = &self.state_file {
             check_state_file(path, self.store)?;
         }
-        Ok(Config { args: self })
+        Ok(Config {
+            args: self,
+            heartbeat_interval,
+            sweep_interval,
+        })
     }
 }
 
@@ -503,6 +534,28 @@ mod tests {
     fn heartbeat_interval_must_be_under_the_ttl() {
         let err = serve(&["--heartbeat-interval", "5m", "--session-ttl", "5m"]).unwrap_err();
         assert!(err.starts_with("HEARTBEAT_INTERVAL:"), "{err}");
+        assert!(
+            err.contains("is 5m") && err.contains("which is 5m"),
+            "{err}"
+        );
+        let err = serve(&["--heartbeat-interval", "6m"]).unwrap_err();
+        assert!(err.contains("which is 5m (the default)"), "{err}");
+    }
+
+    #[test]
+    fn a_short_ttl_alone_is_enough_to_start() {
+        let cfg = serve(&["--session-ttl", "30s"]).unwrap();
+        assert_eq!(cfg.heartbeat_interval, Duration::from_secs(10));
+        assert_eq!(cfg.sweep_interval, Duration::from_secs(30));
+        let cfg = serve(&[]).unwrap();
+        assert_eq!(cfg.heartbeat_interval, Duration::from_secs(45));
+        assert_eq!(cfg.sweep_interval, Duration::from_secs(60));
+        // Set explicitly, either is kept; the sweep may be any positive period.
+        let cfg = serve(&["--session-ttl", "30s", "--heartbeat-interval", "20s"]).unwrap();
+        assert_eq!(cfg.heartbeat_interval, Duration::from_secs(20));
+        let cfg = serve(&["--session-ttl", "30s", "--sweep-interval", "5m"]).unwrap();
+        assert_eq!(cfg.sweep_interval, Duration::from_secs(300));
+        assert!(serve(&["--sweep-interval", "0s"]).is_err());
     }
 
     #[test]

@@ -45,8 +45,6 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
 
 pub mod auth;
 pub mod clock;
@@ -71,6 +69,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole HTTP service for `state`. `cors_origins` empty: no CORS headers.
 pub fn app(state: AppState, cors_origins: &[String]) -> Router {
+    let metrics = state.metrics.clone();
     let (mut api, _doc) = routes::api(&state.modules);
     api = api.merge(routes::dashboard::router());
     if state.demo.is_some() {
@@ -109,11 +108,10 @@ pub fn app(state: AppState, cors_origins: &[String]) -> Router {
                 REQUEST_ID,
                 telemetry::RequestIds::new(),
             ))
-            .layer(
-                TraceLayer::new_for_http()
-                    .make_span_with(telemetry::request_span)
-                    .on_response(DefaultOnResponse::new().level(Level::INFO)),
-            )
+            .layer(axum::middleware::from_fn_with_state(
+                metrics,
+                telemetry::log_request,
+            ))
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
             .layer(CatchPanicLayer::custom(
                 |_: Box<dyn std::any::Any + Send>| {
@@ -170,6 +168,11 @@ pub async fn serve(
     let snapshotter = snapshots
         .clone()
         .map(|s| tokio::spawn(snapshot::run(s, cancel.clone())));
+    let summary = tokio::spawn(telemetry::summarise(
+        state.metrics.clone(),
+        state.store.clone(),
+        cancel.clone(),
+    ));
     let publisher = tokio::spawn(live::run(
         state.live.clone(),
         state.store.clone(),
@@ -187,7 +190,7 @@ pub async fn serve(
     };
     server::run(listener, router, &limits, DRAIN_TIMEOUT, shutdown).await;
     cancel.cancel();
-    let _ = tokio::join!(sweeper, sampler, publisher);
+    let _ = tokio::join!(sweeper, sampler, summary, publisher);
     if let Some(snapshots) = snapshots {
         // After the periodic task has finished its last save, if any, so
         // the two never write at once; the outcome is logged by `save`.

@@ -111,7 +111,7 @@ async fn run(config: Config) -> ExitCode {
         listener,
         router,
         state,
-        args.sweep_interval,
+        config.sweep_interval,
         presence::shutdown_signal(),
     )
     .await;

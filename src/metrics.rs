@@ -8,7 +8,7 @@
 //! add up.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono_tz::Tz;
@@ -21,7 +21,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::clock::Millis;
 use crate::clock::day::day_bounds;
-use crate::store::SessionObserver;
+use crate::store::{SessionObserver, StoreError};
 
 /// `module` label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -90,6 +90,13 @@ pub struct Metrics {
     open_connections: Gauge,
     runtime_tasks: Gauge,
     snapshot_saved_at: Gauge<f64, AtomicU64>,
+    store_up: Gauge,
+    /// Whether the last store call met an outage (logged on each change).
+    store_down: AtomicBool,
+    /// For the summary log line: answers per status class, and heartbeats
+    /// recorded, since the last summary.
+    responses: [AtomicU64; 5],
+    heartbeats_ok: AtomicU64,
 }
 
 fn latency_family<L: Clone + std::hash::Hash + Eq>() -> Family<L, Histogram> {
@@ -128,7 +135,12 @@ impl Metrics {
             open_connections: Gauge::default(),
             runtime_tasks: Gauge::default(),
             snapshot_saved_at: Gauge::default(),
+            store_up: Gauge::default(),
+            store_down: AtomicBool::new(false),
+            responses: Default::default(),
+            heartbeats_ok: AtomicU64::new(0),
         };
+        m.store_up.set(1);
         let r = &mut m.registry;
         r.register(
             "heartbeats",
@@ -214,6 +226,11 @@ impl Metrics {
             Unit::Seconds,
             m.snapshot_saved_at.clone(),
         );
+        r.register(
+            "store_up",
+            "1 while the session store answers, 0 during an outage",
+            m.store_up.clone(),
+        );
         m
     }
 
@@ -228,7 +245,10 @@ impl Metrics {
     }
 
     /// Counts a heartbeat's outcome.
-    pub fn heartbeat(&self, module: &str, outcome: &str) {
+    pub(crate) fn heartbeat(&self, module: &str, outcome: &str) {
+        if outcome == "ok" {
+            self.heartbeats_ok.fetch_add(1, Ordering::Relaxed);
+        }
         self.heartbeats
             .get_or_create(&HeartbeatLabels {
                 module: module.to_owned(),
@@ -313,11 +333,44 @@ impl Metrics {
         self.requests_shed.inc();
     }
 
-    /// Observes one store call.
-    pub(crate) fn store_call(&self, op: &str, took: Duration) {
+    /// Observes one store call and its outcome. An outage is logged once
+    /// when it starts and once when the store answers again, however many
+    /// requests (readiness probes included) meet it in between.
+    pub(crate) fn store_call(&self, op: &str, took: Duration, error: Option<&StoreError>) {
         self.store_seconds
             .get_or_create(&StoreLabels { op: op.to_owned() })
             .observe(took.as_secs_f64());
+        match error {
+            Some(e @ StoreError::Unavailable(_)) => {
+                if !self.store_down.swap(true, Ordering::Relaxed) {
+                    self.store_up.set(0);
+                    tracing::warn!(error = %e, "session store unavailable; answering 503 until it returns");
+                }
+            }
+            Some(StoreError::Backend(_)) => {}
+            None => {
+                if self.store_down.swap(false, Ordering::Relaxed) {
+                    self.store_up.set(1);
+                    tracing::info!("session store reachable again");
+                }
+            }
+        }
+    }
+
+    /// Counts one answered request by its status, for the summary line.
+    pub(crate) fn response(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.responses[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests answered per status class (1xx to 5xx) and successful
+    /// heartbeats since the last call, which starts the next count.
+    pub(crate) fn take_summary(&self) -> ([u64; 5], u64) {
+        let responses = self
+            .responses
+            .each_ref()
+            .map(|n| n.swap(0, Ordering::Relaxed));
+        (responses, self.heartbeats_ok.swap(0, Ordering::Relaxed))
     }
 }
 

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::limiter::UserRateLimiter;
-use crate::store::{SessionStore, Store};
+use crate::store::{SessionStore, Store, StoreError};
 
 /// Sweeps `store` every `interval`, and lets `limiter` forget idle users,
 /// until `cancel` fires.
@@ -34,6 +34,10 @@ pub async fn run(
         match store.sweep().await {
             Ok(0) => {}
             Ok(removed) => tracing::debug!(removed, "swept expired sessions"),
+            // An outage is the requests' to report, once (see `metrics`).
+            Err(e @ StoreError::Unavailable(_)) => {
+                tracing::debug!(error = %e, "sweep failed; will retry")
+            }
             Err(e) => tracing::warn!(error = %e, "sweep failed; will retry"),
         }
         limiter.forget_idle();
@@ -53,8 +57,12 @@ pub async fn sample(store: Store, clock: Arc<dyn Clock>, cancel: CancellationTok
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
         }
-        if let Err(e) = store.record_sample().await {
-            tracing::warn!(error = %e, "history sample failed; will retry");
+        match store.record_sample().await {
+            Ok(()) => {}
+            Err(e @ StoreError::Unavailable(_)) => {
+                tracing::debug!(error = %e, "history sample failed; will retry");
+            }
+            Err(e) => tracing::warn!(error = %e, "history sample failed; will retry"),
         }
     }
 }

@@ -127,6 +127,10 @@ impl ApiError {
     }
 }
 
+/// What went wrong behind a 500, for the log line of its request.
+#[derive(Debug, Clone)]
+pub struct InternalDetail(pub String);
+
 /// Whole seconds to wait, rounded up and at least one.
 fn retry_after_secs(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero()))
@@ -134,11 +138,6 @@ fn retry_after_secs(wait: Duration) -> u64 {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        match &self {
-            Self::Internal(detail) => tracing::error!(%detail, "internal error"),
-            Self::StoreUnavailable(e) => tracing::warn!(error = %e, "store unavailable"),
-            _ => {}
-        }
         let body = ErrorBody {
             success: false,
             error: self.to_string(),
@@ -157,6 +156,10 @@ impl IntoResponse for ApiError {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
+        }
+        // Logged with the request's id by the request log, never sent.
+        if let Self::Internal(detail) = self {
+            response.extensions_mut().insert(InternalDetail(detail));
         }
         response
     }

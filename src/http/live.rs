@@ -71,7 +71,7 @@ impl Live {
     /// [`StreamRefused`] when the user or the instance has too many.
     pub(crate) fn admit(self: &Arc<Self>, user: &UserId) -> Result<StreamGuard, StreamRefused> {
         self.limits.admit(user)?;
-        tracing::info!(user = %user, "stream opened");
+        tracing::debug!(user = %user, "stream opened");
         Ok(StreamGuard {
             live: Arc::clone(self),
             user: user.clone(),
@@ -144,7 +144,7 @@ pub(crate) struct StreamGuard {
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.live.limits.release(&self.user);
-        tracing::info!(user = %self.user, "stream closed");
+        tracing::debug!(user = %self.user, "stream closed");
     }
 }
 

@@ -115,7 +115,7 @@ impl AppState {
             verifier: Arc::new(verifier),
             limiter: Arc::new(UserRateLimiter::new(config.args.rate_limit)),
             modules: config.args.modules.clone(),
-            heartbeat_interval: config.args.heartbeat_interval,
+            heartbeat_interval: config.heartbeat_interval,
             live: Arc::new(Live::new(
                 usize::from(config.args.max_streams_per_user),
                 usize::try_from(config.args.max_streams).unwrap_or(usize::MAX),

@@ -120,9 +120,10 @@ fn demo_mode_prints_a_token_and_curl_lines_that_work_as_printed() {
     assert!(wait_with_timeout(&mut child, Duration::from_secs(15)).success());
     err.extend(stderr.try_iter());
     let logs = err.join("\n");
+    // Contract section 5: the default log is not an access log.
     assert!(
-        logs.contains("/api/stats/heartbeat"),
-        "requests are logged: {logs}"
+        !logs.contains("/api/stats/heartbeat"),
+        "no line per request at the default level: {logs}"
     );
     assert!(!logs.contains(&token), "the token never reaches the logs");
     assert!(
@@ -546,4 +547,119 @@ fn counts_survive_a_sigterm_and_restart_with_state_file() {
         wait_with_timeout(&mut second, Duration::from_secs(15)).code(),
         Some(0)
     );
+}
+
+/// Starts the binary with the pretty log on a pipe; its address, read from
+/// the start-up line.
+fn start_pretty(
+    dir: &tempfile::TempDir,
+    vars: &[(&str, &str)],
+) -> (Child, String, mpsc::Receiver<String>) {
+    let mut child = presence(dir)
+        .envs(vars.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = lines(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    let listening = next_line_matching(&stderr, &mut seen, |l| l.contains("presence listening"));
+    let addr = listening
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("addr="))
+        .unwrap_or_else(|| panic!("no addr= in {listening:?}"))
+        .to_owned();
+    (child, addr, stderr)
+}
+
+/// `count` requests on one kept-alive connection: heartbeats, reads, a bad
+/// token and an unknown path.
+fn send_mixed_requests(addr: &str, token: &str, count: usize) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let body = r#"{"module":"pms"}"#;
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    for i in 0..count {
+        let request = match i % 4 {
+            0 => format!(
+                "POST /api/stats/heartbeat HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+            1 => format!(
+                "GET /api/stats/modules HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+            ),
+            2 => "GET /api/stats/modules HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer bad\r\n\r\n"
+                .to_owned(),
+            _ => "GET /no/such/path HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(),
+        };
+        stream.write_all(request.as_bytes()).unwrap();
+        // Read the head, then exactly the body, so the next answer is whole.
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+    }
+}
+
+#[test]
+fn the_default_log_has_no_line_per_request_and_no_colour_off_a_terminal() {
+    const SECRET: &str = "quiet-log-secret-that-is-long-enough-for-hs256";
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr, logs) = start_pretty(&dir, &[("JWT_SECRET", SECRET)]);
+    send_mixed_requests(&addr, &token_for(SECRET, "quiet"), 200);
+    terminate(&child);
+    assert!(wait_with_timeout(&mut child, Duration::from_secs(15)).success());
+    let lines: Vec<String> = logs.iter().collect();
+    assert!(
+        lines.len() <= 4,
+        "only shutdown lines after start-up, not one per request: {lines:#?}"
+    );
+    for line in &lines {
+        assert!(!line.contains('\x1b'), "colour codes on a pipe: {line:?}");
+        assert!(!line.contains("/api/"), "a request was logged: {line:?}");
+    }
+}
+
+#[test]
+fn at_debug_every_request_has_a_line_with_its_latency_in_microseconds() {
+    const SECRET: &str = "debug-log-secret-that-is-long-enough-for-hs256";
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr, logs) = start_pretty(
+        &dir,
+        &[("JWT_SECRET", SECRET), ("RUST_LOG", "presence=debug")],
+    );
+    send_mixed_requests(&addr, &token_for(SECRET, "loud"), 8);
+    terminate(&child);
+    assert!(wait_with_timeout(&mut child, Duration::from_secs(15)).success());
+    let answered: Vec<String> = logs.iter().filter(|l| l.contains("answered")).collect();
+    assert_eq!(answered.len(), 8, "{answered:#?}");
+    for (line, (path, status)) in answered.iter().zip(
+        [
+            ("/api/stats/heartbeat", 200),
+            ("/api/stats/modules", 200),
+            ("/api/stats/modules", 401),
+            ("/no/such/path", 404),
+        ]
+        .iter()
+        .cycle(),
+    ) {
+        assert!(line.contains(&format!("path={path}")), "{line}");
+        assert!(line.contains(&format!("status={status}")), "{line}");
+        let latency = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("latency_us="))
+            .unwrap_or_else(|| panic!("no latency_us in {line}"));
+        assert!(latency.parse::<u64>().is_ok(), "{line}");
+    }
 }

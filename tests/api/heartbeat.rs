@@ -22,6 +22,17 @@ async fn heartbeat_returns_active_users_timestamp_and_next_beat() {
 }
 
 #[tokio::test]
+async fn a_short_ttl_alone_suggests_a_third_of_it_as_the_cadence() {
+    let app = spawn_app_with(&["--jwt-secret", SECRET, "--session-ttl", "30s"]).await;
+    let body = app.beat_ok("42", json!({"module": "pms"})).await;
+    let next = body["nextHeartbeatMs"].as_u64().unwrap();
+    assert!(
+        (9_000..=10_000).contains(&next),
+        "10 s less up to 10 %: {next}"
+    );
+}
+
+#[tokio::test]
 async fn next_heartbeat_follows_the_configured_interval() {
     let app = spawn_app_with(&["--jwt-secret", SECRET, "--heartbeat-interval", "10s"]).await;
     let body = app.beat_ok("42", json!({"module": "pms"})).await;

@@ -89,7 +89,7 @@ pub async fn spawn_app_on(args: &[&str], clock: Arc<ManualClock>) -> TestApp {
     let addr = listener.local_addr().unwrap();
     let router = presence::app(state.clone(), &config.args.cors_allowed_origins);
     let (tx, rx) = oneshot::channel::<()>();
-    let sweep = config.args.sweep_interval;
+    let sweep = config.sweep_interval;
     let serve_state = state.clone();
     let serving = tokio::spawn(async move {
         presence::serve(listener, router, serve_state, sweep, async {

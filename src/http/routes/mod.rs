@@ -133,14 +133,15 @@ pub(crate) async fn within_deadline<T>(
     call: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, ApiError> {
     let started = std::time::Instant::now();
-    let result = tokio::time::timeout(STORE_DEADLINE, call).await;
-    metrics.store_call(op, started.elapsed());
-    match result {
-        Ok(result) => result.map_err(ApiError::from),
-        Err(_) => Err(ApiError::from(StoreError::Unavailable(format!(
-            "no answer within {STORE_DEADLINE:?}"
-        )))),
-    }
+    let result = tokio::time::timeout(STORE_DEADLINE, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!(
+                "no answer within {STORE_DEADLINE:?}"
+            )))
+        });
+    metrics.store_call(op, started.elapsed(), result.as_ref().err());
+    result.map_err(ApiError::from)
 }
 
 #[cfg(test)]
