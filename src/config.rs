@@ -320,7 +320,7 @@ impl ServeArgs {
     ///
     /// # Errors
     /// The first setting that is wrong.
-    pub fn into_config(self) -> Result<Config, ConfigError> {
+    pub fn into_config(mut self) -> Result<Config, ConfigError> {
         if self.session_ttl.is_zero() {
             return Err(ConfigError::new("SESSION_TTL", "must be above zero"));
         }
@@ -362,17 +362,16 @@ impl ServeArgs {
                 return Err(ConfigError::new(variable, "must be above zero"));
             }
         }
-        for origin in &self.cors_allowed_origins {
-            // What an HTTP header value may hold: visible ASCII and spaces.
-            let header_safe = origin
-                .bytes()
-                .all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
-            if !header_safe || !origin.contains("://") {
-                return Err(ConfigError::new(
+        for origin in &mut self.cors_allowed_origins {
+            *origin = normalise_origin(origin).ok_or_else(|| {
+                ConfigError::new(
                     "CORS_ALLOWED_ORIGINS",
-                    format!("`{origin}` is not an origin like https://app.example.com"),
-                ));
-            }
+                    format!(
+                        "`{origin}` is not an origin like https://app.example.com \
+                         (scheme, host and optional port; no path)"
+                    ),
+                )
+            })?;
         }
         if self.store == StoreKind::Redis {
             let url = redis::IntoConnectionInfo::into_connection_info(self.redis_url.as_str());
@@ -392,6 +391,25 @@ impl ServeArgs {
             sweep_interval,
         })
     }
+}
+
+/// An origin as browsers send it in `Origin`: `scheme://host[:port]`, the
+/// scheme and host in lower case. A trailing `/` is dropped (it is a common
+/// way to write one); a path, query, user or space is refused, since such a
+/// value would never match and CORS would fail without a word.
+fn normalise_origin(origin: &str) -> Option<String> {
+    let origin = origin.trim();
+    let origin = origin.strip_suffix('/').unwrap_or(origin);
+    let (scheme, authority) = origin.split_once("://")?;
+    let valid_scheme = !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    let valid_authority = !authority.is_empty()
+        && authority
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b'?' | b'#' | b'@'));
+    (valid_scheme && valid_authority).then(|| origin.to_ascii_lowercase())
 }
 
 const STATE_FILE_EXAMPLE: &str = "/var/lib/presence/state.json";
@@ -602,6 +620,28 @@ mod tests {
         assert!(err.starts_with("STATE_FILE (--state-file)"), "{err}");
         assert!(err.contains("expected a file path"), "{err}");
         assert!(serve(&["--state-file", "state.json"]).is_ok());
+    }
+
+    #[test]
+    fn cors_origins_are_normalised_or_refused() {
+        let cfg = serve(&[
+            "--cors-allowed-origins",
+            "https://App.Example.com/,http://localhost:3000",
+        ])
+        .unwrap();
+        assert_eq!(
+            cfg.args.cors_allowed_origins,
+            ["https://app.example.com", "http://localhost:3000"]
+        );
+        for bad in [
+            "https://app.example.com/path",
+            "app.example.com",
+            "https://",
+            "https://a b",
+        ] {
+            let err = serve(&["--cors-allowed-origins", bad]).unwrap_err();
+            assert!(err.starts_with("CORS_ALLOWED_ORIGINS:"), "{bad}: {err}");
+        }
     }
 
     #[test]

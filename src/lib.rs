@@ -87,13 +87,9 @@ pub fn app(state: AppState, cors_origins: &[String]) -> Router {
         .layer(axum::middleware::from_fn_with_state(state, server::guard));
     // CORS wraps the guard, so a browser can read a 503 or 408 too.
     if !cors_origins.is_empty() {
-        let origins: Vec<HeaderValue> = cors_origins
-            .iter()
-            .filter_map(|o| HeaderValue::from_str(o).ok())
-            .collect();
         router = router.layer(
             CorsLayer::new()
-                .allow_origin(AllowOrigin::list(origins))
+                .allow_origin(allowed_origins(cors_origins))
                 .allow_methods([Method::GET, Method::POST, Method::DELETE])
                 .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
                 // The browser client backs off by Retry-After.
@@ -120,6 +116,38 @@ pub fn app(state: AppState, cors_origins: &[String]) -> Router {
             )),
     )
 }
+
+/// Origins allowed by CORS. A preflight from any other origin is refused
+/// (no CORS headers), and logged once per origin at `warn`, naming the
+/// setting, so an operator sees why a browser cannot call the API; at most
+/// [`MAX_REFUSED_ORIGINS_LOGGED`] distinct origins are remembered for that.
+fn allowed_origins(origins: &[String]) -> AllowOrigin {
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    let logged = std::sync::Mutex::new(std::collections::HashSet::new());
+    AllowOrigin::predicate(move |origin, request| {
+        if allowed.contains(origin) {
+            return true;
+        }
+        if request.method == Method::OPTIONS {
+            let mut logged = logged
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if logged.len() < MAX_REFUSED_ORIGINS_LOGGED && logged.insert(origin.clone()) {
+                tracing::warn!(
+                    origin = %String::from_utf8_lossy(origin.as_bytes()),
+                    "CORS preflight refused: the origin is not in CORS_ALLOWED_ORIGINS"
+                );
+            }
+        }
+        false
+    })
+}
+
+/// Distinct refused origins logged, so hostile pages cannot grow the set.
+const MAX_REFUSED_ORIGINS_LOGGED: usize = 64;
 
 /// A caller's `x-request-id` is kept only when it is 1 to 64 of
 /// `[A-Za-z0-9_.-]`; anything else is replaced by a generated one, so a

@@ -663,3 +663,65 @@ fn at_debug_every_request_has_a_line_with_its_latency_in_microseconds() {
         assert!(latency.parse::<u64>().is_ok(), "{line}");
     }
 }
+
+/// One request on a new connection; the response head.
+fn raw_head(addr: &str, request: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut head = String::new();
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+            return head;
+        }
+        head.push_str(&line);
+    }
+}
+
+#[test]
+fn a_refused_cors_preflight_is_logged_once_per_origin_naming_the_setting() {
+    const SECRET: &str = "cors-log-secret-that-is-long-enough-for-hs256";
+    let dir = tempfile::tempdir().unwrap();
+    // Written with a trailing slash, as people do: it still matches.
+    let (mut child, addr, logs) = start_pretty(
+        &dir,
+        &[
+            ("JWT_SECRET", SECRET),
+            ("CORS_ALLOWED_ORIGINS", "https://app.example.com/"),
+        ],
+    );
+    let preflight = |origin: &str| {
+        raw_head(
+            &addr,
+            &format!(
+                "OPTIONS /api/stats/heartbeat HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\n\
+                 Access-Control-Request-Method: POST\r\nConnection: close\r\n\r\n"
+            ),
+        )
+        .to_ascii_lowercase()
+    };
+    let allowed = preflight("https://app.example.com");
+    assert!(
+        allowed.contains("access-control-allow-origin: https://app.example.com"),
+        "{allowed}"
+    );
+    for _ in 0..3 {
+        let refused = preflight("https://evil.example");
+        assert!(
+            !refused.contains("access-control-allow-origin"),
+            "{refused}"
+        );
+    }
+    terminate(&child);
+    assert!(wait_with_timeout(&mut child, Duration::from_secs(15)).success());
+    let warned: Vec<String> = logs
+        .iter()
+        .filter(|l| l.contains("CORS_ALLOWED_ORIGINS"))
+        .collect();
+    assert_eq!(warned.len(), 1, "once per origin: {warned:#?}");
+    assert!(warned[0].contains("https://evil.example") && warned[0].contains("WARN"));
+}
