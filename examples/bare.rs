@@ -2,7 +2,9 @@
 //! HTTP stack as the service, doing only what any heartbeat endpoint must.
 //!
 //! `POST /parse` parses the JSON body; `POST /verify` also verifies the
-//! HS256 token with the `jsonwebtoken` crate, as the service does.
+//! HS256 token with the `jsonwebtoken` crate, as the service does;
+//! `GET /modules` verifies the token and answers a fixed counts document
+//! the size of the service's, the ceiling of `GET /api/stats/modules`.
 //!
 //! cargo run --release --example bare -- 127.0.0.1:8090 <JWT_SECRET>
 
@@ -12,7 +14,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
+use axum::routing::{get, post};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
@@ -44,6 +46,15 @@ async fn verify(State(keys): State<Arc<Keys>>, headers: HeaderMap, body: Bytes) 
     parse(body).await
 }
 
+const MODULES: &str = r#"{"procurement":{"totalUsers":10000,"activeNow":5000,"today":10000},"innovation":{"totalUsers":10000,"activeNow":5000,"today":10000},"timestamp":"2026-01-14T09:30:00.123Z"}"#;
+
+async fn modules(State(keys): State<Arc<Keys>>, headers: HeaderMap) -> (StatusCode, &'static str) {
+    match verify(State(keys), headers, Bytes::from_static(b"{}")).await {
+        StatusCode::OK => (StatusCode::OK, MODULES),
+        status => (status, ""),
+    }
+}
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -56,6 +67,7 @@ async fn main() -> std::io::Result<()> {
     let app = Router::new()
         .route("/parse", post(parse))
         .route("/verify", post(verify))
+        .route("/modules", get(modules))
         .with_state(keys);
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     axum::serve(listener, app).await

@@ -152,6 +152,19 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
 }
 
+impl ServeArgs {
+    /// `REDIS_URL` fit for a log line: any user and password replaced.
+    pub fn redis_url_for_logs(&self) -> String {
+        match self.redis_url.split_once("://") {
+            Some((scheme, rest)) => match rest.rsplit_once('@') {
+                Some((_credentials, host)) => format!("{scheme}://***@{host}"),
+                None => self.redis_url.clone(),
+            },
+            None => self.redis_url.clone(),
+        }
+    }
+}
+
 /// Settings of `presence token`.
 #[derive(Debug, Clone, Args)]
 pub struct TokenArgs {
@@ -642,6 +655,14 @@ mod tests {
             let err = serve(&["--cors-allowed-origins", bad]).unwrap_err();
             assert!(err.starts_with("CORS_ALLOWED_ORIGINS:"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn the_redis_password_never_reaches_a_log_line() {
+        let cfg = serve(&["--redis-url", "redis://user:hunter2@cache:6380/2"]).unwrap();
+        assert_eq!(cfg.args.redis_url_for_logs(), "redis://***@cache:6380/2");
+        let cfg = serve(&["--redis-url", "redis://127.0.0.1:6379"]).unwrap();
+        assert_eq!(cfg.args.redis_url_for_logs(), "redis://127.0.0.1:6379");
     }
 
     #[test]

@@ -102,6 +102,9 @@ async fn run(config: Config) -> ExitCode {
         }
     };
     let addr = listener.local_addr().unwrap_or(args.listen_addr);
+    if let presence::store::Store::Redis(redis) = &state.store {
+        report_redis(redis, args).await;
+    }
     tracing::info!(%addr, store = state.store.kind(), "presence listening");
     if let Some(demo) = &state.demo {
         print_demo_banner(demo, addr, clock.now_ms());
@@ -117,6 +120,23 @@ async fn run(config: Config) -> ExitCode {
     .await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// Says which Redis this instance uses (never its password) and whether it
+/// answers; the service starts either way and serves once Redis does.
+async fn report_redis(redis: &presence::store::RedisStore, args: &ServeArgs) {
+    use presence::store::SessionStore as _;
+    let url = args.redis_url_for_logs();
+    let prefix = &args.redis_key_prefix;
+    match tokio::time::timeout(std::time::Duration::from_secs(2), redis.ping()).await {
+        Ok(Ok(())) => tracing::info!(%url, %prefix, "using Redis; it answered"),
+        Ok(Err(e)) => {
+            tracing::warn!(%url, %prefix, error = %e, "using Redis, which does not answer yet; requests get 503 until it does")
+        }
+        Err(_) => {
+            tracing::warn!(%url, %prefix, "using Redis, which did not answer within 2 s; requests get 503 until it does")
+        }
+    }
 }
 
 /// Demo mode: warn, and print a token and a curl line that work as printed.

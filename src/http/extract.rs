@@ -36,8 +36,23 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts)?;
-        Ok(Self(state.verifier.verify(token)?))
+        let caller = bearer(parts).and_then(|token| state.verifier.verify(token));
+        caller.map(Self).map_err(|e| refused(state, e))
+    }
+}
+
+/// A refused token: its cause at `debug` (the client gets it in the body),
+/// and in demo mode a bad signature says why it is likely.
+fn refused(state: &AppState, e: AuthError) -> ApiError {
+    tracing::debug!(cause = %e, "token refused");
+    match e {
+        AuthError::Invalid("bad signature") if state.demo.is_some() => {
+            ApiError::Unauthorized(AuthError::Invalid(
+                "bad signature; in demo mode the key changes at every start, \
+                 so use a token printed (or minted at /demo/token) by this run",
+            ))
+        }
+        e => ApiError::Unauthorized(e),
     }
 }
 
@@ -92,8 +107,13 @@ impl FromRequestParts<AppState> for StreamUser {
             .into_iter()
             .flat_map(url_pairs)
             .find_map(|(k, v)| (k == "access_token").then_some(v))
-            .ok_or(AuthError::Missing)?;
-        Ok(Self(state.verifier.verify(&token)?))
+            .ok_or(AuthError::Missing)
+            .map_err(|e| refused(state, e))?;
+        let caller = state
+            .verifier
+            .verify(&token)
+            .map_err(|e| refused(state, e))?;
+        Ok(Self(caller))
     }
 }
 

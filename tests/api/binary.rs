@@ -115,6 +115,13 @@ fn demo_mode_prints_a_token_and_curl_lines_that_work_as_printed() {
     assert_eq!(beat["success"], Value::Bool(true), "{beat}");
     let modules = run(&get);
     assert_eq!(modules["procurement"]["activeNow"], 1, "{modules}");
+    // A token from an earlier run was signed with that run's random key.
+    let stale = run(&get.replace(&token, &token_for("an-earlier-run", "demo")));
+    assert_eq!(stale["code"], "unauthorized", "{stale}");
+    assert!(
+        stale["error"].as_str().unwrap().contains("demo mode"),
+        "{stale}"
+    );
 
     terminate(&child);
     assert!(wait_with_timeout(&mut child, Duration::from_secs(15)).success());
