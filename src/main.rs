@@ -153,8 +153,11 @@ fn print_demo_banner(demo: &DemoKeys, addr: std::net::SocketAddr, now_ms: i64) {
     println!("  {token}");
     println!("Try:");
     println!(
-        "  curl -s -X POST http://{addr}/api/stats/heartbeat -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{{\"module\":\"pms\"}}'"
+        "  curl -s -w '\\n' -X POST http://{addr}/api/stats/heartbeat -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{{\"module\":\"pms\"}}'"
     );
-    println!("  curl -s http://{addr}/api/stats/modules -H 'Authorization: Bearer {token}'");
+    println!(
+        "  curl -s -w '\\n' http://{addr}/api/stats/modules -H 'Authorization: Bearer {token}'"
+    );
     println!("Demo page (open it in two windows, as two users): http://{addr}/demo/");
+    println!("Admin dashboard (paste the token above): http://{addr}/admin");
 }
