@@ -1,7 +1,19 @@
-# syntax=docker/dockerfile:1
+# The presence service: `docker build -t presence .` at the repository root.
+#
+# The base images are build arguments, so a machine that cannot pull them can
+# build from local stand-ins (scripts/image-bases makes them; CI builds with
+#   docker build $(scripts/image-bases) -t presence .
+# ). The defaults are the official images.
+ARG RUST_IMAGE=rust:1.95-bookworm
+ARG DEBIAN_IMAGE=debian:bookworm-slim
 
 # --- build ---
-FROM rust:1.95-bookworm AS build
+FROM ${RUST_IMAGE} AS build
+# The image's binary carries no debug info (symbols stay, so a backtrace still
+# names functions): 12 MB instead of 57 MB with the line tables of the
+# release profile, and less to compile.
+ENV CARGO_PROFILE_RELEASE_DEBUG=none \
+    CARGO_PROFILE_RELEASE_STRIP=debuginfo
 WORKDIR /src
 # Dependencies first, so a source change does not rebuild them.
 COPY Cargo.toml Cargo.lock ./
@@ -18,21 +30,27 @@ COPY clients/js/demo ./clients/js/demo
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked
 
 # --- run ---
-FROM debian:bookworm-slim
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates curl \
-    && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin presence \
-    && install -d -o presence -m 700 /var/lib/presence
+FROM ${DEBIAN_IMAGE}
+# No packages added: the health check is a bash script (bash is in every
+# Debian image), and the service makes no TLS connections.
+RUN groupadd --system --gid 10001 presence \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home \
+       --home-dir /nonexistent --shell /usr/sbin/nologin presence \
+    && install -d -o 10001 -g 10001 -m 700 /var/lib/presence
 COPY --from=build /src/target/release/presence /usr/local/bin/presence
-USER presence
+COPY deploy/healthcheck /usr/local/bin/presence-healthcheck
+# A numeric user, so that runtimes can see it is not root.
+USER 10001:10001
+# JWT_SECRET has no default: set it (`-e JWT_SECRET=...`, at least 32 bytes).
 ENV LISTEN_ADDR=0.0.0.0:8080 \
     LOG_FORMAT=json
 EXPOSE 8080
-HEALTHCHECK --interval=15s --timeout=3s --start-period=5s --retries=3 \
-    CMD curl -fsS http://127.0.0.1:8080/healthz >/dev/null || exit 1
-# SIGTERM drains in-flight requests for up to 10 s, saves the snapshot (with
-# STATE_FILE, e.g. /var/lib/presence/state.json on a volume), then exits 0.
+# GET /healthz on LISTEN_ADDR's port.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["/usr/local/bin/presence-healthcheck"]
+# SIGTERM closes open streams, drains in-flight requests for up to 10 s,
+# saves the snapshot (with STATE_FILE, e.g. /var/lib/presence/state.json on a
+# volume mounted at /var/lib/presence), then exits 0.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/presence"]
 CMD ["serve"]
