@@ -9,7 +9,8 @@
 //!   counted from when the connection opens or its previous response ends, and
 //!   be at most [`MAX_HEADER_BYTES`] in at most [`MAX_HEADERS`] fields (hyper
 //!   answers 431 past either);
-//! - [`guard`] answers 503 `overloaded` once
+//! - [`guard`] answers 413 at once to a request that declares a body over
+//!   the limit, 503 `overloaded` once
 //!   [`Limits::max_concurrent_requests`] are in flight, and 408
 //!   `request_timeout` to a request that takes longer than
 //!   [`Limits::request_timeout`] (a slow body included).
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
+use axum::http::header::CONTENT_LENGTH;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -33,6 +35,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::ServeArgs;
 use crate::http::error::ApiError;
+use crate::http::routes::heartbeat::MAX_BODY_BYTES;
 use crate::http::state::AppState;
 
 /// The largest request head (request line and headers) accepted.
@@ -86,7 +89,8 @@ impl Limits {
     }
 }
 
-/// Middleware on every request: sheds it with 503 `overloaded` when
+/// Middleware on every request: refuses a declared body over 4 KiB with
+/// 413 before reading it, sheds the request with 503 `overloaded` when
 /// `MAX_CONCURRENT_REQUESTS` are already in flight, and answers 408
 /// `request_timeout` when it is not done within `REQUEST_TIMEOUT`.
 ///
@@ -97,6 +101,12 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
     if request.uri().path() == LIVENESS_PATH {
         return next.run(request).await;
     }
+    // A body declared over the limit is refused before anyone waits for it
+    // (the handler would read it up to the limit, and a client that never
+    // sends it would hold the request until `REQUEST_TIMEOUT`).
+    if declared_length(&request).is_some_and(|n| n > MAX_BODY_BYTES) {
+        return ApiError::PayloadTooLarge(MAX_BODY_BYTES).into_response();
+    }
     let limits = &state.limits;
     let Ok(_permit) = limits.in_flight.try_acquire() else {
         state.metrics.request_shed();
@@ -106,6 +116,18 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
         Ok(response) => response,
         Err(_) => ApiError::RequestTimeout(limits.request_timeout).into_response(),
     }
+}
+
+/// The request's `Content-Length`, if it has one (hyper has already
+/// refused a malformed one).
+fn declared_length(request: &Request) -> Option<usize> {
+    request
+        .headers()
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops

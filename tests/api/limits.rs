@@ -271,3 +271,28 @@ async fn past_max_connections_new_ones_wait_until_one_closes() {
     let response = app.request(reqwest::Method::GET, "/healthz", None).await;
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+/// A head that announces a body over 4 KiB is answered 413 at once, without
+/// waiting for a body that is not coming (which took `REQUEST_TIMEOUT` and
+/// a 408 before).
+#[tokio::test]
+async fn a_declared_body_over_4_kib_is_413_at_once() {
+    let app = spawn_app().await;
+    let mut conn = Raw::connect(&app).await;
+    conn.start_heartbeat(&app.token("1"), 4097).await;
+    let response = tokio::time::timeout(Duration::from_secs(2), conn.response())
+        .await
+        .expect("answered at once, not after REQUEST_TIMEOUT (10 s)")
+        .expect("an answer, not a hang-up");
+    assert_eq!(response.status, 413, "{response:?}");
+    assert_eq!(response.body["code"], "payload_too_large", "{response:?}");
+
+    // Exactly 4 KiB is still a body like any other.
+    let mut body = br#"{"module":"pms","padding":""#.to_vec();
+    body.resize(4096 - 2, b'x');
+    body.extend_from_slice(b"\"}");
+    let mut conn = Raw::connect(&app).await;
+    conn.start_heartbeat(&app.token("1"), body.len()).await;
+    conn.send(&body).await;
+    assert_eq!(conn.response().await.unwrap().status, 200);
+}
