@@ -47,6 +47,13 @@ pub struct ServeArgs {
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen_addr: SocketAddr,
 
+    /// Demo mode on purpose: with no JWT_SECRET or JWT_PUBLIC_KEY_FILE,
+    /// serve with a random key on any address and store. Without it, a
+    /// missing key is a configuration error unless LISTEN_ADDR is a
+    /// loopback address and STORE=memory.
+    #[arg(long, env = "DEMO", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub demo: bool,
+
     /// Token checks.
     #[command(flatten)]
     pub jwt: JwtArgs,
@@ -359,7 +366,34 @@ impl ServeArgs {
         if let Some(path) = &self.state_file {
             check_state_file(path, self.store)?;
         }
+        self.check_demo_mode()?;
         Ok(Config { args: self })
+    }
+
+    /// With no key, demo mode signs tokens with a random key and its page
+    /// mints one for any user name: fine on this machine, an open door on
+    /// a shared store or a reachable address. So it runs only on a loopback
+    /// address with the memory store, unless `DEMO=true` says it is meant.
+    fn check_demo_mode(&self) -> Result<(), ConfigError> {
+        let keyless = self.jwt.jwt_secret.is_none() && self.jwt.jwt_public_key_file.is_none();
+        let local = self.listen_addr.ip().is_loopback() && self.store == StoreKind::Memory;
+        if !keyless || local || self.demo {
+            return Ok(());
+        }
+        let store = match self.store {
+            StoreKind::Memory => "memory",
+            StoreKind::Redis => "redis",
+        };
+        Err(ConfigError::new(
+            "JWT_SECRET",
+            format!(
+                "not set (nor JWT_PUBLIC_KEY_FILE); without a key the service runs in demo mode, \
+                 which lets anyone mint tokens, and only on a loopback address with STORE=memory \
+                 (here LISTEN_ADDR={} and STORE={store}); set JWT_SECRET, or DEMO=true if a \
+                 demo is what you want",
+                self.listen_addr
+            ),
+        ))
     }
 }
 
@@ -549,6 +583,30 @@ mod tests {
         assert!(err.starts_with("STATE_FILE (--state-file)"), "{err}");
         assert!(err.contains("expected a file path"), "{err}");
         assert!(serve(&["--state-file", "state.json"]).is_ok());
+    }
+
+    #[test]
+    fn without_a_key_only_a_local_memory_store_or_demo_true_may_start() {
+        for args in [
+            &["--listen-addr", "0.0.0.0:8080"][..],
+            &["--listen-addr", "192.0.2.1:8080"],
+            &["--listen-addr", "[::]:8080"],
+            &["--store", "redis"],
+            &["--listen-addr", "0.0.0.0:8080", "--demo", "false"],
+        ] {
+            let err = serve(args).unwrap_err();
+            assert!(err.starts_with("JWT_SECRET:"), "{args:?}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        for args in [
+            &[][..],
+            &["--listen-addr", "[::1]:8080"],
+            &["--listen-addr", "0.0.0.0:8080", "--demo"],
+            &["--store", "redis", "--demo", "true"],
+            &["--listen-addr", "0.0.0.0:8080", "--jwt-secret", "s3cret"],
+        ] {
+            assert!(serve(args).is_ok(), "{args:?}");
+        }
     }
 
     #[test]

@@ -1,0 +1,169 @@
+//! What the binary decides at start-up, before it serves a request: when
+//! demo mode may run, what a `STATE_FILE` may be, the open-file limit, and
+//! the warnings an operator must see (no `JWT_AUDIENCE`, a Redis that may
+//! evict keys). Run with `cargo test --release`, as `binary.rs`.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::binary::{lines, presence, wait_with_timeout};
+
+/// A secret long enough not to be warned about.
+const SECRET: &str = "startup-test-secret-long-enough-for-hs256";
+
+/// A running binary, its address (when it got that far), and every line
+/// it wrote to stderr and stdout so far.
+struct Started {
+    child: Child,
+    addr: Option<String>,
+    stderr: mpsc::Receiver<String>,
+    stdout: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+/// Spawns `cmd` with JSON logs; waits until it listens, or exits (a
+/// configuration error), or 20 s pass.
+fn start(mut cmd: Command) -> Started {
+    let mut child = cmd
+        .env("LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = lines(child.stderr.take().unwrap());
+    let stdout = lines(child.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    let mut addr = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        match stderr.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                if line.contains("presence listening") {
+                    let log: Value = serde_json::from_str(&line).unwrap();
+                    addr = log["addr"].as_str().map(str::to_owned);
+                    seen.push(line);
+                    break;
+                }
+                seen.push(line);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    Started {
+        child,
+        addr,
+        stderr,
+        stdout,
+        seen,
+    }
+}
+
+impl Started {
+    /// SIGTERM, then every line it wrote (stderr, then stdout); panics
+    /// unless it exits 0 within 15 s.
+    fn stop(mut self) -> (Vec<String>, Vec<String>) {
+        // An answer means the shutdown signal is being listened for: a
+        // SIGTERM sent earlier, right after "presence listening", would
+        // find the default action (death by signal) still in place.
+        if let Some(addr) = &self.addr {
+            let mut conn = TcpStream::connect(addr).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+                .unwrap();
+            let mut answer = String::new();
+            let _ = conn.read_to_string(&mut answer);
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        }
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let status = wait_with_timeout(&mut self.child, Duration::from_secs(15));
+        assert_eq!(status.code(), Some(0), "exit status");
+        let mut stderr = self.seen;
+        stderr.extend(self.stderr.iter());
+        (stderr, self.stdout.iter().collect())
+    }
+}
+
+/// The binary's exit status and stderr for these settings, when it must
+/// exit by itself within 10 s (a configuration error).
+fn refused(vars: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = presence(&dir);
+    cmd.args(args)
+        .envs(vars.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let status = wait_with_timeout(&mut child, Duration::from_secs(10));
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status.code(), stderr)
+}
+
+fn assert_config_error(vars: &[(&str, &str)], args: &[&str], variable: &str) {
+    let (code, stderr) = refused(vars, args);
+    assert_eq!(code, Some(2), "{vars:?} {args:?}: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains(variable), "{variable} named: {stderr}");
+}
+
+#[test]
+fn without_a_key_demo_mode_needs_loopback_and_the_memory_store_or_demo_true() {
+    // Refused: a forgotten secret must not open a shared store or a
+    // reachable address. (These exit before they listen anywhere.)
+    for vars in [
+        vec![("STORE", "redis")],
+        vec![("LISTEN_ADDR", "0.0.0.0:0")],
+        vec![("LISTEN_ADDR", "[::]:0")],
+        vec![("LISTEN_ADDR", "0.0.0.0:0"), ("STORE", "redis")],
+        vec![("LISTEN_ADDR", "0.0.0.0:0"), ("DEMO", "false")],
+    ] {
+        assert_config_error(&vars, &[], "JWT_SECRET");
+    }
+
+    // DEMO=true (or --demo) runs it on purpose. The address stays on
+    // loopback here, as every test's; the shared store is what is allowed.
+    let dir = tempfile::tempdir().unwrap();
+    for (vars, args) in [
+        (vec![("DEMO", "true")], vec![]),
+        (vec![], vec!["serve", "--demo"]),
+    ] {
+        let mut cmd = presence(&dir);
+        cmd.envs(vars.iter().copied())
+            .args(&args)
+            .env("STORE", "redis")
+            // Nothing listens there: the service starts all the same.
+            .env("REDIS_URL", "redis://127.0.0.1:1");
+        let started = start(cmd);
+        assert!(started.addr.is_some(), "serving: {:?}", started.seen);
+        let (stderr, stdout) = started.stop();
+        assert!(
+            stderr.iter().any(|l| l.contains("demo mode")),
+            "{stderr:?}"
+        );
+        assert!(
+            stdout.iter().any(|l| l.contains("Demo token")),
+            "{stdout:?}"
+        );
+    }
+
+    // On loopback with the memory store, as before: no setting needed.
+    let started = start(presence(&dir));
+    assert!(started.addr.is_some(), "serving: {:?}", started.seen);
+    started.stop();
+}
