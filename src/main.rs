@@ -103,6 +103,12 @@ async fn run(config: Config) -> ExitCode {
     };
     let addr = listener.local_addr().unwrap_or(args.listen_addr);
     tracing::info!(%addr, store = state.store.kind(), "presence listening");
+    if state.demo.is_none() && args.jwt.jwt_audience.is_none() {
+        tracing::warn!(
+            "JWT_AUDIENCE is not set, so any token signed with this key logs in, whatever it \
+             was minted for; set it to the `aud` the product's backend puts in presence tokens"
+        );
+    }
     if let Some(demo) = &state.demo {
         print_demo_banner(demo, addr, clock.now_ms());
     }

@@ -167,3 +167,26 @@ fn without_a_key_demo_mode_needs_loopback_and_the_memory_store_or_demo_true() {
     assert!(started.addr.is_some(), "serving: {:?}", started.seen);
     started.stop();
 }
+
+#[test]
+fn without_jwt_audience_a_warning_says_so_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = presence(&dir);
+    cmd.env("JWT_SECRET", SECRET);
+    let (stderr, _) = start(cmd).stop();
+    let warnings: Vec<&String> = stderr
+        .iter()
+        .filter(|l| l.contains("JWT_AUDIENCE"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stderr:?}");
+    assert!(warnings[0].contains("\"WARN\""), "{warnings:?}");
+
+    let mut cmd = presence(&dir);
+    cmd.env("JWT_SECRET", SECRET)
+        .env("JWT_AUDIENCE", "presence");
+    let (stderr, _) = start(cmd).stop();
+    assert!(
+        !stderr.iter().any(|l| l.contains("JWT_AUDIENCE")),
+        "{stderr:?}"
+    );
+}
