@@ -15,6 +15,10 @@
 //!   stays). A snapshot that cannot be read, does not parse or has another
 //!   format version is renamed to `<file>.corrupt-<time>` with a warning,
 //!   and the service starts clean.
+//! - **Nothing lost for good.** A restore that leaves anything out (a
+//!   module no longer configured, a value today's rules refuse, sessions
+//!   over the cap) keeps the file it came from as `<file>.kept-<time>`,
+//!   and its warnings say where: the next save would otherwise replace it.
 //! - **Format.** JSON with `"version": 1`, modules keyed by code. The
 //!   fields, and how the format evolves: "Snapshot format" in
 //!   `docs/design.md`.
@@ -119,7 +123,7 @@ impl Snapshots {
         };
         let shown = file.path.display();
         match file.read() {
-            Ok(Some((image, dropped))) => {
+            Ok(Some((image, mut dropped))) => {
                 let saved_at = image.at;
                 let restored = store.restore(image);
                 tracing::info!(
@@ -130,7 +134,11 @@ impl Snapshots {
                     today_kept = restored.today_kept,
                     "snapshot restored"
                 );
-                dropped.warn(restored.over_cap);
+                dropped.over_cap = restored.over_cap;
+                if dropped.anything() {
+                    let kept = file.keep();
+                    dropped.warn(&kept);
+                }
             }
             Ok(None) => tracing::info!(path = %shown, "no snapshot yet; starting clean"),
             Err(why) => file.set_aside(&why),
@@ -206,12 +214,21 @@ impl StateFile {
         decode(&bytes, &self.modules).map(Some)
     }
 
+    /// Keeps the file as it is now beside it, as `<file>.kept-<time>`,
+    /// before a save replaces it: a hard link (the save renames a new file
+    /// over the name, the link keeps the old one), or a copy where links
+    /// are not possible. Returns where it is kept.
+    fn keep(&self) -> io::Result<PathBuf> {
+        let kept = with_suffix(&self.path, &format!(".kept-{}", wall_clock_stamp()));
+        if fs::hard_link(&self.path, &kept).is_err() {
+            fs::copy(&self.path, &kept)?;
+        }
+        Ok(kept)
+    }
+
     /// Moves an unusable snapshot out of the way, keeping it for a look.
     fn set_aside(&self, why: &Unusable) {
-        // Named by the wall clock: the name is for the operator to read,
-        // not a decision of the service.
-        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
-        let aside = with_suffix(&self.path, &format!(".corrupt-{stamp}"));
+        let aside = with_suffix(&self.path, &format!(".corrupt-{}", wall_clock_stamp()));
         let path = self.path.display();
         match fs::rename(&self.path, &aside) {
             Ok(()) => tracing::warn!(
@@ -236,6 +253,12 @@ impl StateFile {
         replace_atomically(&self.path, &self.tmp, &bytes)?;
         Ok(bytes.len())
     }
+}
+
+/// Now, for the names of files set aside or kept: by the wall clock, since
+/// the name is for the operator to read, not a decision of the service.
+fn wall_clock_stamp() -> impl std::fmt::Display {
+    chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -302,6 +325,8 @@ struct Dropped {
     /// Entries with a value today's rules refuse (a user id, client id,
     /// page or resource), each dropped whole.
     invalid: usize,
+    /// Sessions beyond `MAX_SESSIONS_PER_USER`, found by the restore.
+    over_cap: usize,
 }
 
 impl Dropped {
@@ -314,23 +339,36 @@ impl Dropped {
         id
     }
 
-    fn warn(&self, over_cap: usize) {
+    fn anything(&self) -> bool {
+        !self.unknown_modules.is_empty() || self.invalid > 0 || self.over_cap > 0
+    }
+
+    /// One warning per kind of loss, each saying where the whole file is
+    /// kept (or why it could not be).
+    fn warn(&self, kept: &io::Result<PathBuf>) {
+        let kept_at = match kept {
+            Ok(path) => path.display().to_string(),
+            Err(e) => format!("nowhere: it could not be kept ({e}), and the next save replaces it"),
+        };
         if !self.unknown_modules.is_empty() {
             tracing::warn!(
                 modules = ?self.unknown_modules,
-                "the snapshot has modules that are not configured any more; their sessions, counts and history are dropped"
+                kept_at = %kept_at,
+                "the snapshot has modules that are not configured any more; their sessions, counts and history are dropped (the file as it was is kept)"
             );
         }
         if self.invalid > 0 {
             tracing::warn!(
                 dropped = self.invalid,
-                "snapshot entries with values that are no longer valid are dropped"
+                kept_at = %kept_at,
+                "snapshot entries with values that are no longer valid are dropped (the file as it was is kept)"
             );
         }
-        if over_cap > 0 {
+        if self.over_cap > 0 {
             tracing::warn!(
-                dropped = over_cap,
-                "snapshot sessions beyond MAX_SESSIONS_PER_USER are dropped; each user keeps the most recently seen"
+                dropped = self.over_cap,
+                kept_at = %kept_at,
+                "snapshot sessions beyond MAX_SESSIONS_PER_USER are dropped; each user keeps the most recently seen (the file as it was is kept)"
             );
         }
     }

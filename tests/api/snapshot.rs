@@ -552,3 +552,65 @@ async fn a_missing_snapshot_is_a_clean_start() {
     assert!(logs.text().contains("no snapshot yet"), "{}", logs.text());
     assert!(dir.files().is_empty());
 }
+
+/// The files in the directory other than the state file itself.
+fn kept_files(dir: &StateDir) -> Vec<PathBuf> {
+    dir.files()
+        .into_iter()
+        .filter(|name| name != "state.json")
+        .map(|name| dir.dir.path().join(name))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_restore_that_drops_anything_keeps_the_file_it_came_from() {
+    let dir = StateDir::new();
+    let clock = new_clock();
+    let first = dir.app(&clock, &[]).await;
+    for user in ["1", "2", "3"] {
+        first.beat_ok(user, json!({"module": "ih"})).await;
+    }
+    first.stop().await;
+    let original = std::fs::read(dir.file()).unwrap();
+
+    // One start with a registry that lacks `ih`: its save would replace
+    // the file without it.
+    let logs = Logs::capture();
+    let narrowed = dir.app(&clock, &["--modules", "pms:procurement"]).await;
+    narrowed.stop().await;
+    let kept = kept_files(&dir);
+    assert_eq!(kept.len(), 1, "{:?}", dir.files());
+    assert_eq!(
+        std::fs::read(&kept[0]).unwrap(),
+        original,
+        "the file as it was"
+    );
+    let where_ = kept[0].to_str().unwrap();
+    assert!(
+        logs.warnings().iter().any(|w| w.contains(where_)),
+        "a warning says where: {}",
+        logs.text()
+    );
+    drop(logs);
+
+    // The kept file brings the module's history back.
+    std::fs::copy(&kept[0], dir.file()).unwrap();
+    let back = dir.app(&clock, &[]).await;
+    assert_eq!(back.counts("innovation").await[2], 3);
+    back.stop().await;
+
+    // A snapshot with an entry today's rules refuse is kept too.
+    let dir = StateDir::new();
+    let mut snapshot: Value = serde_json::from_slice(&original).unwrap();
+    snapshot["total"]["ih"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!(""));
+    let partly_invalid = serde_json::to_vec(&snapshot).unwrap();
+    std::fs::write(dir.file(), &partly_invalid).unwrap();
+    let app = dir.app(&clock, &[]).await;
+    assert_eq!(app.counts("innovation").await[2], 3);
+    let kept = kept_files(&dir);
+    assert_eq!(kept.len(), 1, "{:?}", dir.files());
+    assert_eq!(std::fs::read(&kept[0]).unwrap(), partly_invalid);
+}
