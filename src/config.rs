@@ -409,7 +409,8 @@ fn parse_state_file(s: &str) -> Result<PathBuf, String> {
 }
 
 /// `STATE_FILE` is for the memory store, and names a file in a directory
-/// that exists (the file itself may not exist yet). What the file holds is
+/// that exists (the file itself may not exist yet; if it does, it is a
+/// regular file). What the file holds is
 /// not checked here: an unusable snapshot never stops start-up.
 fn check_state_file(path: &Path, store: StoreKind) -> Result<(), ConfigError> {
     let fail = |message: String| Err(ConfigError::new("STATE_FILE", message));
@@ -419,6 +420,14 @@ fn check_state_file(path: &Path, store: StoreKind) -> Result<(), ConfigError> {
     if path.is_dir() {
         return fail(format!(
             "`{}` is a directory; expected a file path like {STATE_FILE_EXAMPLE}",
+            path.display()
+        ));
+    }
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        // A FIFO would block the start-up read, a device never end it, and
+        // neither may be renamed aside like an unusable snapshot.
+        return fail(format!(
+            "`{}` is not a regular file; expected a file path like {STATE_FILE_EXAMPLE}",
             path.display()
         ));
     }

@@ -190,3 +190,18 @@ fn without_jwt_audience_a_warning_says_so_once() {
         "{stderr:?}"
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn a_state_file_that_is_not_a_regular_file_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // A FIFO blocks whoever opens it for reading until a writer comes; the
+    // device never ends. Neither is a snapshot, and neither may be renamed.
+    let fifo = dir.path().join("state.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    for path in [fifo.to_str().unwrap(), "/dev/zero"] {
+        assert_config_error(&[("STATE_FILE", path)], &[], "STATE_FILE");
+    }
+    assert!(fifo.exists(), "left where it was");
+}
