@@ -140,6 +140,8 @@ pub struct ServeArgs {
 
     /// Longest a request may take, from its headers to its response's
     /// headers (a slow body included); past it, 408 `request_timeout`.
+    /// Also the longest a connection's writes may make no progress (a
+    /// client that stops reading); past it, the connection is closed.
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,
 
