@@ -82,7 +82,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     runtime.block_on(run(config))
 }
 
-async fn run(config: Config) -> ExitCode {
+async fn run(mut config: Config) -> ExitCode {
+    config.args.max_connections =
+        presence::http::server::fit_to_file_limit(config.args.max_connections);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let args = &config.args;
     let state = match AppState::build(&config, clock.clone(), TimeSource::Redis) {

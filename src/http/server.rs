@@ -332,6 +332,50 @@ impl<I: hyper::rt::Write + Unpin> hyper::rt::Write for Watched<I> {
     }
 }
 
+/// Descriptors kept for everything but client connections: the listener,
+/// the runtime's own, standard streams and the log, Redis, the snapshot
+/// and its directory, with room to spare.
+const RESERVED_FILES: u64 = 64;
+
+/// Fits the connection cap to the open-file limit, so that connections can
+/// never take every descriptor (then `accept` fails in a loop, and Redis,
+/// the snapshot and the probes fail with it). First raises the soft limit
+/// as far as `max_connections` needs and the hard limit allows; then, if
+/// `max_connections` plus [`RESERVED_FILES`] still does not fit, returns a
+/// lower cap and says so in one warning. Call at start-up, before any
+/// connection is served.
+pub fn fit_to_file_limit(max_connections: u32) -> u32 {
+    let wanted = u64::from(max_connections) + RESERVED_FILES;
+    let before = rlimit::Resource::NOFILE.get().map(|(soft, _)| soft);
+    let limit = match rlimit::increase_nofile_limit(wanted) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-file limit; keeping it as it is");
+            match before {
+                Ok(soft) => soft,
+                Err(_) => return max_connections,
+            }
+        }
+    };
+    if let Ok(before) = before
+        && limit > before
+    {
+        tracing::info!(open_files = limit, was = before, "open-file limit raised");
+    }
+    if wanted <= limit {
+        return max_connections;
+    }
+    let cap = u32::try_from(limit.saturating_sub(RESERVED_FILES).max(1)).unwrap_or(max_connections);
+    tracing::warn!(
+        open_files = limit,
+        max_connections = cap,
+        configured = max_connections,
+        "MAX_CONNECTIONS lowered to fit the open-file limit, keeping {RESERVED_FILES} descriptors for Redis, \
+         the snapshot and the logs; raise the hard limit (ulimit -Hn, systemd LimitNOFILE) to serve more"
+    );
+    cap
+}
+
 /// After a failed `accept`: per-connection errors are the peer's and are
 /// skipped; anything else (out of file descriptors, say) is logged and
 /// waited out for a second rather than spun on.

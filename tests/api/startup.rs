@@ -13,6 +13,8 @@ use serde_json::Value;
 
 use super::binary::{lines, presence, wait_with_timeout};
 
+const BIN: &str = env!("CARGO_BIN_EXE_presence");
+
 /// A secret long enough not to be warned about.
 const SECRET: &str = "startup-test-secret-long-enough-for-hs256";
 
@@ -68,9 +70,11 @@ impl Started {
     /// SIGTERM, then every line it wrote (stderr, then stdout); panics
     /// unless it exits 0 within 15 s.
     fn stop(mut self) -> (Vec<String>, Vec<String>) {
-        // An answer means the shutdown signal is being listened for: a
-        // SIGTERM sent earlier, right after "presence listening", would
-        // find the default action (death by signal) still in place.
+        // The signal handler is installed when the accept loop first waits
+        // for the shutdown signal, a moment after "presence listening"; a
+        // SIGTERM sent before that finds the default action (death by
+        // signal). An answer, and a moment more for a loaded machine, make
+        // sure it is in place.
         if let Some(addr) = &self.addr {
             let mut conn = TcpStream::connect(addr).unwrap();
             conn.set_read_timeout(Some(Duration::from_secs(10)))
@@ -80,6 +84,7 @@ impl Started {
             let mut answer = String::new();
             let _ = conn.read_to_string(&mut answer);
             assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            std::thread::sleep(Duration::from_millis(300));
         }
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -204,4 +209,81 @@ fn a_state_file_that_is_not_a_regular_file_is_a_configuration_error() {
         assert_config_error(&[("STATE_FILE", path)], &[], "STATE_FILE");
     }
     assert!(fifo.exists(), "left where it was");
+}
+
+/// The binary under `prlimit --nofile=SOFT:HARD`, in `dir`, with a clean
+/// configuration (as [`presence`]).
+fn under_file_limit(dir: &tempfile::TempDir, soft: u32, hard: u32) -> Command {
+    let mut cmd = Command::new("prlimit");
+    cmd.arg(format!("--nofile={soft}:{hard}"))
+        .arg("--")
+        .arg(BIN)
+        .current_dir(dir.path())
+        .env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        cmd.env("PATH", path);
+    }
+    cmd.env("LISTEN_ADDR", "127.0.0.1:0");
+    cmd
+}
+
+#[test]
+fn the_connection_cap_fits_the_open_file_limit() {
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "prlimit (util-linux) is needed under CI"
+        );
+        eprintln!("NOTICE: prlimit not found; skipping the open-file limit test");
+        return;
+    }
+    // (soft, hard, the limit the service runs with)
+    for (soft, hard, limit) in [(256, 256, 256), (256, 1024, 1024)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = under_file_limit(&dir, soft, hard);
+        cmd.env("JWT_SECRET", SECRET)
+            .env("JWT_AUDIENCE", "presence")
+            // Idle connections stay open for the length of the test.
+            .env("HEADER_READ_TIMEOUT", "60s");
+        let started = start(cmd);
+        let addr = started.addr.clone().expect("serving");
+        let mut first = TcpStream::connect(&addr).unwrap();
+        first
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let health = |conn: &mut TcpStream| {
+            conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: test\r\n\r\n")
+                .unwrap();
+            let mut buf = [0u8; 512];
+            let n = conn.read(&mut buf).unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        };
+        assert!(health(&mut first).starts_with("HTTP/1.1 200"));
+        // More idle connections than the limit has descriptors.
+        let idle: Vec<TcpStream> = (0..300)
+            .map(|_| TcpStream::connect(&addr).unwrap())
+            .collect();
+        // Failed accepts are logged (and retried) once a second.
+        std::thread::sleep(Duration::from_millis(2500));
+        assert!(health(&mut first).starts_with("HTTP/1.1 200"));
+        drop(idle);
+        let (stderr, _) = started.stop();
+        let exhausted: Vec<&String> = stderr
+            .iter()
+            .filter(|l| l.contains("Too many open files") || l.contains("accept failed"))
+            .collect();
+        assert!(
+            exhausted.is_empty(),
+            "soft {soft}, hard {hard}: ran out of descriptors: {exhausted:?}"
+        );
+        let cap: Vec<&String> = stderr
+            .iter()
+            .filter(|l| l.contains("MAX_CONNECTIONS"))
+            .collect();
+        assert_eq!(cap.len(), 1, "one line says so: {stderr:?}");
+        assert!(
+            cap[0].contains(&format!("\"open_files\":{limit}")),
+            "{cap:?}"
+        );
+    }
 }
