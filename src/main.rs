@@ -105,6 +105,10 @@ async fn run(mut config: Config) -> ExitCode {
     };
     let addr = listener.local_addr().unwrap_or(args.listen_addr);
     tracing::info!(%addr, store = state.store.kind(), "presence listening");
+    if let presence::store::Store::Redis(redis) = &state.store {
+        let redis = redis.clone();
+        tokio::spawn(async move { redis.check_eviction_policy().await });
+    }
     if state.demo.is_none() && args.jwt.jwt_audience.is_none() {
         tracing::warn!(
             "JWT_AUDIENCE is not set, so any token signed with this key logs in, whatever it \

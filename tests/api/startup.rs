@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::binary::{lines, presence, wait_with_timeout};
+use super::redis_server::RedisServer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_presence");
 
@@ -286,4 +287,55 @@ fn the_connection_cap_fits_the_open_file_limit() {
             "{cap:?}"
         );
     }
+}
+
+#[test]
+fn a_redis_that_may_evict_keys_is_warned_about() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let policy = |value: &str| {
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory-policy")
+            .arg(value)
+            .query::<()>(&mut conn)
+            .unwrap();
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let run = || {
+        let mut cmd = presence(&dir);
+        cmd.env("JWT_SECRET", SECRET)
+            .env("JWT_AUDIENCE", "presence")
+            .env("STORE", "redis")
+            .env("REDIS_URL", &url);
+        let started = start(cmd);
+        assert!(started.addr.is_some(), "serving: {:?}", started.seen);
+        // The check runs beside serving; give it a moment.
+        std::thread::sleep(Duration::from_millis(1000));
+        started.stop().0
+    };
+    policy("allkeys-lru");
+    let stderr = run();
+    let warned: Vec<&String> = stderr
+        .iter()
+        .filter(|l| l.contains("maxmemory-policy"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{stderr:?}");
+    assert!(
+        warned[0].contains("\"WARN\"")
+            && warned[0].contains("allkeys-lru")
+            && warned[0].contains("noeviction"),
+        "{warned:?}"
+    );
+
+    policy("noeviction");
+    let stderr = run();
+    assert!(
+        !stderr.iter().any(|l| l.contains("maxmemory-policy")),
+        "{stderr:?}"
+    );
 }
