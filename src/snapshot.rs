@@ -596,7 +596,10 @@ impl ModuleMinuteV1 {
     /// Whether every value is one a minute can hold.
     fn within_bounds(&self) -> bool {
         let counts = [self.peak, self.started, self.ended];
-        counts.into_iter().chain(self.sample).all(|n| n <= MAX_COUNT)
+        counts
+            .into_iter()
+            .chain(self.sample)
+            .all(|n| n <= MAX_COUNT)
             && self.ended_ms <= MAX_ENDED_MS
             && self.peak_at.is_none_or(time_ok)
     }

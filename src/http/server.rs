@@ -278,7 +278,11 @@ impl WriteWatch {
     }
 
     /// Notes what a write, flush or shutdown returned.
-    fn note<T>(&self, poll: Poll<io::Result<T>>, progress: impl Fn(&T) -> bool) -> Poll<io::Result<T>> {
+    fn note<T>(
+        &self,
+        poll: Poll<io::Result<T>>,
+        progress: impl Fn(&T) -> bool,
+    ) -> Poll<io::Result<T>> {
         match &poll {
             Poll::Pending => self.blocked(),
             Poll::Ready(Ok(done)) if progress(done) => self.flowing(),

@@ -294,7 +294,9 @@ impl RedisStore {
                     "Redis runs with maxmemory-policy {policy}, which may evict the store's keys and \
                      leave counts wrong; run it with maxmemory-policy noeviction"
                 ),
-                None => tracing::info!("Redis did not say its maxmemory-policy; make sure it is noeviction"),
+                None => tracing::info!(
+                    "Redis did not say its maxmemory-policy; make sure it is noeviction"
+                ),
             },
             Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_refusal() => {
                 tracing::warn!(error = %e, "cannot reach Redis to check its maxmemory-policy");

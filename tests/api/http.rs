@@ -372,7 +372,10 @@ fn assert_page_headers(path: &str, headers: &reqwest::header::HeaderMap) {
         "frame-ancestors 'none'",
         "base-uri 'none'",
     ] {
-        assert!(directives.contains(&expected), "{path}: {expected} in {csp}");
+        assert!(
+            directives.contains(&expected),
+            "{path}: {expected} in {csp}"
+        );
     }
     assert!(!csp.contains("unsafe-eval"), "{path}: {csp}");
 }

@@ -250,7 +250,10 @@ async fn a_session_redis_cannot_decode_is_skipped_and_removed() {
     app.beat_ok("poison", json!({"module": "ih"})).await;
     assert_eq!(app.counts("procurement").await[0], 0);
     assert_eq!(app.counts("innovation").await[0], 2);
-    assert_eq!(app.leave("poison", "?all=true").await, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.leave("poison", "?all=true").await,
+        StatusCode::NO_CONTENT
+    );
 
     // Poison an expired session: the sweep goes on.
     app.beat_ok("3", json!({"module": "pms"})).await;

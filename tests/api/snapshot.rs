@@ -624,7 +624,9 @@ async fn values_out_of_bounds_in_a_snapshot_are_dropped() {
     let clock = new_clock();
     let before = dir.app(&clock, &[]).await;
     before.beat_ok("1", json!({"module": "pms"})).await;
-    before.beat_ok("2", json!({"module": "pms", "clientId": "tab"})).await;
+    before
+        .beat_ok("2", json!({"module": "pms", "clientId": "tab"}))
+        .await;
     before.stop().await;
     let mut snapshot: Value = serde_json::from_slice(&std::fs::read(dir.file()).unwrap()).unwrap();
     let minute = snapshot["history"][0]["start"].as_i64().unwrap();

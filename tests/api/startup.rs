@@ -158,10 +158,7 @@ fn without_a_key_demo_mode_needs_loopback_and_the_memory_store_or_demo_true() {
         let started = start(cmd);
         assert!(started.addr.is_some(), "serving: {:?}", started.seen);
         let (stderr, stdout) = started.stop();
-        assert!(
-            stderr.iter().any(|l| l.contains("demo mode")),
-            "{stderr:?}"
-        );
+        assert!(stderr.iter().any(|l| l.contains("demo mode")), "{stderr:?}");
         assert!(
             stdout.iter().any(|l| l.contains("Demo token")),
             "{stdout:?}"

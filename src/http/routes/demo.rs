@@ -53,8 +53,14 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/demo", get(|| async { Redirect::permanent("/demo/") }))
         .route("/demo/", get(page))
-        .route("/demo/demo.js", get(|| asset("text/javascript; charset=utf-8", SCRIPT)))
-        .route("/demo/demo.css", get(|| asset("text/css; charset=utf-8", STYLES)))
+        .route(
+            "/demo/demo.js",
+            get(|| asset("text/javascript; charset=utf-8", SCRIPT)),
+        )
+        .route(
+            "/demo/demo.css",
+            get(|| asset("text/css; charset=utf-8", STYLES)),
+        )
         .route("/demo/presence-client.js", get(client))
         .route("/demo/token", get(token))
         .layer(axum::middleware::map_response(|r: Response| async move {
