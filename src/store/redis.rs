@@ -319,7 +319,15 @@ impl RedisStore {
     reason = "used as map_err(store_error)"
 )]
 fn store_error(e: redis::RedisError) -> StoreError {
-    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+    // A full Redis (`maxmemory` reached under `noeviction`, which it must
+    // run with) refuses writes with OOM: an outage to wait out, not a bug.
+    let full = e.code() == Some("OOM");
+    if full
+        || e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+    {
         StoreError::Unavailable(e.to_string())
     } else {
         StoreError::Backend(e.to_string())

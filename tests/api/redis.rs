@@ -297,3 +297,31 @@ async fn a_lost_session_hash_does_not_leave_the_user_counted_twice() {
         "{metrics}"
     );
 }
+
+/// A full Redis (`maxmemory` reached under `noeviction`) refuses writes:
+/// that is an outage to wait out, 503 with `Retry-After`, not a 500.
+#[tokio::test]
+async fn a_full_redis_is_503_until_it_has_room() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let app = instance(&server, &unique_prefix("full")).await;
+    app.beat_ok("1", json!({"module": "pms"})).await;
+    redis_cmd(&server, &["CONFIG", "SET", "maxmemory", "1"]);
+    let response = app.beat(&app.token("2"), json!({"module": "pms"})).await;
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap()),
+        Some("1")
+    );
+    assert_error(
+        response,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+    )
+    .await;
+    redis_cmd(&server, &["CONFIG", "SET", "maxmemory", "0"]);
+    app.beat_ok("2", json!({"module": "pms"})).await;
+}
