@@ -47,6 +47,13 @@ pub struct ServeArgs {
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen_addr: SocketAddr,
 
+    /// Demo mode on purpose: with no JWT_SECRET or JWT_PUBLIC_KEY_FILE,
+    /// serve with a random key on any address and store. Without it, a
+    /// missing key is a configuration error unless LISTEN_ADDR is a
+    /// loopback address and STORE=memory.
+    #[arg(long, env = "DEMO", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub demo: bool,
+
     /// Token checks.
     #[command(flatten)]
     pub jwt: JwtArgs,
@@ -134,6 +141,8 @@ pub struct ServeArgs {
 
     /// Longest a request may take, from its headers to its response's
     /// headers (a slow body included); past it, 408 `request_timeout`.
+    /// Also the longest a connection's writes may make no progress (a
+    /// client that stops reading); past it, the connection is closed.
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,
 
@@ -398,11 +407,38 @@ impl ServeArgs {
         if let Some(path) = &self.state_file {
             check_state_file(path, self.store)?;
         }
+        self.check_demo_mode()?;
         Ok(Config {
             args: self,
             heartbeat_interval,
             sweep_interval,
         })
+    }
+
+    /// With no key, demo mode signs tokens with a random key and its page
+    /// mints one for any user name: fine on this machine, an open door on
+    /// a shared store or a reachable address. So it runs only on a loopback
+    /// address with the memory store, unless `DEMO=true` says it is meant.
+    fn check_demo_mode(&self) -> Result<(), ConfigError> {
+        let keyless = self.jwt.jwt_secret.is_none() && self.jwt.jwt_public_key_file.is_none();
+        let local = self.listen_addr.ip().is_loopback() && self.store == StoreKind::Memory;
+        if !keyless || local || self.demo {
+            return Ok(());
+        }
+        let store = match self.store {
+            StoreKind::Memory => "memory",
+            StoreKind::Redis => "redis",
+        };
+        Err(ConfigError::new(
+            "JWT_SECRET",
+            format!(
+                "not set (nor JWT_PUBLIC_KEY_FILE); without a key the service runs in demo mode, \
+                 which lets anyone mint tokens, and only on a loopback address with STORE=memory \
+                 (here LISTEN_ADDR={} and STORE={store}); set JWT_SECRET, or DEMO=true if a \
+                 demo is what you want",
+                self.listen_addr
+            ),
+        ))
     }
 }
 
@@ -437,7 +473,8 @@ fn parse_state_file(s: &str) -> Result<PathBuf, String> {
 }
 
 /// `STATE_FILE` is for the memory store, and names a file in a directory
-/// that exists (the file itself may not exist yet). What the file holds is
+/// that exists (the file itself may not exist yet; if it does, it is a
+/// regular file). What the file holds is
 /// not checked here: an unusable snapshot never stops start-up.
 fn check_state_file(path: &Path, store: StoreKind) -> Result<(), ConfigError> {
     let fail = |message: String| Err(ConfigError::new("STATE_FILE", message));
@@ -447,6 +484,14 @@ fn check_state_file(path: &Path, store: StoreKind) -> Result<(), ConfigError> {
     if path.is_dir() {
         return fail(format!(
             "`{}` is a directory; expected a file path like {STATE_FILE_EXAMPLE}",
+            path.display()
+        ));
+    }
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        // A FIFO would block the start-up read, a device never end it, and
+        // neither may be renamed aside like an unusable snapshot.
+        return fail(format!(
+            "`{}` is not a regular file; expected a file path like {STATE_FILE_EXAMPLE}",
             path.display()
         ));
     }
@@ -654,6 +699,30 @@ mod tests {
         ] {
             let err = serve(&["--cors-allowed-origins", bad]).unwrap_err();
             assert!(err.starts_with("CORS_ALLOWED_ORIGINS:"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn without_a_key_only_a_local_memory_store_or_demo_true_may_start() {
+        for args in [
+            &["--listen-addr", "0.0.0.0:8080"][..],
+            &["--listen-addr", "192.0.2.1:8080"],
+            &["--listen-addr", "[::]:8080"],
+            &["--store", "redis"],
+            &["--listen-addr", "0.0.0.0:8080", "--demo", "false"],
+        ] {
+            let err = serve(args).unwrap_err();
+            assert!(err.starts_with("JWT_SECRET:"), "{args:?}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        for args in [
+            &[][..],
+            &["--listen-addr", "[::1]:8080"],
+            &["--listen-addr", "0.0.0.0:8080", "--demo"],
+            &["--store", "redis", "--demo", "true"],
+            &["--listen-addr", "0.0.0.0:8080", "--jwt-secret", "s3cret"],
+        ] {
+            assert!(serve(args).is_ok(), "{args:?}");
         }
     }
 

@@ -168,8 +168,9 @@ macro_rules! string_newtype {
 }
 
 string_newtype!(
-    /// A user id, from the token's user claim: 1 to 128 bytes. The integer
-    /// `42` and the string `"42"` are the same `UserId`.
+    /// A user id, from the token's user claim: 1 to 128 bytes, no control
+    /// characters. The integer `42` and the string `"42"` are the same
+    /// `UserId`.
     UserId
 );
 string_newtype!(
@@ -187,10 +188,11 @@ string_newtype!(
 );
 
 impl UserId {
-    /// Accepts a non-empty id of at most [`MAX_USER_ID_LEN`] bytes.
+    /// Accepts a non-empty id of at most [`MAX_USER_ID_LEN`] bytes without
+    /// control characters: an id reaches log lines and dashboards, where a
+    /// newline would forge a line and an escape sequence drive a terminal.
     pub fn parse(s: &str) -> Option<Self> {
-        (1..=MAX_USER_ID_LEN)
-            .contains(&s.len())
+        ((1..=MAX_USER_ID_LEN).contains(&s.len()) && !s.chars().any(char::is_control))
             .then(|| Self(s.into()))
     }
 

@@ -82,7 +82,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     runtime.block_on(run(config))
 }
 
-async fn run(config: Config) -> ExitCode {
+async fn run(mut config: Config) -> ExitCode {
+    config.args.max_connections =
+        presence::http::server::fit_to_file_limit(config.args.max_connections);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let args = &config.args;
     let state = match AppState::build(&config, clock.clone(), TimeSource::Redis) {
@@ -106,6 +108,16 @@ async fn run(config: Config) -> ExitCode {
         report_redis(redis, args).await;
     }
     tracing::info!(%addr, store = state.store.kind(), "presence listening");
+    if let presence::store::Store::Redis(redis) = &state.store {
+        let redis = redis.clone();
+        tokio::spawn(async move { redis.check_eviction_policy().await });
+    }
+    if state.demo.is_none() && args.jwt.jwt_audience.is_none() {
+        tracing::warn!(
+            "JWT_AUDIENCE is not set, so any token signed with this key logs in, whatever it \
+             was minted for; set it to the `aud` the product's backend puts in presence tokens"
+        );
+    }
     if let Some(demo) = &state.demo {
         print_demo_banner(demo, addr, clock.now_ms());
     }

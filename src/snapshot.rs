@@ -12,9 +12,13 @@
 //!   fsynced, so a crash at any point leaves the old snapshot or the new
 //!   one, complete.
 //! - **Never fatal.** A failed save is a warning (the previous snapshot
-//!   stays). A snapshot that cannot be read, does not parse or has another
-//!   format version is renamed to `<file>.corrupt-<time>` with a warning,
-//!   and the service starts clean.
+//!   stays). A snapshot that cannot be read, does not parse, has another
+//!   format version or is over [`MAX_FILE_BYTES`] is renamed to
+//!   `<file>.corrupt-<time>` with a warning, and the service starts clean.
+//! - **Nothing lost for good.** A restore that leaves anything out (a
+//!   module no longer configured, a value today's rules refuse, sessions
+//!   over the cap) keeps the file it came from as `<file>.kept-<time>`,
+//!   and its warnings say where: the next save would otherwise replace it.
 //! - **Format.** JSON with `"version": 1`, modules keyed by code. The
 //!   fields, and how the format evolves: "Snapshot format" in
 //!   `docs/design.md`.
@@ -22,7 +26,7 @@
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
+use std::io::{self, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -45,6 +49,25 @@ pub(crate) const FORMAT_VERSION: u32 = 1;
 
 /// How often a snapshot is saved while serving.
 pub(crate) const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The largest snapshot read or written: 1 GiB. A million sessions with
+/// every field at its longest (ASCII) take about 0.8 GB, a typical million
+/// about 0.2 GB; a larger file is not one of ours, and is moved aside
+/// unread rather than read until memory runs out.
+pub(crate) const MAX_FILE_BYTES: u64 = 1 << 30;
+
+/// The latest instant a snapshot may name: 9999-12-31T23:59:59.999Z, the
+/// last one RFC 3339 can write. Times run from the epoch to it.
+const MAX_TIME: Millis = 253_402_300_799_999;
+
+/// The most a minute may count of anything (sessions started or ended, a
+/// sample, a peak): 2^32 - 1, far above any real minute and far enough
+/// below `u64::MAX` that 24 hours of them add up without overflow.
+const MAX_COUNT: u64 = u32::MAX as u64;
+
+/// The most a minute's ended sessions may add up to, in milliseconds:
+/// 2^53, the largest integer every JSON reader keeps exact.
+const MAX_ENDED_MS: u64 = 1 << 53;
 
 /// Saves one memory store to one file. Cheap to clone: clones share the
 /// file.
@@ -89,6 +112,9 @@ pub enum SaveError {
     /// The blocking task that writes it panicked.
     #[error("the snapshot writer panicked")]
     Panicked,
+    /// It would be larger than a restore reads.
+    #[error("the snapshot would be {0} bytes, over the {max} a restore reads", max = MAX_FILE_BYTES)]
+    TooLarge(usize),
 }
 
 /// Why a snapshot file cannot be restored.
@@ -100,6 +126,10 @@ enum Unusable {
     Corrupt(serde_json::Error),
     #[error("format version {0}, and this build reads version {v} only", v = FORMAT_VERSION)]
     Version(u32),
+    #[error("{0} bytes, larger than the {max} bytes a snapshot may be", max = MAX_FILE_BYTES)]
+    TooLarge(u64),
+    #[error("not a regular file")]
+    NotAFile,
 }
 
 impl Snapshots {
@@ -119,7 +149,7 @@ impl Snapshots {
         };
         let shown = file.path.display();
         match file.read() {
-            Ok(Some((image, dropped))) => {
+            Ok(Some((image, mut dropped))) => {
                 let saved_at = image.at;
                 let restored = store.restore(image);
                 tracing::info!(
@@ -130,7 +160,11 @@ impl Snapshots {
                     today_kept = restored.today_kept,
                     "snapshot restored"
                 );
-                dropped.warn(restored.over_cap);
+                dropped.over_cap = restored.over_cap;
+                if dropped.anything() {
+                    let kept = file.keep();
+                    dropped.warn(&kept);
+                }
             }
             Ok(None) => tracing::info!(path = %shown, "no snapshot yet; starting clean"),
             Err(why) => file.set_aside(&why),
@@ -196,22 +230,47 @@ pub async fn run(snapshots: Snapshots, cancel: CancellationToken) {
 
 impl StateFile {
     /// The image in the file, and what of it was dropped; `None` when there
-    /// is no file.
+    /// is no file. Reads at most [`MAX_FILE_BYTES`], and only a regular
+    /// file (a FIFO would block the start, a device never end).
     fn read(&self) -> Result<Option<(MemoryImage, Dropped)>, Unusable> {
-        let bytes = match fs::read(&self.path) {
-            Ok(bytes) => bytes,
+        let metadata = match fs::metadata(&self.path) {
+            Ok(metadata) => metadata,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Unusable::Unreadable(e)),
         };
+        if !metadata.is_file() {
+            return Err(Unusable::NotAFile);
+        }
+        if metadata.len() > MAX_FILE_BYTES {
+            return Err(Unusable::TooLarge(metadata.len()));
+        }
+        let mut bytes = Vec::new();
+        File::open(&self.path)
+            .and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+            .map_err(Unusable::Unreadable)?;
+        let read = bytes.len() as u64;
+        if read > MAX_FILE_BYTES {
+            // It grew since the look above.
+            return Err(Unusable::TooLarge(read));
+        }
         decode(&bytes, &self.modules).map(Some)
+    }
+
+    /// Keeps the file as it is now beside it, as `<file>.kept-<time>`,
+    /// before a save replaces it: a hard link (the save renames a new file
+    /// over the name, the link keeps the old one), or a copy where links
+    /// are not possible. Returns where it is kept.
+    fn keep(&self) -> io::Result<PathBuf> {
+        let kept = with_suffix(&self.path, &format!(".kept-{}", wall_clock_stamp()));
+        if fs::hard_link(&self.path, &kept).is_err() {
+            fs::copy(&self.path, &kept)?;
+        }
+        Ok(kept)
     }
 
     /// Moves an unusable snapshot out of the way, keeping it for a look.
     fn set_aside(&self, why: &Unusable) {
-        // Named by the wall clock: the name is for the operator to read,
-        // not a decision of the service.
-        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
-        let aside = with_suffix(&self.path, &format!(".corrupt-{stamp}"));
+        let aside = with_suffix(&self.path, &format!(".corrupt-{}", wall_clock_stamp()));
         let path = self.path.display();
         match fs::rename(&self.path, &aside) {
             Ok(()) => tracing::warn!(
@@ -232,10 +291,20 @@ impl StateFile {
     /// Encodes `image` and replaces the file with it; returns its size.
     fn write(&self, image: MemoryImage) -> Result<usize, SaveError> {
         let bytes = serde_json::to_vec(&SnapshotV1::from_image(image, &self.modules))?;
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            // The next start would not read it; the previous one stays.
+            return Err(SaveError::TooLarge(bytes.len()));
+        }
         let _one_at_a_time = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
         replace_atomically(&self.path, &self.tmp, &bytes)?;
         Ok(bytes.len())
     }
+}
+
+/// Now, for the names of files set aside or kept: by the wall clock, since
+/// the name is for the operator to read, not a decision of the service.
+fn wall_clock_stamp() -> impl std::fmt::Display {
+    chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -300,8 +369,11 @@ struct Dropped {
     /// Module codes that are not in `MODULES` any more.
     unknown_modules: BTreeSet<String>,
     /// Entries with a value today's rules refuse (a user id, client id,
-    /// page or resource), each dropped whole.
+    /// page or resource, a time or a count out of bounds), each dropped
+    /// whole.
     invalid: usize,
+    /// Sessions beyond `MAX_SESSIONS_PER_USER`, found by the restore.
+    over_cap: usize,
 }
 
 impl Dropped {
@@ -314,23 +386,36 @@ impl Dropped {
         id
     }
 
-    fn warn(&self, over_cap: usize) {
+    fn anything(&self) -> bool {
+        !self.unknown_modules.is_empty() || self.invalid > 0 || self.over_cap > 0
+    }
+
+    /// One warning per kind of loss, each saying where the whole file is
+    /// kept (or why it could not be).
+    fn warn(&self, kept: &io::Result<PathBuf>) {
+        let kept_at = match kept {
+            Ok(path) => path.display().to_string(),
+            Err(e) => format!("nowhere: it could not be kept ({e}), and the next save replaces it"),
+        };
         if !self.unknown_modules.is_empty() {
             tracing::warn!(
                 modules = ?self.unknown_modules,
-                "the snapshot has modules that are not configured any more; their sessions, counts and history are dropped"
+                kept_at = %kept_at,
+                "the snapshot has modules that are not configured any more; their sessions, counts and history are dropped (the file as it was is kept)"
             );
         }
         if self.invalid > 0 {
             tracing::warn!(
                 dropped = self.invalid,
-                "snapshot entries with values that are no longer valid are dropped"
+                kept_at = %kept_at,
+                "snapshot entries with values that are no longer valid are dropped (the file as it was is kept)"
             );
         }
-        if over_cap > 0 {
+        if self.over_cap > 0 {
             tracing::warn!(
-                dropped = over_cap,
-                "snapshot sessions beyond MAX_SESSIONS_PER_USER are dropped; each user keeps the most recently seen"
+                dropped = self.over_cap,
+                kept_at = %kept_at,
+                "snapshot sessions beyond MAX_SESSIONS_PER_USER are dropped; each user keeps the most recently seen (the file as it was is kept)"
             );
         }
     }
@@ -453,7 +538,11 @@ impl SnapshotV1 {
                 };
                 for (code, module_minute) in minute.modules {
                     if let Some(m) = dropped.module(modules, &code) {
-                        bucket.modules[m.index()] = module_minute.into();
+                        if time_ok(minute.start) && module_minute.within_bounds() {
+                            bucket.modules[m.index()] = module_minute.into();
+                        } else {
+                            dropped.invalid += 1;
+                        }
                     }
                 }
                 bucket
@@ -475,6 +564,10 @@ impl SessionV1 {
     fn into_image(self, modules: &Modules, dropped: &mut Dropped) -> Option<SessionImage> {
         let module = dropped.module(modules, &self.module)?;
         let session = (|| {
+            let times = [self.started_at, self.resource_since, self.last_seen];
+            if !times.into_iter().all(time_ok) {
+                return None;
+            }
             Some(SessionImage {
                 info: SessionInfo {
                     user: UserId::parse(&self.user_id)?,
@@ -490,6 +583,25 @@ impl SessionV1 {
         })();
         dropped.invalid += usize::from(session.is_none());
         session
+    }
+}
+
+/// Whether `t` is an instant a snapshot may name: from the epoch to
+/// [`MAX_TIME`].
+fn time_ok(t: Millis) -> bool {
+    (0..=MAX_TIME).contains(&t)
+}
+
+impl ModuleMinuteV1 {
+    /// Whether every value is one a minute can hold.
+    fn within_bounds(&self) -> bool {
+        let counts = [self.peak, self.started, self.ended];
+        counts
+            .into_iter()
+            .chain(self.sample)
+            .all(|n| n <= MAX_COUNT)
+            && self.ended_ms <= MAX_ENDED_MS
+            && self.peak_at.is_none_or(time_ok)
     }
 }
 

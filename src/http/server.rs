@@ -5,11 +5,16 @@
 //! could open connections and trickle bytes forever (slow-loris). Here:
 //! - at most [`Limits::max_connections`] connections are served at once;
 //!   past it the listener is not polled and new ones wait in the backlog;
+//! - a connection whose writes make no progress for
+//!   [`Limits::request_timeout`] is closed, whatever it was doing: a client
+//!   that stops reading (a small receive window, many pipelined requests)
+//!   would otherwise hold it past every other timeout;
 //! - a request head must arrive within [`Limits::header_read_timeout`],
 //!   counted from when the connection opens or its previous response ends, and
 //!   be at most [`MAX_HEADER_BYTES`] in at most [`MAX_HEADERS`] fields (hyper
 //!   answers 431 past either);
-//! - [`guard`] answers 503 `overloaded` once
+//! - [`guard`] answers 413 at once to a request that declares a body over
+//!   the limit, 503 `overloaded` once
 //!   [`Limits::max_concurrent_requests`] are in flight, and 408
 //!   `request_timeout` to a request that takes longer than
 //!   [`Limits::request_timeout`] (a slow body included).
@@ -18,21 +23,26 @@
 
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
+use axum::http::header::CONTENT_LENGTH;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::config::ServeArgs;
 use crate::http::error::ApiError;
+use crate::http::routes::heartbeat::MAX_BODY_BYTES;
 use crate::http::state::AppState;
 
 /// The largest request head (request line and headers) accepted.
@@ -86,7 +96,8 @@ impl Limits {
     }
 }
 
-/// Middleware on every request: sheds it with 503 `overloaded` when
+/// Middleware on every request: refuses a declared body over 4 KiB with
+/// 413 before reading it, sheds the request with 503 `overloaded` when
 /// `MAX_CONCURRENT_REQUESTS` are already in flight, and answers 408
 /// `request_timeout` when it is not done within `REQUEST_TIMEOUT`.
 ///
@@ -97,6 +108,12 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
     if request.uri().path() == LIVENESS_PATH {
         return next.run(request).await;
     }
+    // A body declared over the limit is refused before anyone waits for it
+    // (the handler would read it up to the limit, and a client that never
+    // sends it would hold the request until `REQUEST_TIMEOUT`).
+    if declared_length(&request).is_some_and(|n| n > MAX_BODY_BYTES) {
+        return ApiError::PayloadTooLarge(MAX_BODY_BYTES).into_response();
+    }
     let limits = &state.limits;
     let Ok(_permit) = limits.in_flight.try_acquire() else {
         state.metrics.request_shed();
@@ -106,6 +123,18 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
         Ok(response) => response,
         Err(_) => ApiError::RequestTimeout(limits.request_timeout).into_response(),
     }
+}
+
+/// The request's `Content-Length`, if it has one (hyper has already
+/// refused a malformed one).
+fn declared_length(request: &Request) -> Option<usize> {
+    request
+        .headers()
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops
@@ -148,14 +177,27 @@ pub(crate) async fn run(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
+        let watch = Arc::new(WriteWatch::new());
         let connection = http.serve_connection(
-            TokioIo::new(stream),
+            Watched {
+                io: TokioIo::new(stream),
+                watch: watch.clone(),
+            },
             TowerToHyperService::new(router.clone()),
         );
         let connection = graceful.watch(connection);
+        let stall_limit = limits.request_timeout;
         tasks.spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            tokio::select! {
+                ended = connection => {
+                    if let Err(e) = ended {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                }
+                () = watch.stalled_for(stall_limit) => {
+                    // Dropping the connection closes it.
+                    tracing::debug!(timeout = ?stall_limit, "closing a connection whose client took no byte for REQUEST_TIMEOUT");
+                }
             }
             drop(permit);
         });
@@ -170,6 +212,172 @@ pub(crate) async fn run(
     }
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
+}
+
+/// A connection's IO, noting when a write cannot proceed (the client's
+/// receive window and our send buffer are full) and when one does again.
+struct Watched<I> {
+    io: I,
+    watch: Arc<WriteWatch>,
+}
+
+/// When a connection's writes last stopped making progress.
+struct WriteWatch {
+    opened: tokio::time::Instant,
+    /// Milliseconds from `opened` to when writes blocked, or
+    /// [`WriteWatch::FLOWING`] while they make progress.
+    blocked_since: AtomicU64,
+    /// Woken when writes go from flowing to blocked, so a connection whose
+    /// writes flow (or that has nothing to write, as a quiet stream) costs
+    /// no timer.
+    blocked: Notify,
+}
+
+impl WriteWatch {
+    const FLOWING: u64 = u64::MAX;
+
+    fn new() -> Self {
+        Self {
+            opened: tokio::time::Instant::now(),
+            blocked_since: AtomicU64::new(Self::FLOWING),
+            blocked: Notify::new(),
+        }
+    }
+
+    /// A write or flush could not proceed.
+    fn blocked(&self) {
+        let now = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(Self::FLOWING - 1);
+        if self
+            .blocked_since
+            .compare_exchange(Self::FLOWING, now, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.blocked.notify_one();
+        }
+    }
+
+    /// Bytes went out, or nothing is left to send.
+    fn flowing(&self) {
+        self.blocked_since.store(Self::FLOWING, Ordering::Release);
+    }
+
+    /// Completes once writes have been blocked for `limit` without a byte
+    /// going out; never while they flow or while nothing is being written.
+    async fn stalled_for(&self, limit: Duration) {
+        loop {
+            let since = self.blocked_since.load(Ordering::Acquire);
+            if since == Self::FLOWING {
+                self.blocked.notified().await;
+                continue;
+            }
+            tokio::time::sleep_until(self.opened + Duration::from_millis(since) + limit).await;
+            if self.blocked_since.load(Ordering::Acquire) == since {
+                return;
+            }
+        }
+    }
+
+    /// Notes what a write, flush or shutdown returned.
+    fn note<T>(
+        &self,
+        poll: Poll<io::Result<T>>,
+        progress: impl Fn(&T) -> bool,
+    ) -> Poll<io::Result<T>> {
+        match &poll {
+            Poll::Pending => self.blocked(),
+            Poll::Ready(Ok(done)) if progress(done) => self.flowing(),
+            Poll::Ready(_) => {}
+        }
+        poll
+    }
+}
+
+impl<I: hyper::rt::Read + Unpin> hyper::rt::Read for Watched<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: hyper::rt::Write + Unpin> hyper::rt::Write for Watched<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.watch.note(poll, |n| *n > 0)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.watch.note(poll, |n| *n > 0)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.io).poll_flush(cx);
+        self.watch.note(poll, |()| true)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.watch.note(poll, |()| true)
+    }
+}
+
+/// Descriptors kept for everything but client connections: the listener,
+/// the runtime's own, standard streams and the log, Redis, the snapshot
+/// and its directory, with room to spare.
+const RESERVED_FILES: u64 = 64;
+
+/// Fits the connection cap to the open-file limit, so that connections can
+/// never take every descriptor (then `accept` fails in a loop, and Redis,
+/// the snapshot and the probes fail with it). First raises the soft limit
+/// as far as `max_connections` needs and the hard limit allows; then, if
+/// `max_connections` plus [`RESERVED_FILES`] still does not fit, returns a
+/// lower cap and says so in one warning. Call at start-up, before any
+/// connection is served.
+pub fn fit_to_file_limit(max_connections: u32) -> u32 {
+    let wanted = u64::from(max_connections) + RESERVED_FILES;
+    let before = rlimit::Resource::NOFILE.get().map(|(soft, _)| soft);
+    let limit = match rlimit::increase_nofile_limit(wanted) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-file limit; keeping it as it is");
+            match before {
+                Ok(soft) => soft,
+                Err(_) => return max_connections,
+            }
+        }
+    };
+    if let Ok(before) = before
+        && limit > before
+    {
+        tracing::info!(open_files = limit, was = before, "open-file limit raised");
+    }
+    if wanted <= limit {
+        return max_connections;
+    }
+    let cap = u32::try_from(limit.saturating_sub(RESERVED_FILES).max(1)).unwrap_or(max_connections);
+    tracing::warn!(
+        open_files = limit,
+        max_connections = cap,
+        configured = max_connections,
+        "MAX_CONNECTIONS lowered to fit the open-file limit, keeping {RESERVED_FILES} descriptors for Redis, \
+         the snapshot and the logs; raise the hard limit (ulimit -Hn, systemd LimitNOFILE) to serve more"
+    );
+    cap
 }
 
 /// After a failed `accept`: per-connection errors are the peer's and are

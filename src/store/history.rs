@@ -39,6 +39,18 @@ pub struct ModuleMinute {
 }
 
 impl ModuleMinute {
+    /// Counts a session that started in the minute. Counts saturate: a
+    /// value restored from elsewhere must not wrap one round.
+    pub(crate) fn count_start(&mut self) {
+        self.started = self.started.saturating_add(1);
+    }
+
+    /// Counts a session that ended in the minute, `length_ms` long.
+    pub(crate) fn count_end(&mut self, length_ms: u64) {
+        self.ended = self.ended.saturating_add(1);
+        self.ended_ms = self.ended_ms.saturating_add(length_ms);
+    }
+
     /// Raises the peak to `active` at `at` if it is higher.
     pub(crate) fn see(&mut self, active: u64, at: Millis) {
         if active > self.peak {

@@ -272,6 +272,42 @@ impl RedisStore {
         inv
     }
 
+    /// Warns when Redis may evict keys: the store needs them all (an
+    /// evicted session hash or presence set leaves counts wrong until the
+    /// TTL, an evicted `total` set loses users for good), so Redis must run
+    /// with `maxmemory-policy noeviction`, which answers writes with an
+    /// error (a 503 here) when memory is full instead. Tolerates `CONFIG`
+    /// being disabled or renamed, as managed services do (logged at info),
+    /// and Redis being down (a warning, as any outage).
+    pub async fn check_eviction_policy(&self) {
+        let mut conn = self.conn.clone();
+        let reply = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async::<std::collections::HashMap<String, String>>(&mut conn)
+            .await;
+        match reply {
+            Ok(config) => match config.get("maxmemory-policy") {
+                Some(policy) if policy == "noeviction" => {}
+                Some(policy) => tracing::warn!(
+                    policy = %policy,
+                    "Redis runs with maxmemory-policy {policy}, which may evict the store's keys and \
+                     leave counts wrong; run it with maxmemory-policy noeviction"
+                ),
+                None => tracing::info!(
+                    "Redis did not say its maxmemory-policy; make sure it is noeviction"
+                ),
+            },
+            Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_refusal() => {
+                tracing::warn!(error = %e, "cannot reach Redis to check its maxmemory-policy");
+            }
+            Err(e) => tracing::info!(
+                error = %e,
+                "cannot read Redis's maxmemory-policy (CONFIG disabled?); make sure it is noeviction"
+            ),
+        }
+    }
+
     async fn call<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> Result<T, StoreError> {
         let mut conn = self.conn.clone();
         inv.invoke_async(&mut conn).await.map_err(store_error)
@@ -283,7 +319,15 @@ impl RedisStore {
     reason = "used as map_err(store_error)"
 )]
 fn store_error(e: redis::RedisError) -> StoreError {
-    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+    // A full Redis (`maxmemory` reached under `noeviction`, which it must
+    // run with) refuses writes with OOM: an outage to wait out, not a bug.
+    let full = e.code() == Some("OOM");
+    if full
+        || e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+    {
         StoreError::Unavailable(e.to_string())
     } else {
         StoreError::Backend(e.to_string())
@@ -386,7 +430,11 @@ impl SessionStore for RedisStore {
         let at = int(&it.next().ok_or_else(|| malformed("empty viewers"))?)?;
         let mut viewers = Vec::new();
         while let (Some(user), Some(since), Some(last)) = (it.next(), it.next(), it.next()) {
-            let user = UserId::parse(&text(user)?).ok_or_else(|| malformed("user id"))?;
+            // An id today's rules refuse (stored before they did) is skipped,
+            // not a 500 for everyone who looks at the resource.
+            let Some(user) = UserId::parse(&text(user)?) else {
+                continue;
+            };
             viewers.push(Viewer {
                 user,
                 since: int(&since)?,
@@ -425,7 +473,13 @@ impl SessionStore for RedisStore {
             let (client, user) = member
                 .split_once('\u{1f}')
                 .ok_or_else(|| malformed("session member"))?;
-            let user = UserId::parse(user).ok_or_else(|| malformed("user id"))?;
+            // What cannot be listed is skipped, never a 500 for the whole
+            // list: an id today's rules refuse (stored before they did), a
+            // session the script found undecodable (and removed), one of a
+            // module no longer in the registry.
+            let Some(user) = UserId::parse(user) else {
+                continue;
+            };
             let client = ClientId::parse(client);
             last_row = Some(Cursor {
                 last_seen: score,
@@ -436,13 +490,12 @@ impl SessionStore for RedisStore {
             if raw.is_empty() {
                 continue; // its hash expired before the sweeper took it: skip
             }
-            let packed: Packed =
-                serde_json::from_str(&raw).map_err(|_| malformed("session JSON"))?;
-            let module = self
-                .config
-                .modules
-                .by_code(&packed.m)
-                .ok_or_else(|| malformed("a module not in the registry"))?;
+            let Ok(packed) = serde_json::from_str::<Packed>(&raw) else {
+                continue;
+            };
+            let Some(module) = self.config.modules.by_code(&packed.m) else {
+                continue;
+            };
             sessions.push(SessionInfo {
                 user,
                 client,

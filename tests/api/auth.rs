@@ -488,3 +488,35 @@ async fn authorization_headers_that_are_not_utf8_are_401() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+/// A user id ends up in log lines (stream opened, closed) and dashboards; a
+/// newline or an escape sequence in it would forge log lines or drive the
+/// operator's terminal. Such ids are refused like any unusable user claim.
+#[tokio::test]
+async fn user_ids_with_control_characters_are_401() {
+    let app = spawn_app().await;
+    let exp = app.now_s() + 60;
+    for id in [
+        "alice\n2026-01-14T09:30:00Z  INFO presence: forged line",
+        "alice\r",
+        "\u{1b}[31mred\u{1b}[0m",
+        "tab\tin it",
+        "nul\u{0}",
+        "del\u{7f}",
+        "c1\u{9b}31m",
+    ] {
+        for claim in ["sub", "userId"] {
+            let token = sign(&json!({claim: id, "exp": exp}));
+            assert_401(&app, &token).await;
+            let beat = app.beat(&token, json!({"module": "pms"})).await;
+            assert_eq!(beat.status(), StatusCode::UNAUTHORIZED, "{id:?}");
+        }
+    }
+    assert_eq!(app.counts("procurement").await, [0, 0, 0]);
+    // Printable text in any script is a user id like any other.
+    let token = sign(&json!({"sub": "Zoë 山田 <o'neil>", "exp": exp}));
+    assert_eq!(
+        app.beat(&token, json!({"module": "pms"})).await.status(),
+        StatusCode::OK
+    );
+}

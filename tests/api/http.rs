@@ -317,3 +317,65 @@ async fn the_demo_page_and_its_token_endpoint_exist_only_in_demo_mode() {
         assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
     }
 }
+
+/// The dashboard and the demo page, and everything they load, say that
+/// they may not be framed (clickjacking), that their types are not to be
+/// sniffed, and where code and styles may come from: their own origin only.
+#[tokio::test]
+async fn the_dashboard_and_the_demo_page_send_security_headers() {
+    let app = spawn_app_with(&[]).await;
+    for page in ["/admin", "/demo/"] {
+        let response = app.request(reqwest::Method::GET, page, None).await;
+        assert_eq!(response.status(), StatusCode::OK, "{page}");
+        assert_page_headers(page, response.headers());
+        let html = response.text().await.unwrap();
+        // What a policy of the page's own origin allows: no inline script or
+        // style element, which the policy would block.
+        for tag in html.split('<').skip(1) {
+            let tag = tag.split('>').next().unwrap();
+            if tag.starts_with("script") {
+                assert!(tag.contains("src=\"/"), "{page}: inline script <{tag}>");
+            }
+            assert!(!tag.starts_with("style"), "{page}: inline style <{tag}>");
+        }
+        // Everything it loads comes with the same headers.
+        let assets: Vec<&str> = html
+            .split("src=\"")
+            .chain(html.split("href=\"").skip(1))
+            .skip(1)
+            .filter_map(|s| s.split('"').next())
+            .filter(|s| s.starts_with('/'))
+            .collect();
+        assert!(!assets.is_empty(), "{page}");
+        for asset in assets {
+            let response = app.request(reqwest::Method::GET, asset, None).await;
+            assert_eq!(response.status(), StatusCode::OK, "{asset}");
+            assert_page_headers(asset, response.headers());
+        }
+    }
+}
+
+fn assert_page_headers(path: &str, headers: &reqwest::header::HeaderMap) {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("{path}: no {name}"))
+    };
+    assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+    assert_eq!(header("x-frame-options"), "DENY", "{path}");
+    let csp = header("content-security-policy");
+    let directives: Vec<&str> = csp.split(';').map(str::trim).collect();
+    for expected in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+    ] {
+        assert!(
+            directives.contains(&expected),
+            "{path}: {expected} in {csp}"
+        );
+    }
+    assert!(!csp.contains("unsafe-eval"), "{path}: {csp}");
+}

@@ -271,3 +271,85 @@ async fn past_max_connections_new_ones_wait_until_one_closes() {
     let response = app.request(reqwest::Method::GET, "/healthz", None).await;
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+/// A client that pipelines requests for a large file and never reads the
+/// answers: the server's writes block. Such a connection must not be held
+/// past `REQUEST_TIMEOUT` (here 1 s), or a handful of them take every
+/// connection for good.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off() {
+    let app = spawn_app_with(&[
+        "--jwt-secret",
+        SECRET,
+        "--max-connections",
+        "4",
+        "--request-timeout",
+        "1s",
+        "--header-read-timeout",
+        "1s",
+    ])
+    .await;
+    let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
+    let requests = "GET /admin/dashboard.js HTTP/1.1\r\nhost: test\r\n\r\n".repeat(100);
+    let mut stuck = Vec::new();
+    for _ in 0..4 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(2048).unwrap();
+        let mut conn = socket.connect(addr).await.unwrap();
+        conn.write_all(requests.as_bytes()).await.unwrap();
+        stuck.push(conn); // and never read
+    }
+    // Every connection is taken, so a probe waits until they are closed.
+    let started = Instant::now();
+    let probe = tokio::time::timeout(
+        Duration::from_secs(8),
+        app.request(reqwest::Method::GET, "/healthz", None),
+    )
+    .await
+    .expect("the connections that stopped reading were closed, so /healthz answered");
+    assert_eq!(probe.status(), StatusCode::OK);
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "the probe had to wait for the cut: {:?}",
+        started.elapsed()
+    );
+    // The server closed them: reading now drains what was sent, then ends.
+    for mut conn in stuck {
+        let mut sink = vec![0u8; 1 << 16];
+        let drained = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match conn.read(&mut sink).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(drained.is_ok(), "the stuck connection was closed");
+    }
+}
+
+/// A head that announces a body over 4 KiB is answered 413 at once, without
+/// waiting for a body that is not coming (which took `REQUEST_TIMEOUT` and
+/// a 408 before).
+#[tokio::test]
+async fn a_declared_body_over_4_kib_is_413_at_once() {
+    let app = spawn_app().await;
+    let mut conn = Raw::connect(&app).await;
+    conn.start_heartbeat(&app.token("1"), 4097).await;
+    let response = tokio::time::timeout(Duration::from_secs(2), conn.response())
+        .await
+        .expect("answered at once, not after REQUEST_TIMEOUT (10 s)")
+        .expect("an answer, not a hang-up");
+    assert_eq!(response.status, 413, "{response:?}");
+    assert_eq!(response.body["code"], "payload_too_large", "{response:?}");
+
+    // Exactly 4 KiB is still a body like any other.
+    let mut body = br#"{"module":"pms","padding":""#.to_vec();
+    body.resize(4096 - 2, b'x');
+    body.extend_from_slice(b"\"}");
+    let mut conn = Raw::connect(&app).await;
+    conn.start_heartbeat(&app.token("1"), body.len()).await;
+    conn.send(&body).await;
+    assert_eq!(conn.response().await.unwrap().status, 200);
+}

@@ -18,5 +18,6 @@ mod limits;
 mod redis;
 mod redis_server;
 mod snapshot;
+mod startup;
 mod store_contract;
 mod stream;

@@ -196,3 +196,132 @@ async fn the_service_starts_while_redis_is_down_and_serves_when_it_comes() {
     }
     app.beat_ok("1", json!({"module": "pms"})).await;
 }
+
+/// Runs one command on `server`, outside the service.
+fn redis_cmd(server: &RedisServer, args: &[&str]) -> redis::Value {
+    let client = redis::Client::open(server.url().as_str()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query(&mut conn).unwrap()
+}
+
+/// A session value the scripts cannot decode (a bad write, a bug, a hand
+/// edit) is one user's loss: the scripts skip it and remove it, and every
+/// other user, list and sweep goes on.
+#[tokio::test]
+async fn a_session_redis_cannot_decode_is_skipped_and_removed() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = unique_prefix("poison");
+    let app = instance(&server, &prefix).await;
+    app.beat_ok("poison", json!({"module": "pms", "resource": "doc:1"}))
+        .await;
+    app.beat_ok("2", json!({"module": "ih", "resource": "doc:1"}))
+        .await;
+    let key = format!("{{{prefix}}}:sess:poison");
+    redis_cmd(&server, &["HSET", &key, "", "{bad json"]);
+    // Valid JSON of the wrong shape, with its place in the time index.
+    redis_cmd(&server, &["HSET", &key, "tab-x", "[]"]);
+    let time_key = format!("{{{prefix}}}:time");
+    let now_ms = (app.now_s() * 1000).to_string();
+    redis_cmd(&server, &["ZADD", &time_key, &now_ms, "tab-x\u{1f}poison"]);
+
+    let admin = app.admin_token("root");
+    let (status, sessions) = app.get("/api/admin/sessions", &admin).await;
+    assert_eq!(status, StatusCode::OK, "{sessions}");
+    let users: Vec<&str> = sessions["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["userId"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, ["2"], "{sessions}");
+    let (status, viewers) = app
+        .get("/api/presence/resources/doc:1", &app.token("9"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{viewers}");
+    assert_eq!(viewers["viewers"][0]["userId"], json!("2"), "{viewers}");
+
+    // The user's next beat starts afresh.
+    app.beat_ok("poison", json!({"module": "ih"})).await;
+    assert_eq!(app.counts("procurement").await[0], 0);
+    assert_eq!(app.counts("innovation").await[0], 2);
+    assert_eq!(
+        app.leave("poison", "?all=true").await,
+        StatusCode::NO_CONTENT
+    );
+
+    // Poison an expired session: the sweep goes on.
+    app.beat_ok("3", json!({"module": "pms"})).await;
+    redis_cmd(
+        &server,
+        &["HSET", &format!("{{{prefix}}}:sess:3"), "", "{bad json"],
+    );
+    app.clock.advance(Duration::from_secs(301));
+    let swept = presence::store::SessionStore::sweep(&app.state.store).await;
+    assert!(swept.is_ok(), "{swept:?}");
+    assert_eq!(app.counts("procurement").await[0], 0);
+    assert_eq!(app.counts("innovation").await[0], 0);
+    let (status, _) = app.get("/api/admin/sessions", &admin).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// A user's session hash gone (evicted under a `volatile-*` policy, or
+/// deleted by hand) must not leave the user counted where they were.
+#[tokio::test]
+async fn a_lost_session_hash_does_not_leave_the_user_counted_twice() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = unique_prefix("evicted");
+    let app = instance(&server, &prefix).await;
+    app.beat_ok("1", json!({"module": "pms"})).await;
+    redis_cmd(&server, &["DEL", &format!("{{{prefix}}}:sess:1")]);
+    app.beat_ok("1", json!({"module": "ih"})).await;
+    assert_eq!(app.counts("procurement").await[0], 0);
+    assert_eq!(app.counts("innovation").await[0], 1);
+    let metrics = app
+        .request(reqwest::Method::GET, "/metrics", None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("presence_active_sessions{module=\"pms\"} 0")),
+        "{metrics}"
+    );
+}
+
+/// A full Redis (`maxmemory` reached under `noeviction`) refuses writes:
+/// that is an outage to wait out, 503 with `Retry-After`, not a 500.
+#[tokio::test]
+async fn a_full_redis_is_503_until_it_has_room() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let app = instance(&server, &unique_prefix("full")).await;
+    app.beat_ok("1", json!({"module": "pms"})).await;
+    redis_cmd(&server, &["CONFIG", "SET", "maxmemory", "1"]);
+    let response = app.beat(&app.token("2"), json!({"module": "pms"})).await;
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap()),
+        Some("1")
+    );
+    assert_error(
+        response,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+    )
+    .await;
+    redis_cmd(&server, &["CONFIG", "SET", "maxmemory", "0"]);
+    app.beat_ok("2", json!({"module": "pms"})).await;
+}

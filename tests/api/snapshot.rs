@@ -552,3 +552,149 @@ async fn a_missing_snapshot_is_a_clean_start() {
     assert!(logs.text().contains("no snapshot yet"), "{}", logs.text());
     assert!(dir.files().is_empty());
 }
+
+/// The files in the directory other than the state file itself.
+fn kept_files(dir: &StateDir) -> Vec<PathBuf> {
+    dir.files()
+        .into_iter()
+        .filter(|name| name != "state.json")
+        .map(|name| dir.dir.path().join(name))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_restore_that_drops_anything_keeps_the_file_it_came_from() {
+    let dir = StateDir::new();
+    let clock = new_clock();
+    let first = dir.app(&clock, &[]).await;
+    for user in ["1", "2", "3"] {
+        first.beat_ok(user, json!({"module": "ih"})).await;
+    }
+    first.stop().await;
+    let original = std::fs::read(dir.file()).unwrap();
+
+    // One start with a registry that lacks `ih`: its save would replace
+    // the file without it.
+    let logs = Logs::capture();
+    let narrowed = dir.app(&clock, &["--modules", "pms:procurement"]).await;
+    narrowed.stop().await;
+    let kept = kept_files(&dir);
+    assert_eq!(kept.len(), 1, "{:?}", dir.files());
+    assert_eq!(
+        std::fs::read(&kept[0]).unwrap(),
+        original,
+        "the file as it was"
+    );
+    let where_ = kept[0].to_str().unwrap();
+    assert!(
+        logs.warnings().iter().any(|w| w.contains(where_)),
+        "a warning says where: {}",
+        logs.text()
+    );
+    drop(logs);
+
+    // The kept file brings the module's history back.
+    std::fs::copy(&kept[0], dir.file()).unwrap();
+    let back = dir.app(&clock, &[]).await;
+    assert_eq!(back.counts("innovation").await[2], 3);
+    back.stop().await;
+
+    // A snapshot with an entry today's rules refuse is kept too.
+    let dir = StateDir::new();
+    let mut snapshot: Value = serde_json::from_slice(&original).unwrap();
+    snapshot["total"]["ih"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!(""));
+    let partly_invalid = serde_json::to_vec(&snapshot).unwrap();
+    std::fs::write(dir.file(), &partly_invalid).unwrap();
+    let app = dir.app(&clock, &[]).await;
+    assert_eq!(app.counts("innovation").await[2], 3);
+    let kept = kept_files(&dir);
+    assert_eq!(kept.len(), 1, "{:?}", dir.files());
+    assert_eq!(std::fs::read(&kept[0]).unwrap(), partly_invalid);
+}
+
+/// Numbers in a snapshot are not trusted: history values no minute can
+/// hold, and times no clock shows, are dropped (and the file kept), so
+/// nothing restored can overflow a sum or a date.
+#[tokio::test]
+async fn values_out_of_bounds_in_a_snapshot_are_dropped() {
+    let dir = StateDir::new();
+    let clock = new_clock();
+    let before = dir.app(&clock, &[]).await;
+    before.beat_ok("1", json!({"module": "pms"})).await;
+    before
+        .beat_ok("2", json!({"module": "pms", "clientId": "tab"}))
+        .await;
+    before.stop().await;
+    let mut snapshot: Value = serde_json::from_slice(&std::fs::read(dir.file()).unwrap()).unwrap();
+    let minute = snapshot["history"][0]["start"].as_i64().unwrap();
+    let huge = json!({"sample": u64::MAX, "peak": u64::MAX, "peakAt": minute,
+                      "started": u64::MAX, "ended": u64::MAX, "endedMs": u64::MAX});
+    let history = snapshot["history"].as_array_mut().unwrap();
+    for back in [1, 2] {
+        history.insert(
+            0,
+            json!({"start": minute - back * 60_000, "modules": {"pms": huge}}),
+        );
+    }
+    let sessions = snapshot["sessions"].as_array_mut().unwrap();
+    let mut bad_times = sessions[0].clone();
+    bad_times["userId"] = json!("3");
+    bad_times["startedAt"] = json!(i64::MIN);
+    sessions.push(bad_times);
+    let mut far_future = sessions[0].clone();
+    far_future["userId"] = json!("4");
+    far_future["lastSeen"] = json!(i64::MAX);
+    far_future["startedAt"] = json!(i64::MAX);
+    far_future["resourceSince"] = json!(i64::MAX);
+    sessions.push(far_future);
+    std::fs::write(dir.file(), serde_json::to_vec(&snapshot).unwrap()).unwrap();
+
+    let after = dir.app(&clock, &[]).await;
+    let (status, history) = after
+        .get("/api/admin/history?window=1h", &after.admin_token("root"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let pms = &history["modules"]["procurement"];
+    assert_eq!(pms["sessionsStarted"], json!(2), "{pms}");
+    assert_eq!(pms["peakConcurrent"]["value"], json!(2), "{pms}");
+    assert_eq!(pms["averageSessionSeconds"], Value::Null, "{pms}");
+    assert!(
+        pms["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["activeNow"].as_u64().unwrap() <= 2),
+        "{pms}"
+    );
+    assert_eq!(after.counts("procurement").await, [2, 2, 2]);
+    assert_eq!(kept_files(&dir).len(), 1, "{:?}", dir.files());
+}
+
+/// A state file is read up to a cap (1 GiB, room for a million sessions):
+/// a larger one is moved aside unread instead of filling memory.
+#[tokio::test]
+async fn a_snapshot_over_the_size_cap_is_moved_aside_unread() {
+    let dir = StateDir::new();
+    let huge = std::fs::File::create(dir.file()).unwrap();
+    // Sparse: no disk is used, but a reader without a cap reads it all.
+    huge.set_len((1 << 30) + 1).unwrap();
+    drop(huge);
+    let logs = Logs::capture();
+    let app = dir.app(&new_clock(), &[]).await;
+    assert_eq!(app.counts("procurement").await, [0, 0, 0]);
+    let files = dir.files();
+    assert!(
+        files.len() == 1 && files[0].starts_with("state.json.corrupt-"),
+        "{files:?}"
+    );
+    assert!(
+        logs.warnings()
+            .iter()
+            .any(|w| w.contains("moved aside") && w.contains("larger than")),
+        "{}",
+        logs.text()
+    );
+}

@@ -347,3 +347,18 @@ async fn a_stream_ends_when_its_token_expires() {
     drop(body); // as hyper does with a finished body
     assert_eq!(state.live.open_streams(), 0, "and released its place");
 }
+
+/// A stream whose client reads is never cut off for being quiet: the
+/// guard against clients that stop reading (no write progress for
+/// `REQUEST_TIMEOUT`) looks at writes that block, not at silence.
+#[tokio::test]
+async fn a_quiet_stream_outlives_the_request_timeout() {
+    let app = spawn_app_with(&["--jwt-secret", SECRET, "--request-timeout", "1s"]).await;
+    let mut listener = Listener::open(&app, &app.token("watcher")).await;
+    listener.counts(Duration::from_secs(2)).await;
+    // Three times the timeout without a byte to send.
+    assert_eq!(listener.next(Duration::from_secs(3)).await, None);
+    app.beat_ok("A", json!({"module": "pms"})).await;
+    let next = listener.counts(Duration::from_secs(3)).await;
+    assert_eq!(next["procurement"]["activeNow"], json!(1));
+}

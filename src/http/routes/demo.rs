@@ -2,7 +2,8 @@
 //!
 //! `/demo/` shows the module picker of the onboarding page with live counts,
 //! through the browser client (`/demo/presence-client.js`, the file in
-//! `clients/js/`, embedded at build time). `/demo/token?user=NAME` mints a
+//! `clients/js/`, embedded at build time, as are the page's own script and
+//! styles, `/demo/demo.js` and `/demo/demo.css`). `/demo/token?user=NAME` mints a
 //! token for any name so that two windows can be two users: that is why
 //! these routes exist only when tokens are signed with a random demo key.
 
@@ -12,7 +13,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use axum::response::{IntoResponse, Redirect};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
@@ -21,10 +22,19 @@ use crate::config::JwtArgs;
 use crate::domain::UserId;
 use crate::http::error::ApiError;
 use crate::http::extract::ApiQuery;
+use crate::http::routes::dashboard::with_page_headers;
 use crate::http::state::AppState;
 
 const PAGE: &str = include_str!("../../../clients/js/demo/index.html");
+const SCRIPT: &str = include_str!("../../../clients/js/demo/demo.js");
+const STYLES: &str = include_str!("../../../clients/js/demo/demo.css");
 const CLIENT: &str = include_str!("../../../clients/js/presence-client.js");
+
+/// What the demo page may load and do: its own script, styles, token and
+/// API calls, nothing else (it sets no style attributes).
+const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; \
+     frame-ancestors 'none'";
 
 /// How long a demo token lasts.
 const DEMO_TOKEN_TTL: Duration = Duration::from_secs(8 * 3600);
@@ -43,27 +53,33 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/demo", get(|| async { Redirect::permanent("/demo/") }))
         .route("/demo/", get(page))
+        .route(
+            "/demo/demo.js",
+            get(|| asset("text/javascript; charset=utf-8", SCRIPT)),
+        )
+        .route(
+            "/demo/demo.css",
+            get(|| asset("text/css; charset=utf-8", STYLES)),
+        )
         .route("/demo/presence-client.js", get(client))
         .route("/demo/token", get(token))
+        .layer(axum::middleware::map_response(|r: Response| async move {
+            with_page_headers(POLICY, r)
+        }))
 }
 
 async fn page() -> impl IntoResponse {
-    (
-        [
-            (CONTENT_TYPE, "text/html; charset=utf-8"),
-            (CACHE_CONTROL, "no-cache"),
-        ],
-        PAGE,
-    )
+    asset("text/html; charset=utf-8", PAGE).await
 }
 
 async fn client() -> impl IntoResponse {
+    asset("text/javascript; charset=utf-8", CLIENT).await
+}
+
+async fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
     (
-        [
-            (CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (CACHE_CONTROL, "no-cache"),
-        ],
-        CLIENT,
+        [(CONTENT_TYPE, content_type), (CACHE_CONTROL, "no-cache")],
+        body,
     )
 }
 

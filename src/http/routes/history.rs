@@ -152,8 +152,11 @@ fn summarise(history: &History, m: usize) -> ModuleHistory {
             Some((v, a)) if v > value || (v == value && a <= at) => Some((v, a)),
             _ => Some((value, at)),
         });
-    let (ended, ended_ms) =
-        minutes().fold((0, 0), |(n, ms), (_, mm)| (n + mm.ended, ms + mm.ended_ms));
+    // Sums saturate: a value no minute can hold (a hand-edited snapshot, a
+    // Redis hash written by someone else) must not wrap a total around.
+    let (ended, ended_ms) = minutes().fold((0u64, 0u64), |(n, ms), (_, mm)| {
+        (n.saturating_add(mm.ended), ms.saturating_add(mm.ended_ms))
+    });
     #[allow(clippy::cast_precision_loss, reason = "totals are far below 2^52")]
     let average = (ended > 0).then(|| ended_ms as f64 / ended as f64 / 1000.0);
     ModuleHistory {
@@ -163,7 +166,7 @@ fn summarise(history: &History, m: usize) -> ModuleHistory {
             at: peak.map(|(_, at)| rfc3339(at)),
         },
         average_session_seconds: average,
-        sessions_started: minutes().map(|(_, mm)| mm.started).sum(),
+        sessions_started: minutes().fold(0, |n, (_, mm)| n.saturating_add(mm.started)),
     }
 }
 
@@ -183,5 +186,34 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn sums_saturate_instead_of_wrapping() {
+        use crate::store::history::{MinuteBucket, ModuleMinute};
+        let huge = ModuleMinute {
+            sample: Some(u64::MAX),
+            peak: u64::MAX,
+            peak_at: Some(0),
+            started: u64::MAX,
+            ended: u64::MAX,
+            ended_ms: u64::MAX,
+        };
+        let history = History {
+            minutes: vec![
+                MinuteBucket {
+                    start: 0,
+                    modules: vec![huge],
+                },
+                MinuteBucket {
+                    start: 60_000,
+                    modules: vec![huge],
+                },
+            ],
+            at: 120_000,
+        };
+        let summary = summarise(&history, 0);
+        assert_eq!(summary.sessions_started, u64::MAX);
+        assert_eq!(summary.peak_concurrent.value, u64::MAX);
     }
 }

@@ -413,7 +413,7 @@ impl State {
             };
             session.set_extras(beat.client, beat.page, beat.resource, now);
             self.insert(session);
-            self.history.at(module.index(), now).started += 1;
+            self.history.at(module.index(), now).count_start();
             return;
         };
         let s = &mut self.sessions[sid as usize];
@@ -436,7 +436,7 @@ impl State {
         if let Some((old, length)) = moved_from {
             self.held[old.index()] -= 1;
             self.held[module.index()] += 1;
-            self.history.at(module.index(), now).started += 1;
+            self.history.at(module.index(), now).count_start();
             self.record_end(old, now, length, false);
         }
         if old_resource != beat.resource {
@@ -451,8 +451,7 @@ impl State {
 
     fn record_end(&mut self, module: ModuleId, at: Millis, length: Millis, expired: bool) {
         let minute = self.history.at(module.index(), at);
-        minute.ended += 1;
-        minute.ended_ms += u64::try_from(length).unwrap_or(0);
+        minute.count_end(u64::try_from(length).unwrap_or(0));
         self.ended.push((module, length, expired));
     }
 

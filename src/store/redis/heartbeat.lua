@@ -5,8 +5,18 @@ local user, field, code, page, resource = ARGV[6], ARGV[7], ARGV[8], ARGV[9], AR
 local cap = tonumber(ARGV[11])
 roll_day()
 
-local sessions = sessions_of(user)
+local sessions, dropped = sessions_of(user)
 local touched = { [code] = true }
+-- A session value that was undecodable, or a hash gone while the user is
+-- still counted somewhere (deleted, or evicted under a volatile-* policy):
+-- the module it was in is unknown, so every module's presence is
+-- recomputed, and this session leaves the other modules' session sets.
+if dropped or (next(sessions) == nil and redis.call('ZSCORE', ANY_KEY, user)) then
+  touched = all_codes()
+  for other in pairs(touched) do
+    if other ~= code then redis.call('ZREM', msess_key(other), member(field, user)) end
+  end
+end
 -- Dead sessions go first: they neither count toward the cap nor revive.
 local live = 0
 for f, s in pairs(sessions) do

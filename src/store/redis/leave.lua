@@ -2,8 +2,8 @@
 -- Returns {sessions that were live, now, ended sessions (code, length ms,
 -- expired)...}.
 local user, mode, which = ARGV[6], ARGV[7], ARGV[8]
-local sessions = sessions_of(user)
-local touched = {}
+local sessions, dropped = sessions_of(user)
+local touched = dropped and all_codes() or {}
 local ended = 0
 for f, s in pairs(sessions) do
   if mode == 'all' or f == which then

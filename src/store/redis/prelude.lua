@@ -76,13 +76,55 @@ local function parse_member(m)
   return string.sub(m, 1, i - 1), string.sub(m, i + 1)
 end
 
+-- Every module code as a set, for "touch them all".
+local function all_codes()
+  local out = {}
+  for _, code in ipairs(CODES) do out[code] = true end
+  return out
+end
+
+local function is_ms(x) return type(x) == 'number' and x == x and math.abs(x) < 1e15 end
+
+-- A stored session as a table, or nil when the value is not one (not JSON,
+-- or not the shape these scripts write: a bad write, a bug, a hand edit).
+-- Such a value must cost its user's session, never fail the script for
+-- everyone: callers skip it and remove it with drop_broken.
+local function decode_session(raw)
+  local ok, s = pcall(cjson.decode, raw)
+  if not ok or type(s) ~= 'table' then return nil end
+  if type(s.m) ~= 'string' or type(s.p) ~= 'string' or type(s.r) ~= 'string'
+    or not is_ms(s.st) or not is_ms(s.rs) or not is_ms(s.ls) then
+    return nil
+  end
+  return s
+end
+
+-- Removes a session whose value cannot be decoded, and what indexes it
+-- without naming its module (the resource sets check the hash on read).
+local function drop_broken(user, field)
+  local m = member(field, user)
+  redis.call('HDEL', sess_key(user), field)
+  redis.call('ZREM', TIME_KEY, m)
+  for _, code in ipairs(CODES) do redis.call('ZREM', msess_key(code), m) end
+end
+
 -- A user's sessions: field ("" for the default session) -> table
 -- {m = code, st = startedAt, rs = resourceSince, ls = lastSeen, p = page, r = resource}
+-- and whether any had to be dropped as undecodable.
 local function sessions_of(user)
   local flat = redis.call('HGETALL', sess_key(user))
   local out = {}
-  for i = 1, #flat, 2 do out[flat[i]] = cjson.decode(flat[i + 1]) end
-  return out
+  local dropped = false
+  for i = 1, #flat, 2 do
+    local s = decode_session(flat[i + 1])
+    if s then
+      out[flat[i]] = s
+    else
+      drop_broken(user, flat[i])
+      dropped = true
+    end
+  end
+  return out, dropped
 end
 
 -- History: one hash per minute, {p}:hist:<minute start ms>, with fields
@@ -153,6 +195,11 @@ local function refresh_presence(user, sessions, touched)
     end
   end
   if any then redis.call('ZADD', ANY_KEY, any, user) else redis.call('ZREM', ANY_KEY, user) end
+end
+
+-- After drop_broken: the user's presence recomputed from what is left.
+local function repair_presence(user)
+  refresh_presence(user, (sessions_of(user)), all_codes())
 end
 
 local function live_count(key)

@@ -44,6 +44,13 @@ for i = 1, math.min(#picked, limit) do
   local field, user = parse_member(picked[i])
   out[#out + 1] = picked[i]
   out[#out + 1] = redis.call('ZSCORE', TIME_KEY, picked[i]) or cursor_score or 0
-  out[#out + 1] = redis.call('HGET', sess_key(user), field) or ''
+  local raw = redis.call('HGET', sess_key(user), field)
+  if raw and not decode_session(raw) then
+    -- Listed as gone (skipped by the caller), and removed.
+    drop_broken(user, field)
+    repair_presence(user)
+    raw = nil
+  end
+  out[#out + 1] = raw or ''
 end
 return out

@@ -6,8 +6,12 @@ local expired = redis.call('ZRANGE', TIME_KEY, '-inf', CUTOFF, 'BYSCORE', 'LIMIT
 for _, m in ipairs(expired) do
   local field, user = parse_member(m)
   local raw = redis.call('HGET', sess_key(user), field)
-  if raw then
-    remove_session(user, field, cjson.decode(raw))
+  local s = raw and decode_session(raw)
+  if s then
+    remove_session(user, field, s)
+  elseif raw then
+    drop_broken(user, field)
+    repair_presence(user)
   else
     redis.call('ZREM', TIME_KEY, m)
   end

@@ -6,8 +6,12 @@ local order = {}
 for _, m in ipairs(redis.call('SMEMBERS', res_key(resource))) do
   local field, user = parse_member(m)
   local raw = redis.call('HGET', sess_key(user), field)
-  if raw then
-    local s = cjson.decode(raw)
+  local s = raw and decode_session(raw)
+  if raw and not s then
+    drop_broken(user, field)
+    redis.call('SREM', res_key(resource), m)
+    repair_presence(user)
+  elseif s then
     if s.ls > CUTOFF and s.r == resource then
       local v = by_user[user]
       if not v then

@@ -1,0 +1,338 @@
+//! What the binary decides at start-up, before it serves a request: when
+//! demo mode may run, what a `STATE_FILE` may be, the open-file limit, and
+//! the warnings an operator must see (no `JWT_AUDIENCE`, a Redis that may
+//! evict keys). Run with `cargo test --release`, as `binary.rs`.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::binary::{lines, presence, wait_with_timeout};
+use super::redis_server::RedisServer;
+
+const BIN: &str = env!("CARGO_BIN_EXE_presence");
+
+/// A secret long enough not to be warned about.
+const SECRET: &str = "startup-test-secret-long-enough-for-hs256";
+
+/// A running binary, its address (when it got that far), and every line
+/// it wrote to stderr and stdout so far.
+struct Started {
+    child: Child,
+    addr: Option<String>,
+    stderr: mpsc::Receiver<String>,
+    stdout: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+/// Spawns `cmd` with JSON logs; waits until it listens, or exits (a
+/// configuration error), or 20 s pass.
+fn start(mut cmd: Command) -> Started {
+    let mut child = cmd
+        .env("LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = lines(child.stderr.take().unwrap());
+    let stdout = lines(child.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    let mut addr = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        match stderr.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                if line.contains("presence listening") {
+                    let log: Value = serde_json::from_str(&line).unwrap();
+                    addr = log["addr"].as_str().map(str::to_owned);
+                    seen.push(line);
+                    break;
+                }
+                seen.push(line);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    Started {
+        child,
+        addr,
+        stderr,
+        stdout,
+        seen,
+    }
+}
+
+impl Started {
+    /// SIGTERM, then every line it wrote (stderr, then stdout); panics
+    /// unless it exits 0 within 15 s.
+    fn stop(mut self) -> (Vec<String>, Vec<String>) {
+        // The signal handler is installed when the accept loop first waits
+        // for the shutdown signal, a moment after "presence listening"; a
+        // SIGTERM sent before that finds the default action (death by
+        // signal). An answer, and a moment more for a loaded machine, make
+        // sure it is in place.
+        if let Some(addr) = &self.addr {
+            let mut conn = TcpStream::connect(addr).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+                .unwrap();
+            let mut answer = String::new();
+            let _ = conn.read_to_string(&mut answer);
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let status = wait_with_timeout(&mut self.child, Duration::from_secs(15));
+        assert_eq!(status.code(), Some(0), "exit status");
+        let mut stderr = self.seen;
+        stderr.extend(self.stderr.iter());
+        (stderr, self.stdout.iter().collect())
+    }
+}
+
+/// The binary's exit status and stderr for these settings, when it must
+/// exit by itself within 10 s (a configuration error).
+fn refused(vars: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = presence(&dir);
+    cmd.args(args)
+        .envs(vars.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let status = wait_with_timeout(&mut child, Duration::from_secs(10));
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status.code(), stderr)
+}
+
+fn assert_config_error(vars: &[(&str, &str)], args: &[&str], variable: &str) {
+    let (code, stderr) = refused(vars, args);
+    assert_eq!(code, Some(2), "{vars:?} {args:?}: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains(variable), "{variable} named: {stderr}");
+}
+
+#[test]
+fn without_a_key_demo_mode_needs_loopback_and_the_memory_store_or_demo_true() {
+    // Refused: a forgotten secret must not open a shared store or a
+    // reachable address. (These exit before they listen anywhere.)
+    for vars in [
+        vec![("STORE", "redis")],
+        vec![("LISTEN_ADDR", "0.0.0.0:0")],
+        vec![("LISTEN_ADDR", "[::]:0")],
+        vec![("LISTEN_ADDR", "0.0.0.0:0"), ("STORE", "redis")],
+        vec![("LISTEN_ADDR", "0.0.0.0:0"), ("DEMO", "false")],
+    ] {
+        assert_config_error(&vars, &[], "JWT_SECRET");
+    }
+
+    // DEMO=true (or --demo) runs it on purpose. The address stays on
+    // loopback here, as every test's; the shared store is what is allowed.
+    let dir = tempfile::tempdir().unwrap();
+    for (vars, args) in [
+        (vec![("DEMO", "true")], vec![]),
+        (vec![], vec!["serve", "--demo"]),
+    ] {
+        let mut cmd = presence(&dir);
+        cmd.envs(vars.iter().copied())
+            .args(&args)
+            .env("STORE", "redis")
+            // Nothing listens there: the service starts all the same.
+            .env("REDIS_URL", "redis://127.0.0.1:1");
+        let started = start(cmd);
+        assert!(started.addr.is_some(), "serving: {:?}", started.seen);
+        let (stderr, stdout) = started.stop();
+        assert!(stderr.iter().any(|l| l.contains("demo mode")), "{stderr:?}");
+        assert!(
+            stdout.iter().any(|l| l.contains("Demo token")),
+            "{stdout:?}"
+        );
+    }
+
+    // On loopback with the memory store, as before: no setting needed.
+    let started = start(presence(&dir));
+    assert!(started.addr.is_some(), "serving: {:?}", started.seen);
+    started.stop();
+}
+
+#[test]
+fn without_jwt_audience_a_warning_says_so_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = presence(&dir);
+    cmd.env("JWT_SECRET", SECRET);
+    let (stderr, _) = start(cmd).stop();
+    let warnings: Vec<&String> = stderr
+        .iter()
+        .filter(|l| l.contains("JWT_AUDIENCE"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stderr:?}");
+    assert!(warnings[0].contains("\"WARN\""), "{warnings:?}");
+
+    let mut cmd = presence(&dir);
+    cmd.env("JWT_SECRET", SECRET)
+        .env("JWT_AUDIENCE", "presence");
+    let (stderr, _) = start(cmd).stop();
+    assert!(
+        !stderr.iter().any(|l| l.contains("JWT_AUDIENCE")),
+        "{stderr:?}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_state_file_that_is_not_a_regular_file_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // A FIFO blocks whoever opens it for reading until a writer comes; the
+    // device never ends. Neither is a snapshot, and neither may be renamed.
+    let fifo = dir.path().join("state.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    for path in [fifo.to_str().unwrap(), "/dev/zero"] {
+        assert_config_error(&[("STATE_FILE", path)], &[], "STATE_FILE");
+    }
+    assert!(fifo.exists(), "left where it was");
+}
+
+/// The binary under `prlimit --nofile=SOFT:HARD`, in `dir`, with a clean
+/// configuration (as [`presence`]).
+fn under_file_limit(dir: &tempfile::TempDir, soft: u32, hard: u32) -> Command {
+    let mut cmd = Command::new("prlimit");
+    cmd.arg(format!("--nofile={soft}:{hard}"))
+        .arg("--")
+        .arg(BIN)
+        .current_dir(dir.path())
+        .env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        cmd.env("PATH", path);
+    }
+    cmd.env("LISTEN_ADDR", "127.0.0.1:0");
+    cmd
+}
+
+#[test]
+fn the_connection_cap_fits_the_open_file_limit() {
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "prlimit (util-linux) is needed under CI"
+        );
+        eprintln!("NOTICE: prlimit not found; skipping the open-file limit test");
+        return;
+    }
+    // (soft, hard, the limit the service runs with)
+    for (soft, hard, limit) in [(256, 256, 256), (256, 1024, 1024)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = under_file_limit(&dir, soft, hard);
+        cmd.env("JWT_SECRET", SECRET)
+            .env("JWT_AUDIENCE", "presence")
+            // Idle connections stay open for the length of the test.
+            .env("HEADER_READ_TIMEOUT", "60s");
+        let started = start(cmd);
+        let addr = started.addr.clone().expect("serving");
+        let mut first = TcpStream::connect(&addr).unwrap();
+        first
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let health = |conn: &mut TcpStream| {
+            conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: test\r\n\r\n")
+                .unwrap();
+            let mut buf = [0u8; 512];
+            let n = conn.read(&mut buf).unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        };
+        assert!(health(&mut first).starts_with("HTTP/1.1 200"));
+        // More idle connections than the limit has descriptors.
+        let idle: Vec<TcpStream> = (0..300)
+            .map(|_| TcpStream::connect(&addr).unwrap())
+            .collect();
+        // Failed accepts are logged (and retried) once a second.
+        std::thread::sleep(Duration::from_millis(2500));
+        assert!(health(&mut first).starts_with("HTTP/1.1 200"));
+        drop(idle);
+        let (stderr, _) = started.stop();
+        let exhausted: Vec<&String> = stderr
+            .iter()
+            .filter(|l| l.contains("Too many open files") || l.contains("accept failed"))
+            .collect();
+        assert!(
+            exhausted.is_empty(),
+            "soft {soft}, hard {hard}: ran out of descriptors: {exhausted:?}"
+        );
+        let cap: Vec<&String> = stderr
+            .iter()
+            .filter(|l| l.contains("MAX_CONNECTIONS"))
+            .collect();
+        assert_eq!(cap.len(), 1, "one line says so: {stderr:?}");
+        assert!(
+            cap[0].contains(&format!("\"open_files\":{limit}")),
+            "{cap:?}"
+        );
+    }
+}
+
+#[test]
+fn a_redis_that_may_evict_keys_is_warned_about() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let policy = |value: &str| {
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory-policy")
+            .arg(value)
+            .query::<()>(&mut conn)
+            .unwrap();
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let run = || {
+        let mut cmd = presence(&dir);
+        cmd.env("JWT_SECRET", SECRET)
+            .env("JWT_AUDIENCE", "presence")
+            .env("STORE", "redis")
+            .env("REDIS_URL", &url);
+        let started = start(cmd);
+        assert!(started.addr.is_some(), "serving: {:?}", started.seen);
+        // The check runs beside serving; give it a moment.
+        std::thread::sleep(Duration::from_millis(1000));
+        started.stop().0
+    };
+    policy("allkeys-lru");
+    let stderr = run();
+    let warned: Vec<&String> = stderr
+        .iter()
+        .filter(|l| l.contains("maxmemory-policy"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{stderr:?}");
+    assert!(
+        warned[0].contains("\"WARN\"")
+            && warned[0].contains("allkeys-lru")
+            && warned[0].contains("noeviction"),
+        "{warned:?}"
+    );
+
+    policy("noeviction");
+    let stderr = run();
+    assert!(
+        !stderr.iter().any(|l| l.contains("maxmemory-policy")),
+        "{stderr:?}"
+    );
+}
