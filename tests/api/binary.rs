@@ -333,9 +333,20 @@ pub(super) fn start_serving(
     dir: &tempfile::TempDir,
     vars: &[(&str, &str)],
 ) -> (Child, String, mpsc::Receiver<String>) {
+    let json = [vars, &[("LOG_FORMAT", "json")]].concat();
+    let (child, listening, stderr) = start_logging(dir, &json);
+    let log: Value = serde_json::from_str(&listening).expect("LOG_FORMAT=json gives JSON lines");
+    (child, log["addr"].as_str().unwrap().to_owned(), stderr)
+}
+
+/// Starts the binary with `vars`, logs on a pipe; returns it, its start-up
+/// line, and the log lines after it.
+fn start_logging(
+    dir: &tempfile::TempDir,
+    vars: &[(&str, &str)],
+) -> (Child, String, mpsc::Receiver<String>) {
     let mut child = presence(dir)
         .envs(vars.iter().copied())
-        .env("LOG_FORMAT", "json")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -343,8 +354,7 @@ pub(super) fn start_serving(
     let stderr = lines(child.stderr.take().unwrap());
     let mut seen = Vec::new();
     let listening = next_line_matching(&stderr, &mut seen, |l| l.contains("presence listening"));
-    let log: Value = serde_json::from_str(&listening).expect("LOG_FORMAT=json gives JSON lines");
-    (child, log["addr"].as_str().unwrap().to_owned(), stderr)
+    (child, listening, stderr)
 }
 
 #[test]
@@ -562,15 +572,7 @@ fn start_pretty(
     dir: &tempfile::TempDir,
     vars: &[(&str, &str)],
 ) -> (Child, String, mpsc::Receiver<String>) {
-    let mut child = presence(dir)
-        .envs(vars.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = lines(child.stderr.take().unwrap());
-    let mut seen = Vec::new();
-    let listening = next_line_matching(&stderr, &mut seen, |l| l.contains("presence listening"));
+    let (child, listening, stderr) = start_logging(dir, vars);
     let addr = listening
         .split_whitespace()
         .find_map(|word| word.strip_prefix("addr="))
