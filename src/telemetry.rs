@@ -107,7 +107,7 @@ fn request_id(request: &Request) -> &str {
 fn request_id_of(response: &Response) -> &str {
     response
         .headers()
-        .get("x-request-id")
+        .get(&crate::REQUEST_ID)
         .and_then(|id| id.to_str().ok())
         .unwrap_or("-")
 }

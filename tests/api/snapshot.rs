@@ -252,28 +252,36 @@ async fn a_snapshot() -> Vec<u8> {
 /// Starts an app on a state file holding `content`: it must start clean,
 /// with the file moved aside (intact) and a warning containing `why`; and
 /// what it then saves must be restorable.
+/// After a start from an unusable file: nothing restored, the file set
+/// aside as `state.json.corrupt-*`, and a warning saying each of `why`.
+async fn assert_started_clean(dir: &StateDir, app: &TestApp, logs: &Logs, why: &[&str]) {
+    assert_eq!(app.counts("procurement").await, [0, 0, 0]);
+    assert_eq!(app.counts("innovation").await, [0, 0, 0]);
+    let files = dir.files();
+    assert!(
+        files.len() == 1 && files[0].starts_with("state.json.corrupt-"),
+        "{files:?}"
+    );
+    assert!(
+        logs.warnings()
+            .iter()
+            .any(|w| why.iter().all(|part| w.contains(part))),
+        "{}",
+        logs.text()
+    );
+}
+
 async fn starts_clean_and_sets_aside(content: &[u8], why: &str) {
     let dir = StateDir::new();
     std::fs::write(dir.file(), content).unwrap();
     let clock = new_clock();
     let logs = Logs::capture();
     let app = dir.app(&clock, &[]).await;
-    assert_eq!(app.counts("procurement").await, [0, 0, 0]);
-    assert_eq!(app.counts("innovation").await, [0, 0, 0]);
-    let files = dir.files();
-    assert_eq!(files.len(), 1, "{files:?}");
-    assert!(files[0].starts_with("state.json.corrupt-"), "{files:?}");
+    assert_started_clean(&dir, &app, &logs, &["moved aside", why]).await;
     assert_eq!(
-        std::fs::read(dir.dir.path().join(&files[0])).unwrap(),
+        std::fs::read(dir.dir.path().join(&dir.files()[0])).unwrap(),
         content,
         "kept as it was"
-    );
-    let warnings = logs.warnings();
-    assert!(
-        warnings
-            .iter()
-            .any(|w| w.contains("moved aside") && w.contains(why)),
-        "{warnings:?}"
     );
 
     app.beat_ok("3", json!({"module": "pms"})).await;
@@ -314,17 +322,7 @@ async fn an_unreadable_snapshot_is_moved_aside() {
     std::os::unix::fs::symlink(dir.file(), dir.file()).unwrap();
     let logs = Logs::capture();
     let app = dir.app(&new_clock(), &[]).await;
-    assert_eq!(app.counts("procurement").await, [0, 0, 0]);
-    let files = dir.files();
-    assert!(
-        files.len() == 1 && files[0].starts_with("state.json.corrupt-"),
-        "{files:?}"
-    );
-    assert!(
-        logs.warnings().iter().any(|w| w.contains("cannot read it")),
-        "{}",
-        logs.text()
-    );
+    assert_started_clean(&dir, &app, &logs, &["cannot read it"]).await;
 }
 
 #[tokio::test]
@@ -684,17 +682,5 @@ async fn a_snapshot_over_the_size_cap_is_moved_aside_unread() {
     drop(huge);
     let logs = Logs::capture();
     let app = dir.app(&new_clock(), &[]).await;
-    assert_eq!(app.counts("procurement").await, [0, 0, 0]);
-    let files = dir.files();
-    assert!(
-        files.len() == 1 && files[0].starts_with("state.json.corrupt-"),
-        "{files:?}"
-    );
-    assert!(
-        logs.warnings()
-            .iter()
-            .any(|w| w.contains("moved aside") && w.contains("larger than")),
-        "{}",
-        logs.text()
-    );
+    assert_started_clean(&dir, &app, &logs, &["moved aside", "larger than"]).await;
 }
