@@ -104,13 +104,13 @@ async fn run(mut config: Config) -> ExitCode {
         }
     };
     let addr = listener.local_addr().unwrap_or(args.listen_addr);
-    if let presence::store::Store::Redis(redis) = &state.store {
-        report_redis(redis, args).await;
-    }
     tracing::info!(%addr, store = state.store.kind(), "presence listening");
     if let presence::store::Store::Redis(redis) = &state.store {
-        let redis = redis.clone();
-        tokio::spawn(async move { redis.check_eviction_policy().await });
+        tokio::spawn(report_redis(
+            redis.clone(),
+            args.redis_url_for_logs(),
+            args.redis_key_prefix.clone(),
+        ));
     }
     if state.demo.is_none() && args.jwt.jwt_audience.is_none() {
         tracing::warn!(
@@ -134,14 +134,17 @@ async fn run(mut config: Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Says which Redis this instance uses (never its password) and whether it
-/// answers; the service starts either way and serves once Redis does.
-async fn report_redis(redis: &presence::store::RedisStore, args: &ServeArgs) {
+/// Says which Redis this instance uses (`url` without its password) and
+/// whether it answers, and when it does, whether it may evict keys. In the
+/// background: the service starts and serves either way, and serves
+/// heartbeats once Redis answers.
+async fn report_redis(redis: presence::store::RedisStore, url: String, prefix: String) {
     use presence::store::SessionStore as _;
-    let url = args.redis_url_for_logs();
-    let prefix = &args.redis_key_prefix;
     match tokio::time::timeout(std::time::Duration::from_secs(2), redis.ping()).await {
-        Ok(Ok(())) => tracing::info!(%url, %prefix, "using Redis; it answered"),
+        Ok(Ok(())) => {
+            tracing::info!(%url, %prefix, "using Redis; it answered");
+            redis.check_eviction_policy().await;
+        }
         Ok(Err(e)) => {
             tracing::warn!(%url, %prefix, error = %e, "using Redis, which does not answer yet; requests get 503 until it does")
         }
