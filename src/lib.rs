@@ -10,13 +10,15 @@
 //!   with the background tasks until a shutdown future completes. Both take
 //!   their inputs as arguments, so tests run the real service on port 0
 //!   with their own clock and keys.
-//! - [`telemetry`]: log set-up, request spans and request ids.
+//! - [`telemetry`]: log set-up and the summary line.
 //!
 //! **http**: everything that speaks HTTP, in [`http`].
 //! - [`http::state`]: the [`AppState`] every handler shares.
 //! - [`http::error`]: the API's one error type and its JSON body.
 //! - [`http::extract`]: who is calling, query and path parameters.
 //! - [`http::server`]: the HTTP/1.1 loop and the limits on each client.
+//! - [`http::edge`]: around the router: request ids, load shedding, the
+//!   request timeout, panics, the per-request log.
 //! - [`http::live`]: the counts published to the SSE streams.
 //! - [`http::routes`]: the API, one file per resource, and its OpenAPI.
 //!
@@ -38,13 +40,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, Method, Request, header};
-use axum::response::IntoResponse as _;
+use axum::http::{HeaderValue, Method, header};
 use tokio::net::TcpListener;
-use tower::ServiceBuilder;
-use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
 pub mod auth;
 pub mod clock;
@@ -60,60 +58,39 @@ pub mod telemetry;
 
 pub use http::state::AppState;
 
+use http::edge::{EdgeLayer, REQUEST_ID};
 use http::{error, live, routes, server};
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
 /// The whole HTTP service for `state`. `cors_origins` empty: no CORS headers.
 pub fn app(state: AppState, cors_origins: &[String]) -> Router {
-    let metrics = state.metrics.clone();
     let (mut api, _doc) = routes::api(&state.modules);
     api = api.merge(routes::dashboard::router());
     if state.demo.is_some() {
         api = api.merge(routes::demo::router());
     }
-    let mut router = api
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            routes::metrics::track,
-        ))
+    let edge = EdgeLayer::new(&state);
+    let router = api
+        .route_layer(routes::metrics::TrackLayer(state.clone()))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(routes::heartbeat::MAX_BODY_BYTES))
-        .with_state(state.clone())
-        .layer(axum::middleware::from_fn_with_state(state, server::guard));
-    // CORS wraps the guard, so a browser can read a 503 or 408 too.
-    if !cors_origins.is_empty() {
-        router = router.layer(
-            CorsLayer::new()
-                .allow_origin(allowed_origins(cors_origins))
-                .allow_methods([Method::GET, Method::POST, Method::DELETE])
-                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-                // The browser client backs off by Retry-After.
-                .expose_headers([header::RETRY_AFTER, REQUEST_ID])
-                .max_age(Duration::from_secs(3600)),
-        );
+        .with_state(state)
+        .layer(edge);
+    // CORS wraps the edge, so a browser can read its 503, 408 or 500 too.
+    if cors_origins.is_empty() {
+        return router;
     }
     router.layer(
-        ServiceBuilder::new()
-            .map_request(drop_unusable_request_id)
-            .layer(SetRequestIdLayer::new(
-                REQUEST_ID,
-                telemetry::RequestIds::new(),
-            ))
-            .layer(axum::middleware::from_fn_with_state(
-                metrics,
-                telemetry::log_request,
-            ))
-            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-            .layer(CatchPanicLayer::custom(
-                |_: Box<dyn std::any::Any + Send>| {
-                    error::ApiError::Internal("a handler panicked".into()).into_response()
-                },
-            )),
+        CorsLayer::new()
+            .allow_origin(allowed_origins(cors_origins))
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            // The browser client backs off by Retry-After.
+            .expose_headers([header::RETRY_AFTER, REQUEST_ID])
+            .max_age(Duration::from_secs(3600)),
     )
 }
 
@@ -148,22 +125,6 @@ fn allowed_origins(origins: &[String]) -> AllowOrigin {
 
 /// Distinct refused origins logged, so hostile pages cannot grow the set.
 const MAX_REFUSED_ORIGINS_LOGGED: usize = 64;
-
-/// A caller's `x-request-id` is kept only when it is 1 to 64 of
-/// `[A-Za-z0-9_.-]`; anything else is replaced by a generated one, so a
-/// client cannot forge or bloat log lines through it.
-fn drop_unusable_request_id<B>(mut request: Request<B>) -> Request<B> {
-    let usable = request.headers().get(&REQUEST_ID).is_none_or(|v| {
-        (1..=64).contains(&v.len())
-            && v.as_bytes()
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    });
-    if !usable {
-        request.headers_mut().remove(&REQUEST_ID);
-    }
-    request
-}
 
 /// Serves `router` on `listener`, sweeping `state`'s store every
 /// `sweep_interval` (and, with `STATE_FILE`, saving a snapshot every

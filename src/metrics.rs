@@ -7,8 +7,8 @@
 //! instances each reports what it handled; the gauges agree, the counters
 //! add up.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use chrono_tz::Tz;
@@ -65,7 +65,7 @@ struct HttpLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StoreLabels {
     /// The store operation.
-    op: String,
+    op: &'static str,
 }
 
 /// Every metric of the service.
@@ -244,17 +244,23 @@ impl Metrics {
         self.snapshot_saved_at.set(seconds);
     }
 
-    /// Counts a heartbeat's outcome.
-    pub(crate) fn heartbeat(&self, module: &str, outcome: &str) {
-        if outcome == "ok" {
-            self.heartbeats_ok.fetch_add(1, Ordering::Relaxed);
-        }
+    /// The counter of heartbeats with `outcome` in `module`, to keep and
+    /// pass to [`Metrics::count_heartbeat`].
+    pub(crate) fn heartbeat_counter(&self, module: &str, outcome: &str) -> Counter {
         self.heartbeats
             .get_or_create(&HeartbeatLabels {
                 module: module.to_owned(),
                 outcome: outcome.to_owned(),
             })
-            .inc();
+            .clone()
+    }
+
+    /// Counts a heartbeat on its `counter`, and for the summary line.
+    pub(crate) fn count_heartbeat(&self, counter: &Counter, outcome: &str) {
+        if outcome == "ok" {
+            self.heartbeats_ok.fetch_add(1, Ordering::Relaxed);
+        }
+        counter.inc();
     }
 
     /// Raises the peaks to `active` users seen at `at`.
@@ -316,16 +322,17 @@ impl Metrics {
         out
     }
 
-    /// Observes one HTTP request: its matched route (never the raw path, so
-    /// the label set stays bounded), method and status.
-    pub(crate) fn http_request(&self, route: String, method: &str, status: u16, took: Duration) {
+    /// The latency histogram of one HTTP route (the matched route, never the
+    /// raw path, so the label set stays bounded), method and status, to keep
+    /// and observe into.
+    pub(crate) fn http_histogram(&self, route: &str, method: &str, status: u16) -> Histogram {
         self.http_seconds
             .get_or_create(&HttpLabels {
-                route,
+                route: route.to_owned(),
                 method: method.to_owned(),
                 status,
             })
-            .observe(took.as_secs_f64());
+            .clone()
     }
 
     /// Counts a request answered 503 `overloaded`.
@@ -336,9 +343,9 @@ impl Metrics {
     /// Observes one store call and its outcome. An outage is logged once
     /// when it starts and once when the store answers again, however many
     /// requests (readiness probes included) meet it in between.
-    pub(crate) fn store_call(&self, op: &str, took: Duration, error: Option<&StoreError>) {
+    pub(crate) fn store_call(&self, op: &'static str, took: Duration, error: Option<&StoreError>) {
         self.store_seconds
-            .get_or_create(&StoreLabels { op: op.to_owned() })
+            .get_or_create(&StoreLabels { op })
             .observe(took.as_secs_f64());
         match error {
             Some(e @ StoreError::Unavailable(_)) => {
@@ -372,6 +379,85 @@ impl Metrics {
             .map(|n| n.swap(0, Ordering::Relaxed));
         (responses, self.heartbeats_ok.swap(0, Ordering::Relaxed))
     }
+}
+
+/// The metric handles one route has used, kept with the route so that a
+/// request observes into a handle found in a short list instead of
+/// building, hashing and looking up its labels (two allocations and a
+/// `SipHash` each) in the registry's families.
+#[derive(Debug, Default)]
+pub(crate) struct RouteHandles {
+    /// By (method, status).
+    latency: RwLock<Vec<((String, u16), Histogram)>>,
+    /// By (module, outcome), on the heartbeat route.
+    heartbeats: RwLock<Vec<((String, &'static str), Counter)>>,
+}
+
+/// The most handles of either kind one route keeps; past it (a route
+/// answering with every status code) requests go to the families directly.
+const MAX_ROUTE_HANDLES: usize = 64;
+
+impl RouteHandles {
+    /// Observes one request of this route.
+    pub(crate) fn observe(
+        &self,
+        metrics: &Metrics,
+        route: &str,
+        method: &str,
+        status: u16,
+        took: Duration,
+    ) {
+        cached(
+            &self.latency,
+            |(m, s)| m == method && *s == status,
+            || {
+                (
+                    (method.to_owned(), status),
+                    metrics.http_histogram(route, method, status),
+                )
+            },
+        )
+        .observe(took.as_secs_f64());
+    }
+
+    /// Counts one heartbeat of this route.
+    pub(crate) fn heartbeat(&self, metrics: &Metrics, module: &str, outcome: &'static str) {
+        let counter = cached(
+            &self.heartbeats,
+            |(m, o)| m == module && *o == outcome,
+            || {
+                (
+                    (module.to_owned(), outcome),
+                    metrics.heartbeat_counter(module, outcome),
+                )
+            },
+        );
+        metrics.count_heartbeat(&counter, outcome);
+    }
+}
+
+/// The handle under the key that `matches` in `cache`, made by `make` and
+/// kept (up to [`MAX_ROUTE_HANDLES`]) when none does.
+fn cached<K, M: Clone>(
+    cache: &RwLock<Vec<(K, M)>>,
+    matches: impl Fn(&K) -> bool,
+    make: impl FnOnce() -> (K, M),
+) -> M {
+    let found = cache
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .find(|(key, _)| matches(key))
+        .map(|(_, handle)| handle.clone());
+    if let Some(handle) = found {
+        return handle;
+    }
+    let (key, handle) = make();
+    let mut cache = cache.write().unwrap_or_else(PoisonError::into_inner);
+    if cache.len() < MAX_ROUTE_HANDLES && !cache.iter().any(|(k, _)| matches(k)) {
+        cache.push((key, handle.clone()));
+    }
+    handle
 }
 
 /// A module's share of the users active now: its active users over the

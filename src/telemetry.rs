@@ -6,7 +6,8 @@
 //! one summary line a minute ([`summarise`]). Every request gets a line at
 //! `debug` (`RUST_LOG=presence=debug`), and a 500 gets one at `error` with
 //! its request id and what went wrong; at the default level no request span
-//! is built at all.
+//! is built at all. Those request lines are written by the edge layer
+//! (`http::edge`), which sees every request.
 //!
 //! Logs go to stderr (stdout is kept for what the binary prints on purpose:
 //! the demo token, `presence token`), in colour only on a terminal and never
@@ -16,21 +17,13 @@
 
 use std::io::IsTerminal as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::http::HeaderValue;
-use axum::middleware::Next;
-use axum::response::Response;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
-use tower_http::request_id::{MakeRequestId, RequestId};
-use tracing::{Instrument as _, Level};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
-use crate::http::error::InternalDetail;
 use crate::metrics::Metrics;
 use crate::store::{SessionStore as _, Store};
 
@@ -51,65 +44,6 @@ pub fn init(format: LogFormat) {
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
-}
-
-/// Middleware on every request: counts its answer for the summary, logs it
-/// at `debug` in a span with its method, path and id, and logs a 500 at
-/// `error` with the same fields and the cause. When `debug` is off this is
-/// a counter and a branch: no span, no formatting.
-pub(crate) async fn log_request(
-    State(metrics): State<Arc<Metrics>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if !tracing::enabled!(Level::DEBUG) {
-        let response = next.run(request).await;
-        metrics.response(response.status().as_u16());
-        if let Some(InternalDetail(detail)) = response.extensions().get::<InternalDetail>() {
-            tracing::error!(
-                request_id = request_id_of(&response),
-                status = response.status().as_u16(),
-                %detail,
-                "internal error"
-            );
-        }
-        return response;
-    }
-    let span = tracing::debug_span!(
-        "request",
-        method = %request.method(),
-        path = %request.uri().path(),
-        request_id = request_id(&request),
-    );
-    let started = Instant::now();
-    let response = next.run(request).instrument(span.clone()).await;
-    let status = response.status().as_u16();
-    metrics.response(status);
-    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    let _entered = span.enter();
-    match response.extensions().get::<InternalDetail>() {
-        Some(InternalDetail(detail)) => {
-            tracing::error!(status, latency_us, %detail, "internal error")
-        }
-        None => tracing::debug!(status, latency_us, "answered"),
-    }
-    response
-}
-
-fn request_id(request: &Request) -> &str {
-    request
-        .extensions()
-        .get::<RequestId>()
-        .and_then(|id| id.header_value().to_str().ok())
-        .unwrap_or("-")
-}
-
-fn request_id_of(response: &Response) -> &str {
-    response
-        .headers()
-        .get(&crate::REQUEST_ID)
-        .and_then(|id| id.to_str().ok())
-        .unwrap_or("-")
 }
 
 /// Writes one `info` line every [`SUMMARY_PERIOD`] in which anything was
@@ -142,33 +76,5 @@ pub async fn summarise(metrics: Arc<Metrics>, store: Store, cancel: Cancellation
             live_sessions = %live,
             "summary of the last minute"
         );
-    }
-}
-
-/// Makes request ids: a random per-process prefix and a counter, e.g.
-/// `3f9c2a71b04d5e88-1a2b`. Unique across instances in practice, and cheap:
-/// a random UUID per request cost a `getrandom` system call each, which
-/// measured at about 60 % of a `/healthz` request's time.
-#[derive(Debug, Clone)]
-pub(crate) struct RequestIds {
-    prefix: u64,
-    next: Arc<AtomicU64>,
-}
-
-impl RequestIds {
-    /// A generator with a fresh random prefix.
-    pub(crate) fn new() -> Self {
-        Self {
-            prefix: rand::random(),
-            next: Arc::new(AtomicU64::new(0)),
-        }
-    }
-}
-
-impl MakeRequestId for RequestIds {
-    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{:016x}-{n:x}", self.prefix);
-        HeaderValue::from_str(&id).ok().map(RequestId::new)
     }
 }

@@ -3,6 +3,7 @@
 //! routes. Nothing below this layer names axum, hyper or tower; this layer
 //! turns their outcomes into the contract's answers.
 
+pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod live;

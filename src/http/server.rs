@@ -11,13 +11,14 @@
 //!   would otherwise hold it past every other timeout;
 //! - a request head must arrive within [`Limits::header_read_timeout`],
 //!   counted from when the connection opens or its previous response ends, and
-//!   be at most [`MAX_HEADER_BYTES`] in at most [`MAX_HEADERS`] fields (hyper
-//!   answers 431 past either);
-//! - [`guard`] answers 413 at once to a request that declares a body over
-//!   the limit, 503 `overloaded` once
-//!   [`Limits::max_concurrent_requests`] are in flight, and 408
-//!   `request_timeout` to a request that takes longer than
-//!   [`Limits::request_timeout`] (a slow body included).
+//!   be at most [`MAX_HEADER_BYTES`] (hyper answers 431 past it, and past 100
+//!   fields);
+//! - the edge ([`crate::http::edge`]) answers 431 past [`MAX_HEADERS`]
+//!   fields, 413 at once to a request that
+//!   declares a body over the limit, 503 `overloaded` once
+//!   `MAX_CONCURRENT_REQUESTS` are in flight, and 408 `request_timeout` to a
+//!   request that takes longer than [`Limits::request_timeout`] (a slow body
+//!   included).
 //!
 //! TLS and HTTP/2 are a reverse proxy's job; this serves plain HTTP/1.1.
 
@@ -30,10 +31,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::header::CONTENT_LENGTH;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -41,17 +38,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::config::ServeArgs;
-use crate::http::error::ApiError;
-use crate::http::routes::heartbeat::MAX_BODY_BYTES;
-use crate::http::state::AppState;
 
 /// The largest request head (request line and headers) accepted.
 pub(crate) const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// The most header fields a request may have.
 pub(crate) const MAX_HEADERS: usize = 64;
-
-const LIVENESS_PATH: &str = "/healthz";
 
 /// What one client may take of the server.
 #[derive(Debug)]
@@ -94,47 +86,12 @@ impl Limits {
     pub(crate) fn in_flight(&self) -> usize {
         self.max_concurrent_requests - self.in_flight.available_permits()
     }
-}
 
-/// Middleware on every request: refuses a declared body over 4 KiB with
-/// 413 before reading it, sheds the request with 503 `overloaded` when
-/// `MAX_CONCURRENT_REQUESTS` are already in flight, and answers 408
-/// `request_timeout` when it is not done within `REQUEST_TIMEOUT`.
-///
-/// A stream holds its permit only until its response headers are sent.
-/// `/healthz` is never shed: a busy instance is alive, and an orchestrator
-/// must not restart it for being busy (`/readyz` can still say not ready).
-pub(crate) async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if request.uri().path() == LIVENESS_PATH {
-        return next.run(request).await;
+    /// A permit for one more request in flight, or `None` when
+    /// `MAX_CONCURRENT_REQUESTS` are.
+    pub(crate) fn admit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.in_flight.try_acquire().ok()
     }
-    // A body declared over the limit is refused before anyone waits for it
-    // (the handler would read it up to the limit, and a client that never
-    // sends it would hold the request until `REQUEST_TIMEOUT`).
-    if declared_length(&request).is_some_and(|n| n > MAX_BODY_BYTES) {
-        return ApiError::PayloadTooLarge(MAX_BODY_BYTES).into_response();
-    }
-    let limits = &state.limits;
-    let Ok(_permit) = limits.in_flight.try_acquire() else {
-        state.metrics.request_shed();
-        return ApiError::Overloaded.into_response();
-    };
-    match tokio::time::timeout(limits.request_timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::RequestTimeout(limits.request_timeout).into_response(),
-    }
-}
-
-/// The request's `Content-Length`, if it has one (hyper has already
-/// refused a malformed one).
-fn declared_length(request: &Request) -> Option<usize> {
-    request
-        .headers()
-        .get(CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops
@@ -150,8 +107,7 @@ pub(crate) async fn run(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_header_size(MAX_HEADER_BYTES)
-        .max_headers(MAX_HEADERS);
+        .max_header_size(MAX_HEADER_BYTES);
     let graceful = GracefulShutdown::new();
     let mut tasks = tokio::task::JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);

@@ -28,8 +28,9 @@ fn layer_of_module(name: &str) -> Option<Layer> {
         "config" | "clock" | "domain" => Layer::Base,
         "auth" | "store" | "limiter" | "snapshot" | "metrics" | "sweeper" => Layer::Core,
         "http" | "AppState" => Layer::Http,
-        "lib" | "main" | "telemetry" | "app" | "serve" | "shutdown_signal" | "DRAIN_TIMEOUT"
-        | "REQUEST_ID" => Layer::App,
+        "lib" | "main" | "telemetry" | "app" | "serve" | "shutdown_signal" | "DRAIN_TIMEOUT" => {
+            Layer::App
+        }
         _ => return None,
     })
 }

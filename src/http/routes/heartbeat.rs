@@ -93,7 +93,7 @@ async fn heartbeat_create(
     Extension<HeartbeatModule>,
     Result<Json<HeartbeatResponse>, ApiError>,
 ) {
-    let module = HeartbeatModule(state.modules.get(body.module).code.clone());
+    let module = HeartbeatModule(body.module);
     (Extension(module), record(&state, caller, body).await)
 }
 

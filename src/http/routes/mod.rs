@@ -129,7 +129,7 @@ pub(crate) fn truncate(s: &str) -> String {
 /// [`STORE_DEADLINE`].
 pub(crate) async fn within_deadline<T>(
     metrics: &Metrics,
-    op: &str,
+    op: &'static str,
     call: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, ApiError> {
     let started = std::time::Instant::now();
