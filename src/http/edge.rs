@@ -288,7 +288,84 @@ fn usable(id: &HeaderValue) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser as _;
+    use tower::ServiceExt as _;
+
     use super::*;
+    use crate::config::Cli;
+
+    /// An edge with `args` as the settings around `handler`.
+    fn edge<S>(args: &[&str], handler: S) -> Edge<S> {
+        let argv = [&["presence"], args].concat();
+        let limits = Limits::from_args(&Cli::try_parse_from(argv).unwrap().serve);
+        Edge {
+            shared: Arc::new(Shared {
+                metrics: Arc::new(Metrics::new()),
+                limits: Arc::new(limits),
+                ids: RequestIds::new(),
+            }),
+            inner: handler,
+        }
+    }
+
+    fn get(id: Option<&str>) -> Request {
+        let mut request = Request::builder().uri("/api/stats/modules");
+        if let Some(id) = id {
+            request = request.header(REQUEST_ID, id);
+        }
+        request.body(axum::body::Body::empty()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_a_500_with_its_request_id() {
+        let handler = tower::service_fn(|_: Request| async {
+            if true {
+                panic!("boom");
+            }
+            Ok::<Response, Infallible>(Response::default())
+        });
+        let response = edge(&[], handler)
+            .oneshot(get(Some("trace-1")))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response.headers()[REQUEST_ID], "trace-1");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handler_past_the_request_timeout_is_a_408() {
+        let handler = tower::service_fn(|_: Request| async {
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+            Ok::<Response, Infallible>(Response::default())
+        });
+        let response = edge(&["--request-timeout", "2s"], handler)
+            .oneshot(get(None))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    }
+
+    #[tokio::test]
+    async fn the_handler_sees_the_id_the_answer_carries() {
+        let handler = tower::service_fn(|request: Request| async move {
+            let seen = request.headers()[REQUEST_ID].clone();
+            Ok::<Response, Infallible>(Response::new(axum::body::Body::from(
+                seen.as_bytes().to_vec(),
+            )))
+        });
+        for sent in [None, Some("has space"), Some("kept.id-1")] {
+            let response = edge(&[], handler).oneshot(get(sent)).await.unwrap();
+            let answered = response.headers()[REQUEST_ID].clone();
+            let body = axum::body::to_bytes(response.into_body(), 1024)
+                .await
+                .unwrap();
+            assert_eq!(body, answered.as_bytes(), "{sent:?}");
+            match sent {
+                Some("kept.id-1") => assert_eq!(answered, "kept.id-1"),
+                _ => assert_eq!(answered.len(), 18, "{answered:?}"),
+            }
+        }
+    }
 
     #[test]
     fn generated_ids_are_the_prefix_and_a_hex_counter() {

@@ -137,6 +137,7 @@ async fn more_than_64_header_fields_is_431() {
         response.status(),
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
     );
+    assert_eq!(response.headers()["connection"], "close");
 }
 
 #[tokio::test]
