@@ -340,3 +340,31 @@ async fn reads_of_viewers_and_user_status_count_toward_the_rate_limit() {
     let (status, _) = app.get("/api/stats/modules", &token).await;
     assert_eq!(status, StatusCode::OK, "module stats are not limited");
 }
+
+#[tokio::test]
+async fn user_status_in_process_through_the_router() {
+    use axum::body::Body;
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+
+    let app = spawn_app().await;
+    app.beat_ok("1", json!({"module": "ih", "state": "idle"}))
+        .await;
+    let router = presence::app(app.state.clone(), &[]);
+    let request = axum::http::Request::post("/api/presence/users")
+        .header("authorization", format!("Bearer {}", app.token("asker")))
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"userIds":[1,"2"]}"#))
+        .unwrap();
+    let response = router.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), axum::http::StatusCode::OK);
+    let body: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(
+        body["users"],
+        json!({
+            "1": {"state": "idle", "modules": ["ih"], "lastSeen": "2026-01-14T09:30:00.000Z"},
+            "2": {"state": "offline", "modules": [], "lastSeen": null},
+        })
+    );
+}
