@@ -76,7 +76,7 @@ async fn two_instances_on_one_redis_agree_on_everything() {
 
     // A state and a profile recorded on one instance are what the other
     // lists, in viewers and user status; a hidden user on neither.
-    let named = super::helpers::sign(&json!({"sub": "2", "exp": a.now_s() + 3600, "name": "Bea"}));
+    let named = a.token_with("2", &json!({"name": "Bea"}));
     let response = a
         .beat(
             &named,
@@ -84,9 +84,7 @@ async fn two_instances_on_one_redis_agree_on_everything() {
         )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
-    let hidden = super::helpers::sign(
-        &json!({"sub": "4", "exp": a.now_s() + 3600, "presence_hidden": true}),
-    );
+    let hidden = a.token_with("4", &json!({"presence_hidden": true}));
     a.beat(&hidden, json!({"module": "ih", "resource": "request:123"}))
         .await;
     let (_, vb) = b.get(path, &b.token("9")).await;
