@@ -55,6 +55,7 @@ fn token(args: &TokenArgs) -> ExitCode {
         &args.jwt,
         &args.user,
         args.role.as_deref(),
+        args.name.as_deref(),
         args.ttl,
         SystemClock.now_ms(),
     ) {
@@ -161,17 +162,31 @@ fn print_demo_banner(demo: &DemoKeys, addr: std::net::SocketAddr, now_ms: i64) {
          random key that changes at every start; do not use this in production"
     );
     let ttl = std::time::Duration::from_secs(24 * 3600);
-    let Ok(token) = mint(&demo.keys, &demo.jwt, "demo", Some("admin"), ttl, now_ms) else {
+    let Ok(token) = mint(
+        &demo.keys,
+        &demo.jwt,
+        "demo",
+        Some("admin"),
+        Some("Demo Admin"),
+        ttl,
+        now_ms,
+    ) else {
         return;
     };
-    println!("Demo token (user \"demo\", role admin, valid 24h):");
+    println!("Demo token (user \"demo\", name \"Demo Admin\", role admin, valid 24h):");
     println!("  {token}");
     println!("Try:");
     println!(
-        "  curl -s -w '\\n' -X POST http://{addr}/api/stats/heartbeat -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{{\"module\":\"pms\"}}'"
+        "  curl -s -w '\\n' -X POST http://{addr}/api/stats/heartbeat -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{{\"module\":\"pms\",\"resource\":\"request:1\"}}'"
     );
     println!(
         "  curl -s -w '\\n' http://{addr}/api/stats/modules -H 'Authorization: Bearer {token}'"
+    );
+    println!(
+        "  curl -s -w '\\n' http://{addr}/api/presence/resources/request:1 -H 'Authorization: Bearer {token}'"
+    );
+    println!(
+        "  curl -s -w '\\n' -X POST http://{addr}/api/presence/users -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{{\"userIds\":[\"demo\"]}}'"
     );
     println!("Demo page (open it in two windows, as two users): http://{addr}/demo/");
     println!("Admin dashboard (paste the token above): http://{addr}/admin");

@@ -9,7 +9,8 @@
 //!   connection closed (hyper's own limit, 100, is the backstop: asking
 //!   hyper for 64 instead cost 4 % of a heartbeat's instructions, filling a
 //!   header array on every parse);
-//! - 413 at once to a declared body over 4 KiB, before anyone waits for it;
+//! - 413 at once to a declared body over 4 KiB (16 KiB for user status,
+//!   whose 100 ids may be long), before anyone waits for it;
 //! - 503 `overloaded` once `MAX_CONCURRENT_REQUESTS` are in flight
 //!   (`/healthz` is never shed: a busy instance is alive);
 //! - 408 `request_timeout` when the answer is not ready within
@@ -45,6 +46,7 @@ use tracing::{Instrument as _, Level};
 
 use crate::http::error::{ApiError, InternalDetail};
 use crate::http::routes::heartbeat::MAX_BODY_BYTES;
+use crate::http::routes::presence::{USERS_MAX_BODY_BYTES, USERS_PATH};
 use crate::http::server::{Limits, MAX_HEADERS};
 use crate::http::state::AppState;
 use crate::metrics::Metrics;
@@ -168,8 +170,13 @@ impl Shared {
             return too_many_headers();
         }
         if request.uri().path() != LIVENESS_PATH {
-            if declared_length(&request).is_some_and(|n| n > MAX_BODY_BYTES) {
-                return ApiError::PayloadTooLarge(MAX_BODY_BYTES).into_response();
+            let limit = if request.uri().path() == USERS_PATH {
+                USERS_MAX_BODY_BYTES
+            } else {
+                MAX_BODY_BYTES
+            };
+            if declared_length(&request).is_some_and(|n| n > limit) {
+                return ApiError::PayloadTooLarge(limit).into_response();
             }
             let Some(_permit) = self.limits.admit() else {
                 self.metrics.request_shed();
