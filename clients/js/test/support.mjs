@@ -1,6 +1,8 @@
 // Shared by the end-to-end tests: where things are, whether the tests can
-// run here, the service in demo mode, and Chromium.
+// run here, the service in demo mode, Chromium, and signing in on the demo
+// page.
 import assert from 'node:assert/strict';
+import { before, after } from 'node:test';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -30,13 +32,14 @@ export function skipReason() {
 }
 
 /**
- * Starts the release binary in demo mode on a free port; resolves with the
- * child, its base URL and the admin token it printed.
+ * Starts the release binary in demo mode on a free port, with `env` added to
+ * its environment; resolves with the child, its base URL and the admin token
+ * it printed.
  */
-export async function startServer() {
+export async function startServer(env = {}) {
   const child = spawn(BIN, [], {
     cwd: mkdtempSync(join(tmpdir(), 'presence-e2e-')), // no .env here: demo mode
-    env: { PATH: process.env.PATH, LISTEN_ADDR: '127.0.0.1:0', RUST_LOG: 'warn' },
+    env: { PATH: process.env.PATH, LISTEN_ADDR: '127.0.0.1:0', RUST_LOG: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const lines = createInterface({ input: child.stdout });
@@ -56,13 +59,76 @@ export async function startServer() {
   return { child, url, token };
 }
 
+/** The flags this machine needs. */
+const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--disable-quic'];
+
 /** Debian's Chromium, headless, with the flags this machine needs. */
 export async function launchChromium() {
   const { chromium } = await import('playwright-core');
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--disable-quic'],
+  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+}
+
+/**
+ * Headless Chromium whose pages can really become hidden. Playwright emulates
+ * focus on every page it sets up, and Chromium keeps such a page visible
+ * whatever happens to its tab (DevTools then counts it as being captured),
+ * so `document.visibilityState` stays `visible` after another tab comes to
+ * the front or the window is minimised. Here Chromium is started by hand
+ * (its own process, a fresh profile) and Playwright connects over CDP with
+ * `noDefaults`, which leaves the pages of the default context alone: there,
+ * bringing another tab of the window to the front hides a page as it would
+ * for a person switching tabs. Contexts made with `newContext()` still get
+ * Playwright's defaults (always visible). Closing the browser ends the process.
+ */
+export async function launchChromiumWithTabs() {
+  const { chromium } = await import('playwright-core');
+  const child = spawn(CHROMIUM, [...CHROMIUM_ARGS, '--headless', '--remote-debugging-port=0',
+    `--user-data-dir=${mkdtempSync(join(tmpdir(), 'presence-chromium-'))}`, 'about:blank'],
+  { stdio: ['ignore', 'ignore', 'pipe'] });
+  const endpoint = await new Promise((resolveEndpoint, reject) => {
+    const timer = setTimeout(() => reject(new Error('Chromium printed no DevTools endpoint')), 20000);
+    createInterface({ input: child.stderr }).on('line', (line) => {
+      const match = line.match(/DevTools listening on (ws:\/\/\S+)/);
+      if (match) { clearTimeout(timer); resolveEndpoint(match[1]); }
+    });
+    child.on('exit', (code) => reject(new Error(`Chromium exited with ${code}`)));
   });
+  const browser = await chromium.connectOverCDP(endpoint, { noDefaults: true });
+  browser.on('disconnected', () => child.kill());
+  process.on('exit', () => child.kill()); // also when a test fails half-way
+  return browser;
+}
+
+/**
+ * Before the file's tests (unless `skip`): the service in demo mode with `env`
+ * added, and a browser from `launch`; after them, both stopped. Returns an
+ * object that holds `child`, `url`, `token` and `browser` by the time the
+ * tests run.
+ */
+export function serviceAndBrowser({ skip, env = {}, launch = launchChromium }) {
+  const running = {};
+  before(async () => {
+    if (skip) return;
+    Object.assign(running, await startServer(env));
+    running.browser = await launch();
+  });
+  after(async () => {
+    await running.browser?.close();
+    running.child?.kill('SIGTERM');
+  });
+  return running;
+}
+
+/**
+ * Opens the demo page at `base` in `page` and signs in as `name`; the page's
+ * console errors and uncaught errors go to `errors`, marked with the name.
+ */
+export async function signInOnDemo(page, base, name, errors) {
+  page.on('console', (msg) => { if (msg.type() === 'error') errors.push(`${name}: ${msg.text()}`); });
+  page.on('pageerror', (error) => errors.push(`${name}: ${error.message}`));
+  await page.goto(`${base}/demo/`);
+  await page.fill('#name', name);
+  await page.click('#signin');
+  await page.waitForFunction((n) => document.getElementById('whoami').textContent.includes(n), name);
 }
