@@ -76,7 +76,8 @@ export async function launchChromium() {
  * so `document.visibilityState` stays `visible` after another tab comes to
  * the front or the window is minimised. Here Chromium is started by hand
  * (its own process, a fresh profile) and Playwright connects over CDP with
- * `noDefaults`, which leaves the pages of the default context alone: there,
+ * `noDefaults` (documented: no focus emulation in the default context), so
+ * the pages of the default context are left alone: there,
  * bringing another tab of the window to the front hides a page as it would
  * for a person switching tabs. Contexts made with `newContext()` still get
  * Playwright's defaults (always visible). Closing the browser ends the process.
