@@ -16,7 +16,10 @@ const MODULES = [
 const RESOURCES = ['request:101', 'request:102', 'request:103'];
 const VIEWERS_POLL_MS = 2000;
 const $ = (id) => document.getElementById(id);
+// `?idleAfterMs=5000` shows the idle state without waiting a minute.
+const idleAfterMs = Number(new URLSearchParams(location.search).get('idleAfterMs')) || undefined;
 const service = createHeartbeatService({
+  idleAfterMs,
   getToken: () => sessionStorage.getItem(TOKEN_KEY),
   onError: (e) => { $('status').textContent = String(e.message ?? e); },
 });

@@ -5,6 +5,8 @@
 // tab, so his page really becomes hidden (document.visibilityState, no
 // faking: see launchChromiumWithTabs in support.mjs), and alice sees him idle
 // within one heartbeat plus 2 s; he comes back and she sees him active.
+// Then input: a user who leaves the page untouched for idleAfterMs shows
+// idle, and a mouse move makes them active again.
 //
 // That needs both halves: the client sending the state at once when the tab
 // hides and shows, and the service recording it and answering the viewers
@@ -36,11 +38,14 @@ const running = serviceAndBrowser({
   launch: launchChromiumWithTabs,
 });
 
-/** Opens the demo page in `context` as `name` with request:101 open, collecting console errors. */
-async function openAs(context, name, errors) {
+/**
+ * Opens the demo page (`query` added to its address) in `context` as `name`
+ * with `resource` open, collecting console errors.
+ */
+async function openAs(context, name, errors, { resource = RESOURCE, query = '' } = {}) {
   const page = await context.newPage();
-  await signInOnDemo(page, running.url, name, errors);
-  await page.click(`[data-resource="${RESOURCE}"]`);
+  await signInOnDemo(page, running.url, name, errors, query);
+  await page.click(`[data-resource="${resource}"]`);
   return page;
 }
 
@@ -102,6 +107,24 @@ test('two users on one request see each other by name, and idle while a tab is h
   const tookActive = await expectViewer(alice, 'bob', 'active', 'bob is back');
   await elsewhere.close();
   console.log(`# alice saw bob idle after ${tookIdle} ms, active again after ${tookActive} ms`);
+
+  assert.deepEqual(errors, [], 'no console errors');
+});
+
+test('a page left untouched shows idle, and a mouse move makes it active again', { skip }, async () => {
+  const errors = [];
+  const idleAfterMs = 3000;
+  const options = { resource: 'request:102', query: `?idleAfterMs=${idleAfterMs}` };
+  const carol = await openAs(await running.browser.newContext(), 'carol', errors, options);
+  const dave = await openAs(await running.browser.newContext(), 'dave', errors, options);
+  await dave.mouse.move(10, 10);
+
+  await expectViewer(carol, 'dave', 'idle', 'dave has not touched his page', idleAfterMs + WITHIN_MS);
+  await dave.mouse.move(200, 150);
+  await expectViewer(carol, 'dave', 'active', 'dave moved the mouse');
+  await dave.keyboard.press('Shift');
+  await expectViewer(carol, 'dave', 'idle', 'dave stopped again', idleAfterMs + WITHIN_MS);
+  assert.equal(await visibility(dave), 'visible', 'idle without being hidden');
 
   assert.deepEqual(errors, [], 'no console errors');
 });

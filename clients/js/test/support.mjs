@@ -122,13 +122,14 @@ export function serviceAndBrowser({ skip, env = {}, launch = launchChromium }) {
 }
 
 /**
- * Opens the demo page at `base` in `page` and signs in as `name`; the page's
- * console errors and uncaught errors go to `errors`, marked with the name.
+ * Opens the demo page at `base` (with `query`, e.g. `?idleAfterMs=3000`) in
+ * `page` and signs in as `name`; the page's console errors and uncaught
+ * errors go to `errors`, marked with the name.
  */
-export async function signInOnDemo(page, base, name, errors) {
+export async function signInOnDemo(page, base, name, errors, query = '') {
   page.on('console', (msg) => { if (msg.type() === 'error') errors.push(`${name}: ${msg.text()}`); });
   page.on('pageerror', (error) => errors.push(`${name}: ${error.message}`));
-  await page.goto(`${base}/demo/`);
+  await page.goto(`${base}/demo/${query}`);
   await page.fill('#name', name);
   await page.click('#signin');
   await page.waitForFunction((n) => document.getElementById('whoami').textContent.includes(n), name);
