@@ -51,12 +51,13 @@ use serde::Deserialize;
 
 use super::history::{History, MinuteBucket, ModuleMinute};
 use super::{
-    CountsAt, Cursor, Heartbeat, HeartbeatAck, Leave, ModuleCounts, ResourceViewers, SessionInfo,
-    SessionObserver, SessionPage, SessionStore, StoreError, Viewer,
+    CountsAt, Cursor, Heartbeat, HeartbeatAck, Leave, MAX_LISTED_VIEWERS, ModuleCounts,
+    ResourceViewers, SessionInfo, SessionObserver, SessionPage, SessionStore, StoreError,
+    UserStatus, UsersStatus, Viewer,
 };
 use crate::clock::day::{day_bounds, local_date};
 use crate::clock::{Clock, Millis, duration_ms};
-use crate::domain::{ClientId, Modules, Page, ResourceId, UserId};
+use crate::domain::{Activity, ClientId, Modules, Page, Profile, ResourceId, UserId};
 
 /// Connection and response timeout for Redis calls.
 pub(crate) const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
@@ -131,6 +132,7 @@ struct Scripts {
     sample: Script,
     history: Script,
     live_sessions: Script,
+    users: Script,
 }
 
 /// Sessions in Redis. Cheap to clone: clones share the connection.
@@ -197,6 +199,7 @@ impl RedisStore {
                 sample: script!("sample.lua"),
                 history: script!("history.lua"),
                 live_sessions: script!("live_sessions.lua"),
+                users: script!("users.lua"),
             }),
             time_key: format!("{tag}:time"),
             tag,
@@ -346,6 +349,29 @@ struct Packed {
     ls: f64,
     p: String,
     r: String,
+    /// 1 when idle; absent when active (and in values written before).
+    #[serde(default)]
+    i: Option<f64>,
+}
+
+/// A session's state as the scripts store it: `i` is 1 when idle.
+fn activity(idle: bool) -> Activity {
+    if idle {
+        Activity::Idle
+    } else {
+        Activity::Active
+    }
+}
+
+/// A profile as the scripts return it: JSON text, `""` for none. What does
+/// not pass [`Profile::from_json`] (a hand edit) is no profile.
+fn profile(v: Value) -> Result<Option<Profile>, StoreError> {
+    let text = text(v)?;
+    Ok(if text.is_empty() {
+        None
+    } else {
+        Profile::from_json(&text)
+    })
 }
 
 /// Lua numbers are doubles; ours are whole milliseconds.
@@ -378,7 +404,10 @@ impl SessionStore for RedisStore {
             .arg(module)
             .arg(beat.page.as_ref().map_or("", Page::as_str))
             .arg(beat.resource.as_ref().map_or("", ResourceId::as_str))
-            .arg(self.config.max_sessions_per_user);
+            .arg(self.config.max_sessions_per_user)
+            .arg(if beat.state.is_idle() { "1" } else { "0" })
+            .arg(beat.profile.as_ref().map_or("", Profile::as_json))
+            .arg(if beat.hidden { "1" } else { "0" });
         let (active, at) = self.call_ending(&inv).await?;
         Ok(HeartbeatAck {
             active_users: u64::try_from(active).unwrap_or(0),
@@ -405,11 +434,12 @@ impl SessionStore for RedisStore {
             return Err(malformed("short counts"));
         };
         let counts: Vec<ModuleCounts> = rest
-            .chunks_exact(3)
+            .chunks_exact(4)
             .map(|c| ModuleCounts {
                 active_now: c[0],
-                today: c[1],
-                total_users: c[2],
+                idle_now: c[1],
+                today: c[2],
+                total_users: c[3],
             })
             .collect();
         if counts.len() != self.config.modules.len() {
@@ -424,12 +454,15 @@ impl SessionStore for RedisStore {
 
     async fn resource_viewers(&self, resource: &ResourceId) -> Result<ResourceViewers, StoreError> {
         let mut inv = self.invocation(&self.scripts.viewers);
-        inv.arg(resource.as_str());
+        inv.arg(resource.as_str()).arg(MAX_LISTED_VIEWERS);
         let flat: Vec<Value> = self.call(&inv).await?;
         let mut it = flat.into_iter();
         let at = int(&it.next().ok_or_else(|| malformed("empty viewers"))?)?;
+        let count = int(&it.next().ok_or_else(|| malformed("no viewer count"))?)?;
         let mut viewers = Vec::new();
-        while let (Some(user), Some(since), Some(last)) = (it.next(), it.next(), it.next()) {
+        while let (Some(user), Some(since), Some(last), Some(idle), Some(prof)) =
+            (it.next(), it.next(), it.next(), it.next(), it.next())
+        {
             // An id today's rules refuse (stored before they did) is skipped,
             // not a 500 for everyone who looks at the resource.
             let Some(user) = UserId::parse(&text(user)?) else {
@@ -439,9 +472,48 @@ impl SessionStore for RedisStore {
                 user,
                 since: int(&since)?,
                 last_seen: int(&last)?,
+                state: activity(int(&idle)? == 1),
+                profile: profile(prof)?,
             });
         }
-        Ok(ResourceViewers::ordered(viewers, at))
+        Ok(ResourceViewers::ordered(
+            viewers,
+            u64::try_from(count).unwrap_or(0),
+            at,
+        ))
+    }
+
+    async fn user_status(&self, users: &[UserId]) -> Result<UsersStatus, StoreError> {
+        let mut inv = self.invocation(&self.scripts.users);
+        for user in users {
+            inv.arg(user.as_str());
+        }
+        let flat: Vec<Value> = self.call(&inv).await?;
+        let mut it = flat.into_iter();
+        let at = int(&it.next().ok_or_else(|| malformed("empty user status"))?)?;
+        let mut out = Vec::with_capacity(users.len());
+        for user in users {
+            let (Some(state), Some(modules), Some(seen), Some(prof)) =
+                (it.next(), it.next(), it.next(), it.next())
+            else {
+                return Err(malformed("short user status"));
+            };
+            let status = UserStatus {
+                state: Activity::parse(&text(state)?),
+                modules: {
+                    let mut ids: Vec<_> = text(modules)?
+                        .split(',')
+                        .filter_map(|code| self.config.modules.by_code(code))
+                        .collect();
+                    ids.sort_unstable();
+                    ids
+                },
+                last_seen: text(seen)?.parse().ok(),
+                profile: profile(prof)?,
+            };
+            out.push((user.clone(), status));
+        }
+        Ok(UsersStatus { users: out, at })
     }
 
     async fn sessions(
@@ -502,6 +574,7 @@ impl SessionStore for RedisStore {
                 module,
                 page: Page::parse(&packed.p),
                 resource: ResourceId::parse(&packed.r),
+                state: activity(packed.i == Some(1.0)),
                 started_at: ms(packed.st),
                 last_seen: ms(packed.ls),
             });
