@@ -31,6 +31,7 @@ for (const m of MODULES) {
   card.innerHTML = `<h2></h2>
     <div class="stats">
       <div class="stat"><b data-count="activeNow">–</b><span>active now</span></div>
+      <div class="stat"><b data-count="idleNow">–</b><span>of them idle</span></div>
       <div class="stat"><b data-count="today">–</b><span>today</span></div>
       <div class="stat"><b data-count="totalUsers">–</b><span>in total</span></div>
     </div>

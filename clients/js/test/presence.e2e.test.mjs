@@ -76,7 +76,7 @@ async function expectViewer(watcher, user, state, why, timeout = WITHIN_MS) {
   return Date.now() - started;
 }
 
-test('two users on one request see each other by name, and idle while a tab is hidden', { skip }, async () => {
+test('two users on one request see each other by name, and idle while a tab is hidden', { skip }, async (t) => {
   const errors = [];
   // Alice in a context of her own (Playwright's defaults: always visible);
   // bob in the default context, where a page hides when another tab of the
@@ -97,6 +97,9 @@ test('two users on one request see each other by name, and idle while a tab is h
   assert.equal(await visibility(bob), 'hidden', 'bringing another tab to the front hides bob\'s page');
   const tookIdle = await expectViewer(alice, 'bob', 'idle', 'bob\'s tab is hidden');
   await expectViewer(alice, 'alice', 'active', 'alice is still active');
+  // The module card counts him too: both present in Procurement, one idle.
+  await alice.waitForFunction(() => document.querySelector('#card-pms [data-count=idleNow]').textContent === '1'
+    && document.querySelector('#card-pms [data-count=activeNow]').textContent === '2', null, { timeout: WITHIN_MS });
 
   mkdirSync(ARTIFACTS, { recursive: true });
   await alice.screenshot({ path: join(ARTIFACTS, 'presence.png'), fullPage: true });
@@ -106,7 +109,7 @@ test('two users on one request see each other by name, and idle while a tab is h
   assert.equal(await visibility(bob), 'visible');
   const tookActive = await expectViewer(alice, 'bob', 'active', 'bob is back');
   await elsewhere.close();
-  console.log(`# alice saw bob idle after ${tookIdle} ms, active again after ${tookActive} ms`);
+  t.diagnostic(`alice saw bob idle after ${tookIdle} ms, active again after ${tookActive} ms`);
 
   assert.deepEqual(errors, [], 'no console errors');
 });
