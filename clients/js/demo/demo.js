@@ -3,7 +3,7 @@
 //
 // Module cards with live counts (subscribeModuleStats), and requests: opening
 // one calls setResource, and the page lists the request's viewers with their
-// name and state, polling GET /api/presence/resources/{resource} every 2 s
+// name and state, polling GET /api/presence/resources/{resource} every 2.5 s
 // while the page is visible.
 import { createHeartbeatService } from '/demo/presence-client.js';
 
@@ -14,7 +14,9 @@ const MODULES = [
   { code: 'ih', key: 'innovation', title: 'Innovation Hub (ih)' },
 ];
 const RESOURCES = ['request:101', 'request:102', 'request:103'];
-const VIEWERS_POLL_MS = 2000;
+// Reads of viewers count toward the per-user rate limit (default: a burst
+// of 20, then one per 2 s): a poll every 2.5 s leaves room for heartbeats.
+const VIEWERS_POLL_MS = 2500;
 const $ = (id) => document.getElementById(id);
 // `?idleAfterMs=5000` shows the idle state without waiting a minute.
 const idleAfterMs = Number(new URLSearchParams(location.search).get('idleAfterMs')) || undefined;
