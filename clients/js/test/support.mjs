@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { before, after } from 'node:test';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -71,22 +71,34 @@ export async function launchChromium() {
 
 /**
  * Headless Chromium whose pages can really become hidden. Playwright emulates
- * focus on every page it sets up, and Chromium keeps such a page visible
- * whatever happens to its tab (DevTools then counts it as being captured),
- * so `document.visibilityState` stays `visible` after another tab comes to
- * the front or the window is minimised. Here Chromium is started by hand
- * (its own process, a fresh profile) and Playwright connects over CDP with
- * `noDefaults` (documented: no focus emulation in the default context), so
- * the pages of the default context are left alone: there,
- * bringing another tab of the window to the front hides a page as it would
- * for a person switching tabs. Contexts made with `newContext()` still get
- * Playwright's defaults (always visible). Closing the browser ends the process.
+ * focus on every page it sets up, and Chromium keeps such a page visible:
+ * `document.visibilityState` stays `visible` after another tab comes to the
+ * front or the window is minimised (tried with Chromium 156). Here Chromium
+ * is started by hand (its own process, a fresh profile) and Playwright
+ * connects over CDP with `noDefaults` (documented: no focus emulation in the
+ * default context), so the pages of the default context are left alone:
+ * there, bringing another tab of the window to the front hides a page as it
+ * does for a person switching tabs. Contexts made with `newContext()` still
+ * get Playwright's defaults (always visible). Closing the browser ends the
+ * process and removes its profile.
  */
 export async function launchChromiumWithTabs() {
   const { chromium } = await import('playwright-core');
-  const child = spawn(CHROMIUM, [...CHROMIUM_ARGS, '--headless', '--remote-debugging-port=0',
-    `--user-data-dir=${mkdtempSync(join(tmpdir(), 'presence-chromium-'))}`, 'about:blank'],
+  // --disable-dev-shm-usage as Playwright's launch passes it: a container's
+  // /dev/shm is often too small for Chromium.
+  const profile = mkdtempSync(join(tmpdir(), 'presence-chromium-'));
+  const child = spawn(CHROMIUM, [...CHROMIUM_ARGS, '--headless', '--disable-dev-shm-usage',
+    '--remote-debugging-port=0', `--user-data-dir=${profile}`, 'about:blank'],
   { stdio: ['ignore', 'ignore', 'pipe'] });
+  const exited = new Promise((resolveExit) => child.once('exit', () => {
+    try {
+      // Its helper processes may still be writing for a moment.
+      rmSync(profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
+    } catch {
+      // A profile left in the temporary folder fails no test.
+    }
+    resolveExit();
+  }));
   const endpoint = await new Promise((resolveEndpoint, reject) => {
     const timer = setTimeout(() => reject(new Error('Chromium printed no DevTools endpoint')), 20000);
     createInterface({ input: child.stderr }).on('line', (line) => {
@@ -96,8 +108,14 @@ export async function launchChromiumWithTabs() {
     child.on('exit', (code) => reject(new Error(`Chromium exited with ${code}`)));
   });
   const browser = await chromium.connectOverCDP(endpoint, { noDefaults: true });
-  browser.on('disconnected', () => child.kill());
   process.on('exit', () => child.kill()); // also when a test fails half-way
+  // Playwright's close only disconnects from a browser it did not launch:
+  // ask Chromium itself to close, then its profile goes.
+  browser.close = async () => {
+    const cdp = await browser.newBrowserCDPSession();
+    await cdp.send('Browser.close').catch(() => child.kill());
+    await exited;
+  };
   return browser;
 }
 
