@@ -3,7 +3,10 @@
 /** Per-module counts, as GET /api/stats/modules returns them. */
 export interface ModuleCounts {
   totalUsers: number;
+  /** Users present in the module now, active or idle. */
   activeNow: number;
+  /** Of `activeNow`, those all of whose sessions there are idle (services from version 2 of the contract on). */
+  idleNow?: number;
   today: number;
 }
 
