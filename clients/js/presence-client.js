@@ -4,6 +4,13 @@
 // product's own origin (token from localStorage.token); create others with
 // `createHeartbeatService(options)`. See presence-client.d.ts for the types
 // and the README ("Browser client") for React and plain-HTML examples.
+//
+// Besides the module, each heartbeat carries the tab's activity state
+// (`active`, or `idle` after `idleAfterMs` without input or while the tab is
+// hidden) and the resource set with `setResource()`. Input only flips the
+// state; a change is sent at once as an extra heartbeat, at most one such
+// heartbeat per 5 s (CHANGE_GAP_MS), and it carries the latest state and
+// resource when it goes out.
 
 const CLIENT_ID_KEY = 'presence.clientId';
 const MAX_PAGE_LENGTH = 256;
@@ -13,6 +20,20 @@ const REQUEST_TIMEOUT_MS = 10000;
 const POLL_MS = 30000;
 const STREAM_RETRY_AFTER_POLLING_MS = 5 * 60 * 1000;
 const STREAM_ERRORS_BEFORE_POLLING = 3;
+const IDLE_AFTER_MS = 60000;
+// The shortest time between two heartbeats sent for a change of state or
+// resource: a tab flipping between hidden and visible, or a user paging
+// through requests, costs at most one request per 5 s (the service allows a
+// burst of 20, then one per 2 s).
+const CHANGE_GAP_MS = 5000;
+const MAX_RESOURCE_LENGTH = 128;
+const CONTROL_CHARACTER = /[\u0000-\u001F\u007F-\u009F]/;
+// setTimeout fires at once for longer delays than this.
+const MAX_TIMER_MS = 2 ** 31 - 1;
+// Input that says someone is at this tab. Listened to in the capture phase
+// (an element's scroll does not bubble) and passively (never delays scrolling).
+const INPUT_EVENTS = ['pointerdown', 'pointermove', 'keydown', 'wheel', 'touchstart', 'scroll'];
+const INPUT_LISTENER = { capture: true, passive: true };
 
 /**
  * Creates a heartbeat service. Every option is optional.
@@ -24,6 +45,7 @@ export function createHeartbeatService(options = {}) {
     baseUrl = '',
     getToken = () => globalThis.localStorage?.getItem('token') ?? null,
     intervalMs = 45000,
+    idleAfterMs = IDLE_AFTER_MS,
     onError = (error) => console.debug('[presence]', error),
     pollMs = POLL_MS,
     // Hosts other than a browser tab (and tests) can pass their own;
@@ -42,6 +64,22 @@ export function createHeartbeatService(options = {}) {
   // Requests go one at a time, in order: a DELETE from stop() and the POST of
   // the start() that follows can never overtake each other on the network.
   let queue = Promise.resolve();
+  // Beats in the queue whose body is not built yet: they will carry the
+  // latest state and resource, so a change needs no beat of its own.
+  let beatsWaiting = 0;
+
+  // What this tab reports, and what the latest beat sent said.
+  let state = 'active';
+  let resource = null;
+  let sent = { state: null, resource: null };
+  let lastInputAt = 0;
+  let idleTimer = null;
+  let changeTimer = null;
+  let lastChangeAt = -Infinity;
+  // Between pagehide and pageshow nothing is sent: the DELETE sent on
+  // pagehide must stay the last word (Chromium fires visibilitychange after
+  // pagehide when a tab closes).
+  let gone = false;
 
   const url = (path) => `${baseUrl}${path}`;
   const report = (error) => {
@@ -83,11 +121,16 @@ export function createHeartbeatService(options = {}) {
     return clientId;
   }
 
+  function enqueueBeat(gen) {
+    beatsWaiting += 1;
+    enqueue(() => beat(gen));
+  }
+
   function schedule(delayMs, gen) {
     clearTimeout(timer);
     timer = setTimeout(() => {
       timer = null;
-      enqueue(() => beat(gen));
+      enqueueBeat(gen);
     }, Math.max(0, delayMs));
   }
 
@@ -95,6 +138,7 @@ export function createHeartbeatService(options = {}) {
   const backoff = () => Math.min(intervalMs, FIRST_RETRY_MS * 2 ** Math.max(0, failures - 1));
 
   async function beat(gen) {
+    beatsWaiting -= 1;
     if (gen !== generation || currentModule === null) return;
     const bearer = token();
     if (!bearer) {
@@ -102,9 +146,11 @@ export function createHeartbeatService(options = {}) {
       schedule(intervalMs, gen);
       return;
     }
-    const body = { module: currentModule, clientId: getClientId() };
+    const body = { module: currentModule, clientId: getClientId(), state };
     const page = currentPage(target);
     if (page) body.page = page;
+    if (resource !== null) body.resource = resource;
+    sent = { state, resource };
     let delay = intervalMs;
     try {
       const response = await fetchImpl(url('/api/stats/heartbeat'), {
@@ -139,6 +185,80 @@ export function createHeartbeatService(options = {}) {
     if (gen === generation) schedule(delay, gen);
   }
 
+  // Activity: the tab is active while visible and used within idleAfterMs.
+  // Without a target to hear input from (not a browser tab) it stays active.
+  const visible = () => target?.document?.visibilityState !== 'hidden';
+
+  function armIdleTimer(delayMs) {
+    clearTimeout(idleTimer);
+    idleTimer = null;
+    if (Number.isFinite(idleAfterMs) && target?.addEventListener) {
+      idleTimer = setTimeout(checkIdle, Math.min(Math.max(0, delayMs), MAX_TIMER_MS));
+    }
+  }
+
+  function stopIdleTimer() {
+    clearTimeout(idleTimer);
+    idleTimer = null;
+  }
+
+  // Input does not touch the timer (a mouse move is too frequent for that):
+  // when the timer fires it looks at the latest input and waits the rest.
+  function checkIdle() {
+    idleTimer = null;
+    const quietMs = Date.now() - lastInputAt;
+    if (quietMs >= idleAfterMs) setState('idle');
+    else armIdleTimer(idleAfterMs - Math.max(0, quietMs));
+  }
+
+  /** Reads the state afresh from the page's visibility: visible is a fresh start. */
+  function observeVisibility() {
+    if (visible()) {
+      lastInputAt = Date.now();
+      armIdleTimer(idleAfterMs);
+      return 'active';
+    }
+    stopIdleTimer();
+    return 'idle';
+  }
+
+  function onVisibilityChange() {
+    setState(observeVisibility());
+  }
+
+  function onInput() {
+    lastInputAt = Date.now();
+    if (state === 'idle' && visible()) {
+      armIdleTimer(idleAfterMs);
+      setState('active');
+    }
+  }
+
+  function setState(next) {
+    if (next === state) return;
+    state = next;
+    changed();
+  }
+
+  // A change of state or resource goes out at once, unless a beat for a
+  // change went out less than CHANGE_GAP_MS ago: then when that gap ends.
+  // Nothing extra while a beat waits in the queue or a retry is pending
+  // after a failure: those carry the latest values anyway.
+  function changed() {
+    if (currentModule === null || gone || changeTimer !== null) return;
+    const waitMs = lastChangeAt + CHANGE_GAP_MS - Date.now();
+    if (waitMs > 0) changeTimer = setTimeout(sendChange, waitMs);
+    else sendChange();
+  }
+
+  function sendChange() {
+    changeTimer = null;
+    if (currentModule === null || gone || failures > 0 || beatsWaiting > 0) return;
+    if (sent.state === state && sent.resource === resource) return;
+    lastChangeAt = Date.now();
+    enqueueBeat(generation);
+  }
+
   function leaveRequest() {
     const bearer = token();
     if (!bearer || !clientId) return null;
@@ -153,10 +273,13 @@ export function createHeartbeatService(options = {}) {
     generation += 1;
     clearTimeout(timer);
     timer = null;
+    clearTimeout(changeTimer);
+    changeTimer = null;
   }
 
   function onPageHide() {
     if (currentModule === null) return;
+    gone = true;
     halt();
     // The page is going: send now rather than behind the queue.
     const request = leaveRequest();
@@ -166,9 +289,10 @@ export function createHeartbeatService(options = {}) {
   function onPageShow(event) {
     // Back from the back/forward cache: the page is in use again.
     if (event?.persisted && currentModule !== null) {
+      gone = false;
       halt();
-      const gen = generation;
-      enqueue(() => beat(gen));
+      state = observeVisibility();
+      enqueueBeat(generation);
     }
   }
 
@@ -179,6 +303,9 @@ export function createHeartbeatService(options = {}) {
     const method = on ? 'addEventListener' : 'removeEventListener';
     target[method]('pagehide', onPageHide);
     target[method]('pageshow', onPageShow);
+    // visibilitychange bubbles from the document to the window.
+    target[method]('visibilitychange', onVisibilityChange);
+    for (const type of INPUT_EVENTS) target[method](type, onInput, INPUT_LISTENER);
   }
 
   return {
@@ -189,15 +316,19 @@ export function createHeartbeatService(options = {}) {
       if (module === currentModule) return;
       halt();
       failures = 0;
+      if (currentModule === null) {
+        gone = false;
+        state = observeVisibility();
+      }
       currentModule = module;
       listen(true);
-      const gen = generation;
-      enqueue(() => beat(gen));
+      enqueueBeat(generation);
     },
 
     stopHeartbeat() {
       if (currentModule === null) return;
       halt();
+      stopIdleTimer();
       currentModule = null;
       listen(false);
       enqueue(async () => {
@@ -208,6 +339,24 @@ export function createHeartbeatService(options = {}) {
 
     getCurrentModule() {
       return currentModule;
+    },
+
+    setResource(id) {
+      if (id !== null && !isResourceId(id)) {
+        throw new TypeError(
+          'setResource(id): id must be null or 1 to 128 characters without control characters');
+      }
+      if (id === resource) return;
+      resource = id;
+      changed();
+    },
+
+    getResource() {
+      return resource;
+    },
+
+    getState() {
+      return state;
     },
 
     subscribeModuleStats(callback) {
@@ -303,6 +452,11 @@ export const heartbeatService = createHeartbeatService();
 function currentPage(target) {
   const path = target?.location?.pathname;
   return typeof path === 'string' && path !== '' ? [...path].slice(0, MAX_PAGE_LENGTH).join('') : null;
+}
+
+function isResourceId(id) {
+  if (typeof id !== 'string' || id === '' || CONTROL_CHARACTER.test(id)) return false;
+  return [...id].length <= MAX_RESOURCE_LENGTH;
 }
 
 function timeoutSignal() {

@@ -1,5 +1,10 @@
 // The demo page's script (served as /demo/demo.js: the page's
 // Content-Security-Policy allows no inline script).
+//
+// Module cards with live counts (subscribeModuleStats), and requests: opening
+// one calls setResource, and the page lists the request's viewers with their
+// name and state, polling GET /api/presence/resources/{resource} every 2.5 s
+// while the page is visible.
 import { createHeartbeatService } from '/demo/presence-client.js';
 
 // Each window is its own user: the demo keeps the token per tab.
@@ -8,8 +13,15 @@ const MODULES = [
   { code: 'pms', key: 'procurement', title: 'Procurement (pms)' },
   { code: 'ih', key: 'innovation', title: 'Innovation Hub (ih)' },
 ];
+const RESOURCES = ['request:101', 'request:102', 'request:103'];
+// Reads of viewers count toward the per-user rate limit (default: a burst
+// of 20, then one per 2 s): a poll every 2.5 s leaves room for heartbeats.
+const VIEWERS_POLL_MS = 2500;
 const $ = (id) => document.getElementById(id);
+// `?idleAfterMs=5000` shows the idle state without waiting a minute.
+const idleAfterMs = Number(new URLSearchParams(location.search).get('idleAfterMs')) || undefined;
 const service = createHeartbeatService({
+  idleAfterMs,
   getToken: () => sessionStorage.getItem(TOKEN_KEY),
   onError: (e) => { $('status').textContent = String(e.message ?? e); },
 });
@@ -21,6 +33,7 @@ for (const m of MODULES) {
   card.innerHTML = `<h2></h2>
     <div class="stats">
       <div class="stat"><b data-count="activeNow">–</b><span>active now</span></div>
+      <div class="stat"><b data-count="idleNow">–</b><span>of them idle</span></div>
       <div class="stat"><b data-count="today">–</b><span>today</span></div>
       <div class="stat"><b data-count="totalUsers">–</b><span>in total</span></div>
     </div>
@@ -43,6 +56,106 @@ function showHere() {
   const here = service.getCurrentModule();
   for (const m of MODULES) $(`card-${m.code}`).classList.toggle('here', m.code === here);
   $('leave').disabled = here === null;
+  const open = service.getResource();
+  for (const button of $('picker').querySelectorAll('[data-resource]')) {
+    button.classList.toggle('open', button.dataset.resource === open);
+  }
+  $('close').disabled = open === null;
+  showMyState();
+}
+
+function showMyState() {
+  const el = $('mystate');
+  el.textContent = service.getCurrentModule() === null ? '' : service.getState();
+  el.className = `state ${el.textContent}`;
+}
+
+for (const resource of RESOURCES) {
+  const button = document.createElement('button');
+  button.className = 'secondary';
+  button.dataset.resource = resource;
+  button.textContent = resource;
+  $('picker').append(button);
+}
+const close = document.createElement('button');
+close.id = 'close';
+close.className = 'secondary';
+close.textContent = 'Close request';
+$('picker').append(close);
+
+// The viewers of the open request, polled while this page is visible.
+let viewersTimer = null;
+let viewersRun = 0; // bumps on every poll, so an older answer is dropped
+
+async function pollViewers() {
+  clearTimeout(viewersTimer);
+  viewersTimer = null;
+  const run = ++viewersRun;
+  const resource = service.getResource();
+  if (resource === null) { showViewers(null); return; }
+  let delay = VIEWERS_POLL_MS;
+  try {
+    const response = await fetch(`/api/presence/resources/${encodeURIComponent(resource)}`, {
+      headers: { Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY)}` },
+    });
+    const body = await response.json().catch(() => ({}));
+    if (run !== viewersRun) return;
+    if (response.ok) {
+      showViewers(body);
+    } else {
+      $('status').textContent = `Viewers: ${body.error ?? response.status}`;
+      const retryAfter = Number(response.headers.get('Retry-After'));
+      if (response.status === 429 && retryAfter > 0) delay = retryAfter * 1000;
+    }
+  } catch (error) {
+    if (run !== viewersRun) return;
+    $('status').textContent = `Viewers: ${error.message}`;
+  }
+  if (!document.hidden) viewersTimer = setTimeout(pollViewers, delay);
+}
+
+function showViewers(body) {
+  const list = $('viewers');
+  if (body === null) {
+    $('viewing').textContent = 'No request open.';
+    list.replaceChildren();
+    return;
+  }
+  const viewers = body.viewers ?? [];
+  const count = body.count ?? viewers.length;
+  const more = count > viewers.length ? `, ${viewers.length} listed` : '';
+  $('viewing').textContent = `${body.resource}: ${count} viewing${more}`;
+  const me = sessionStorage.getItem('presence.demoUser');
+  list.replaceChildren(...viewers.map((viewer) => {
+    const item = document.createElement('li');
+    item.className = 'viewer';
+    item.dataset.user = viewer.userId;
+    const name = document.createElement('span');
+    name.className = 'name';
+    // The profile's name (the token's `name` claim), else the bare user id.
+    name.textContent = viewer.profile?.name ?? viewer.userId;
+    name.dataset.from = viewer.profile?.name ? 'profile' : 'userId';
+    name.title = `user id ${viewer.userId}, here since ${new Date(viewer.since).toLocaleTimeString()}`;
+    const state = document.createElement('span');
+    state.className = `state ${viewer.state ?? ''}`;
+    state.textContent = viewer.state ?? 'state unknown';
+    item.append(name, state);
+    if (viewer.userId === me) {
+      const you = document.createElement('span');
+      you.className = 'you';
+      you.textContent = '(you)';
+      item.append(you);
+    }
+    return item;
+  }));
+}
+
+function openResource(resource) {
+  service.setResource(resource);
+  // A request lives in Procurement: opening one from outside any module enters it.
+  if (resource !== null && service.getCurrentModule() === null) service.startHeartbeat('pms');
+  showHere();
+  pollViewers();
 }
 
 let unsubscribe = () => {};
@@ -65,6 +178,16 @@ $('modules').addEventListener('click', (e) => {
   if (code) { service.startHeartbeat(code); showHere(); }
 });
 $('leave').addEventListener('click', () => { service.stopHeartbeat(); showHere(); });
+$('picker').addEventListener('click', (e) => {
+  if (e.target?.dataset?.resource) openResource(e.target.dataset.resource);
+  else if (e.target?.id === 'close') openResource(null);
+});
+document.addEventListener('visibilitychange', () => {
+  showMyState();
+  if (!document.hidden) pollViewers();
+});
+// The client has no state callback: the demo looks every second.
+setInterval(showMyState, 1000);
 
 const remembered = sessionStorage.getItem('presence.demoUser');
 const name = remembered ?? `guest-${Math.floor(Math.random() * 9000 + 1000)}`;

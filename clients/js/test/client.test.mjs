@@ -1,5 +1,6 @@
-// Unit tests of presence-client.js: timing, back-off, sessions and the
-// stats subscription, with fake timers and a fake fetch/EventSource.
+// Unit tests of presence-client.js: timing, back-off, sessions, activity
+// state and resource, and the stats subscription, with fake timers (and a
+// fake clock) and a fake fetch/EventSource.
 import { test, beforeEach, afterEach, mock } from 'node:test';
 import assert from 'node:assert/strict';
 
@@ -12,10 +13,20 @@ class MemoryStorage {
 }
 
 class FakeTarget {
-  constructor() { this.listeners = {}; this.location = { pathname: '/requests/123' }; }
-  addEventListener(type, fn) { (this.listeners[type] ??= new Set()).add(fn); }
+  constructor() {
+    this.listeners = {};
+    this.options = {};
+    this.location = { pathname: '/requests/123' };
+    this.document = { visibilityState: 'visible' };
+  }
+  addEventListener(type, fn, options) { (this.listeners[type] ??= new Set()).add(fn); this.options[type] = options; }
   removeEventListener(type, fn) { this.listeners[type]?.delete(fn); }
   dispatch(type, event = {}) { for (const fn of this.listeners[type] ?? []) fn(event); }
+  /** The tab becomes hidden or visible, as when the user switches tabs. */
+  show(visible) {
+    this.document.visibilityState = visible ? 'visible' : 'hidden';
+    this.dispatch('visibilitychange');
+  }
 }
 
 function reply(status, body = {}, headers = {}) {
@@ -48,10 +59,13 @@ let storage;
 let target;
 let errors;
 
+// The tests of timing and sessions keep the tab active (no idle timer); the
+// activity tests pass their own idleAfterMs.
 function service(extra = {}) {
   return createHeartbeatService({
     baseUrl: 'https://presence.test',
     getToken: () => 'tok',
+    idleAfterMs: Infinity,
     fetch: net.fn,
     storage,
     target,
@@ -67,7 +81,7 @@ let mockedSet;
 let mockedClear;
 
 beforeEach(() => {
-  mock.timers.enable({ apis: ['setTimeout'] });
+  mock.timers.enable({ apis: ['setTimeout', 'Date'] });
   pending = new Set();
   mockedSet = globalThis.setTimeout;
   mockedClear = globalThis.clearTimeout;
@@ -331,6 +345,268 @@ test('no token: nothing is sent, the error is reported, and it tries again later
   mock.timers.tick(45000);
   await settle();
   assert.equal(net.beats().length, 1);
+});
+
+// Activity state and resource.
+
+/**
+ * Advances the fake clock a second at a time, letting the beats go out (a
+ * beat's reply schedules the next one).
+ */
+async function wait(ms) {
+  for (let left = ms; left > 0; left -= 1000) {
+    mock.timers.tick(Math.min(left, 1000));
+    await settle();
+  }
+}
+
+const states = () => net.beats().map((b) => b.body.state);
+
+/** A service with the default idleAfterMs that has sent its first beat. */
+async function beating(extra = {}) {
+  const s = service({ idleAfterMs: 60000, ...extra });
+  s.startHeartbeat('pms');
+  await settle();
+  return s;
+}
+
+test('every beat carries the state, active while the tab is visible and used', async () => {
+  const s = await beating();
+  await wait(20000);
+  target.dispatch('keydown');
+  await wait(20000); // the next regular beat
+  assert.deepEqual(states(), ['active', 'active']);
+  assert.equal(s.getState(), 'active');
+  assert.equal(net.beats()[0].body.resource, undefined, 'no resource until one is set');
+});
+
+test('idle after idleAfterMs without input, sent at once', async () => {
+  net.answers.push(reply(200, { nextHeartbeatMs: 600000 })); // no regular beat in the way
+  const s = await beating();
+  await wait(59999);
+  assert.deepEqual(states(), ['active']);
+  await wait(1);
+  assert.deepEqual(states(), ['active', 'idle'], 'the change is a heartbeat of its own');
+  assert.equal(s.getState(), 'idle');
+});
+
+test('input postpones idle by idleAfterMs from the latest input', async () => {
+  net.answers.push(reply(200, { nextHeartbeatMs: 600000 }));
+  await beating();
+  await wait(30000);
+  target.dispatch('pointermove');
+  await wait(50000); // 80 s after start, 50 s after the input
+  assert.deepEqual(states(), ['active']);
+  await wait(10000);
+  assert.deepEqual(states(), ['active', 'idle']);
+});
+
+test('input makes the tab active again at once; a burst of mouse moves sends one beat', async () => {
+  net.answers.push(reply(200, { nextHeartbeatMs: 600000 }), reply(200, { nextHeartbeatMs: 600000 }));
+  const s = await beating();
+  await wait(60000);
+  assert.equal(s.getState(), 'idle');
+  await wait(10000);
+  for (let i = 0; i < 50; i += 1) target.dispatch('pointermove');
+  target.dispatch('scroll');
+  target.dispatch('keydown');
+  await settle();
+  assert.deepEqual(states(), ['active', 'idle', 'active']);
+  await wait(4000);
+  for (let i = 0; i < 50; i += 1) target.dispatch('pointermove');
+  await wait(10000);
+  assert.deepEqual(states(), ['active', 'idle', 'active'], 'input while active sends nothing');
+});
+
+test('input is heard passively, in the capture phase, and only while beating', async () => {
+  const s = service({ idleAfterMs: 60000 });
+  assert.equal(target.listeners.keydown, undefined, 'nothing before start');
+  s.startHeartbeat('pms');
+  await settle();
+  for (const type of ['pointerdown', 'pointermove', 'keydown', 'wheel', 'touchstart', 'scroll']) {
+    assert.equal(target.listeners[type]?.size, 1, type);
+    assert.deepEqual(target.options[type], { capture: true, passive: true }, type);
+  }
+  s.stopHeartbeat();
+  await settle();
+  assert.equal(target.listeners.pointermove.size, 0);
+  assert.equal(target.listeners.visibilitychange.size, 0);
+  assert.equal(pending.size, 0, 'no idle timer left running');
+});
+
+test('a hidden tab is idle at once; visible again, it is active at once', async () => {
+  const s = await beating();
+  await wait(1000);
+  target.show(false);
+  await settle();
+  assert.deepEqual(states(), ['active', 'idle'], 'hidden: sent at once');
+  assert.equal(s.getState(), 'idle');
+  target.dispatch('pointermove'); // a hidden tab stays idle whatever it hears
+  await wait(5000);
+  assert.deepEqual(states(), ['active', 'idle']);
+  target.show(true);
+  await settle();
+  assert.deepEqual(states(), ['active', 'idle', 'active'], 'visible: sent at once');
+  // Visible again is a fresh start of the idle timer.
+  await wait(59999);
+  assert.equal(s.getState(), 'active');
+});
+
+test('a tab hidden for longer than idleAfterMs stays idle without extra beats', async () => {
+  await beating();
+  target.show(false);
+  await settle();
+  await wait(200000); // regular beats every 40 s
+  assert.deepEqual(states(), ['active', 'idle', 'idle', 'idle', 'idle', 'idle', 'idle']);
+});
+
+test('starting in a hidden tab starts idle', async () => {
+  target.document.visibilityState = 'hidden';
+  await beating();
+  assert.deepEqual(states(), ['idle']);
+  target.show(true);
+  await settle();
+  assert.deepEqual(states(), ['idle', 'active']);
+});
+
+test('at most one change beat per 5 s; a change inside the window goes out when it ends, latest state wins', async () => {
+  await beating();
+  target.show(false); // t=0: sent at once
+  await settle();
+  assert.deepEqual(states(), ['active', 'idle']);
+  await wait(1000);
+  target.show(true); // t=1 s: inside the window
+  await wait(1000);
+  target.show(false); // t=2 s
+  await wait(1000);
+  target.show(true); // t=3 s: the latest
+  await wait(1999);
+  assert.deepEqual(states(), ['active', 'idle'], 'nothing before the window ends');
+  await wait(1);
+  assert.deepEqual(states(), ['active', 'idle', 'active'], 'one beat at t=5 s, with the latest state');
+  // The window starts again with that beat.
+  target.show(false);
+  await wait(4999);
+  assert.equal(net.beats().length, 3);
+  await wait(1);
+  assert.deepEqual(states(), ['active', 'idle', 'active', 'idle']);
+});
+
+test('a change undone inside the window sends nothing', async () => {
+  await beating();
+  target.show(false);
+  await wait(1000);
+  target.show(true);
+  await wait(1000);
+  target.show(false); // back to what the service already has
+  await wait(10000);
+  assert.deepEqual(states(), ['active', 'idle']);
+});
+
+test('a regular beat inside the window carries the change, so no extra beat follows', async () => {
+  net.answers.push(reply(200, { nextHeartbeatMs: 40000 }), reply(200, { nextHeartbeatMs: 2000 }));
+  await beating();
+  target.show(false); // change beat at t=0; the next regular beat at t=2 s
+  await settle();
+  target.show(true); // t=0, inside the window
+  await wait(2000);
+  assert.deepEqual(states(), ['active', 'idle', 'active'], 'the regular beat at 2 s says active');
+  await wait(3000);
+  assert.equal(net.beats().length, 3, 'nothing more when the window ends');
+});
+
+test('while a failed beat waits for its retry, a change waits with it', async () => {
+  net.answers.push(reply(503, {}, { 'Retry-After': '30' }));
+  await beating();
+  target.show(false);
+  await wait(29999);
+  assert.equal(net.beats().length, 1, 'no beat into the back-off');
+  await wait(1);
+  assert.deepEqual(states(), ['active', 'idle'], 'the retry carries the change');
+});
+
+test('after pagehide nothing is sent, even the visibilitychange that follows it', async () => {
+  const s = await beating();
+  target.dispatch('pagehide', { persisted: false });
+  target.show(false); // Chromium's order when a tab closes
+  await wait(60000);
+  assert.deepEqual(net.calls.map((c) => c.init.method), ['POST', 'DELETE'], 'the DELETE stays the last word');
+  s.setResource('request:1');
+  await wait(60000);
+  assert.equal(net.calls.length, 2);
+});
+
+test('back from the bfcache, the beat says active and carries the resource', async () => {
+  const s = service({ idleAfterMs: 60000 });
+  s.setResource('request:9');
+  s.startHeartbeat('pms');
+  await settle();
+  target.dispatch('pagehide', { persisted: true });
+  target.show(false);
+  await wait(120000);
+  target.document.visibilityState = 'visible';
+  target.dispatch('pageshow', { persisted: true });
+  await settle();
+  const last = net.beats().at(-1);
+  assert.equal(net.beats().length, 2);
+  assert.equal(last.body.state, 'active');
+  assert.equal(last.body.resource, 'request:9');
+});
+
+test('setResource: sent at once, carried by every beat, null clears it', async () => {
+  const s = service();
+  s.setResource('request:1'); // before start: carried by the first beat
+  assert.equal(net.calls.length, 0, 'nothing is sent outside a module');
+  s.startHeartbeat('pms');
+  await settle();
+  assert.equal(net.beats()[0].body.resource, 'request:1');
+  await wait(6000);
+  s.setResource('request:2');
+  await settle();
+  assert.equal(net.beats().length, 2, 'sent at once');
+  assert.equal(net.beats()[1].body.resource, 'request:2');
+  assert.equal(s.getResource(), 'request:2');
+  await wait(40000);
+  assert.equal(net.beats()[2].body.resource, 'request:2', 'regular beats carry it');
+  s.setResource('request:2');
+  await wait(6000);
+  assert.equal(net.beats().length, 3, 'the same resource again sends nothing');
+  s.setResource(null);
+  await settle();
+  assert.equal(net.beats().length, 4);
+  assert.equal('resource' in net.beats()[3].body, false, 'null: no resource in the body');
+  assert.equal(s.getResource(), null);
+});
+
+test('setResource shares the 5 s window: paging through requests sends the latest', async () => {
+  const s = service();
+  s.startHeartbeat('pms');
+  await settle();
+  for (let i = 1; i <= 10; i += 1) {
+    s.setResource(`request:${i}`);
+    await wait(300);
+  }
+  assert.deepEqual(net.beats().map((b) => b.body.resource), [undefined, 'request:1']);
+  await wait(5000);
+  assert.deepEqual(net.beats().map((b) => b.body.resource), [undefined, 'request:1', 'request:10']);
+});
+
+test('setResource refuses what the service would answer 400 to', () => {
+  const s = service();
+  for (const bad of ['', 'x'.repeat(129), 'a\nb', 42, undefined, {}]) {
+    assert.throws(() => s.setResource(bad), TypeError, String(bad));
+  }
+  s.setResource('é'.repeat(128)); // characters, not bytes
+  assert.equal(s.getResource(), 'é'.repeat(128));
+});
+
+test('without a target to hear input from, the state stays active', async () => {
+  const s = service({ idleAfterMs: 1000, target: null });
+  s.startHeartbeat('pms');
+  await settle();
+  await wait(100000);
+  assert.ok(states().every((st) => st === 'active'));
+  assert.equal(s.getState(), 'active');
 });
 
 class FakeEventSource {

@@ -5,41 +5,22 @@
 //
 // Needs /usr/bin/chromium (Debian's `chromium`) and `npm ci` in clients/js.
 // Without Chromium a local run skips with a notice; with CI=true it fails.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { ARTIFACTS, launchChromium, skipReason, startServer } from './support.mjs';
+import { ARTIFACTS, serviceAndBrowser, signInOnDemo, skipReason } from './support.mjs';
 
 const CHANGE_WITHIN_MS = 2000;
 const skip = skipReason();
-
-let server;
-let base;
-let browser;
-
-before(async () => {
-  if (skip) return;
-  ({ child: server, url: base } = await startServer());
-  browser = await launchChromium();
-});
-
-after(async () => {
-  await browser?.close();
-  server?.kill('SIGTERM');
-});
+const running = serviceAndBrowser({ skip });
 
 /** Opens the demo page in a new context as `name`, collecting console errors. */
 async function openAs(name, errors) {
-  const context = await browser.newContext();
+  const context = await running.browser.newContext();
   const page = await context.newPage();
-  page.on('console', (msg) => { if (msg.type() === 'error') errors.push(`${name}: ${msg.text()}`); });
-  page.on('pageerror', (error) => errors.push(`${name}: ${error.message}`));
-  await page.goto(`${base}/demo/`);
-  await page.fill('#name', name);
-  await page.click('#signin');
-  await page.waitForFunction((n) => document.getElementById('whoami').textContent.includes(n), name);
+  await signInOnDemo(page, running.url, name, errors);
   return { context, page };
 }
 
