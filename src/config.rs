@@ -168,6 +168,12 @@ pub struct ServeArgs {
     #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
 
+    /// Who may read viewers and user status: `users` (any authenticated
+    /// user), `scoped` (non-admins only resources their JWT_SCOPE_CLAIM
+    /// matches) or `admins`.
+    #[arg(long, env = "PRESENCE_VISIBILITY", value_enum, default_value_t = Visibility::Users)]
+    pub presence_visibility: Visibility,
+
     /// `false` puts /metrics behind the admin role.
     #[arg(long, env = "METRICS_PUBLIC", default_value_t = true, action = clap::ArgAction::Set)]
     pub metrics_public: bool,
@@ -321,6 +327,9 @@ pub struct TokenArgs {
     /// A role claim, e.g. `admin`.
     #[arg(long, value_name = "ROLE")]
     pub role: Option<String>,
+    /// A `name` claim, shown in the user's profile, e.g. `Ann Lee`.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
     /// How long the token is valid.
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
     pub ttl: Duration,
@@ -368,6 +377,80 @@ pub struct JwtArgs {
     /// Reject tokens without `exp`.
     #[arg(long, env = "JWT_REQUIRE_EXP", default_value_t = true, action = clap::ArgAction::Set)]
     pub jwt_require_exp: bool,
+
+    /// String claims copied from the token and shown with the user
+    /// wherever presence lists them, comma-separated; `none` for none.
+    #[arg(long, env = "PROFILE_CLAIMS", default_value = "name,picture", value_parser = ProfileClaims::parse)]
+    pub profile_claims: ProfileClaims,
+
+    /// A token with this claim `true` is counted in module stats but never
+    /// listed in viewers or user status.
+    #[arg(long, env = "JWT_HIDDEN_CLAIM", default_value = "presence_hidden", value_parser = parse_claim_name)]
+    pub jwt_hidden_claim: String,
+
+    /// Claim with the resource patterns a user may watch under
+    /// PRESENCE_VISIBILITY=scoped (a string or an array of strings: exact
+    /// ids, or prefixes ending in `*`).
+    #[arg(long, env = "JWT_SCOPE_CLAIM", default_value = "presence_scope", value_parser = parse_claim_name)]
+    pub jwt_scope_claim: String,
+}
+
+/// `PROFILE_CLAIMS`: the claims a profile is made of, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProfileClaims(pub Vec<String>);
+
+impl ProfileClaims {
+    /// The most claims a profile may name.
+    pub const MAX: usize = 16;
+
+    /// Parses `name,picture`; `none` (or nothing but commas and spaces:
+    /// an empty environment variable counts as unset) is no claims.
+    ///
+    /// # Errors
+    /// A claim name that is not 1 to 64 printable characters, a repeated
+    /// one, or more than [`Self::MAX`].
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut claims: Vec<String> = Vec::new();
+        if s.trim() == "none" {
+            return Ok(Self(claims));
+        }
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let name = parse_claim_name(name)?;
+            if claims.contains(&name) {
+                return Err(format!("`{name}` is named twice"));
+            }
+            claims.push(name);
+        }
+        if claims.len() > Self::MAX {
+            return Err(format!("at most {} claims", Self::MAX));
+        }
+        Ok(Self(claims))
+    }
+}
+
+/// A claim name: 1 to 64 printable ASCII characters, no comma.
+fn parse_claim_name(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let ok = (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic() && b != b',');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "expected a claim name of 1 to 64 printable characters, got `{s}`"
+        ))
+    }
+}
+
+/// `PRESENCE_VISIBILITY`: who may read viewers and user status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Visibility {
+    /// Any authenticated user.
+    #[default]
+    Users,
+    /// Non-admins only resources their scope claim matches.
+    Scoped,
+    /// Admins only.
+    Admins,
 }
 
 impl fmt::Debug for JwtArgs {
@@ -385,6 +468,9 @@ impl fmt::Debug for JwtArgs {
             .field("jwt_user_claim", &self.jwt_user_claim)
             .field("jwt_admin_role", &self.jwt_admin_role)
             .field("jwt_require_exp", &self.jwt_require_exp)
+            .field("profile_claims", &self.profile_claims)
+            .field("jwt_hidden_claim", &self.jwt_hidden_claim)
+            .field("jwt_scope_claim", &self.jwt_scope_claim)
             .finish()
     }
 }
@@ -905,6 +991,40 @@ mod tests {
         );
         let cfg = redis(&[]).unwrap();
         assert_eq!(cfg.args.redis_for_logs(), "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn presence_settings_parse_or_name_their_variable() {
+        let cfg = serve(&[]).unwrap();
+        assert_eq!(cfg.args.jwt.profile_claims.0, ["name", "picture"]);
+        assert_eq!(cfg.args.presence_visibility, Visibility::Users);
+        assert_eq!(cfg.args.jwt.jwt_hidden_claim, "presence_hidden");
+        assert_eq!(cfg.args.jwt.jwt_scope_claim, "presence_scope");
+        let cfg = serve(&[
+            "--profile-claims",
+            "none",
+            "--presence-visibility",
+            "scoped",
+        ])
+        .unwrap();
+        assert!(cfg.args.jwt.profile_claims.0.is_empty());
+        assert_eq!(cfg.args.presence_visibility, Visibility::Scoped);
+        let err = serve(&["--profile-claims", "name,name"]).unwrap_err();
+        assert!(
+            err.starts_with("PROFILE_CLAIMS (--profile-claims)"),
+            "{err}"
+        );
+        let err = serve(&["--presence-visibility", "everyone"]).unwrap_err();
+        assert!(
+            err.starts_with("PRESENCE_VISIBILITY (--presence-visibility)"),
+            "{err}"
+        );
+        assert!(err.contains("scoped"), "{err}");
+        let err = serve(&["--jwt-scope-claim", "a b"]).unwrap_err();
+        assert!(
+            err.starts_with("JWT_SCOPE_CLAIM (--jwt-scope-claim)"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -234,6 +234,119 @@ fn char_len_within(s: &str, max: usize) -> bool {
         && !s.chars().any(char::is_control)
 }
 
+/// Whether a session's user is at the keyboard: the `state` of its latest
+/// heartbeat (the browser client decides; the service only records it).
+/// Ordered active first, so the `min` of several sessions' states is the
+/// state of all of them together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Activity {
+    /// Input lately, tab visible (the default).
+    #[default]
+    Active,
+    /// No input for a while, or the tab hidden.
+    Idle,
+}
+
+impl Activity {
+    /// Accepts `active` or `idle`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(Self::Active),
+            "idle" => Some(Self::Idle),
+            _ => None,
+        }
+    }
+
+    /// `active` or `idle`, as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Idle => "idle",
+        }
+    }
+
+    /// Whether this is [`Activity::Idle`].
+    pub fn is_idle(self) -> bool {
+        self == Self::Idle
+    }
+}
+
+/// The longest profile claim value kept, in bytes; a longer one is left out.
+pub const MAX_PROFILE_VALUE_BYTES: usize = 256;
+/// The most a user's profile may take, as JSON text, in bytes.
+pub const MAX_PROFILE_BYTES: usize = 1024;
+
+/// What a user's token says about them (`PROFILE_CLAIMS`): string claims,
+/// kept as the JSON object the API shows (`{"name":"Ann"}`), in one shared
+/// allocation, so a heartbeat, a store and a response share it without
+/// copying. Only [`Profile::build`] makes one, so a profile is always a
+/// JSON object of strings, each at most [`MAX_PROFILE_VALUE_BYTES`], at
+/// most [`MAX_PROFILE_BYTES`] in all.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Profile(Arc<str>);
+
+impl Profile {
+    /// The profile of `(claim, value)` pairs in the order given: a value
+    /// over [`MAX_PROFILE_VALUE_BYTES`] is left out, and so is a pair that
+    /// would take the whole past [`MAX_PROFILE_BYTES`]; a repeated claim
+    /// keeps its first value. `None` when nothing is left.
+    pub fn build<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<Self> {
+        let mut object = serde_json::Map::new();
+        let mut bytes = 2; // the braces
+        for (claim, value) in pairs {
+            if value.len() > MAX_PROFILE_VALUE_BYTES || object.contains_key(claim) {
+                continue;
+            }
+            // Measured as written: key and value escaped and quoted, a colon,
+            // and a comma after the first.
+            let pair_bytes =
+                json_len(claim) + json_len(value) + 1 + usize::from(!object.is_empty());
+            if bytes + pair_bytes > MAX_PROFILE_BYTES {
+                continue;
+            }
+            bytes += pair_bytes;
+            object.insert(claim.to_owned(), serde_json::Value::from(value));
+        }
+        if object.is_empty() {
+            return None;
+        }
+        let text = serde_json::Value::Object(object).to_string();
+        Some(Self(text.into()))
+    }
+
+    /// A profile from its JSON text (as a store or snapshot kept it),
+    /// checked again by [`Profile::build`]: anything else is `None`.
+    pub fn from_json(text: &str) -> Option<Self> {
+        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text).ok()?;
+        Self::build(
+            object
+                .iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.as_str(), v))),
+        )
+    }
+
+    /// The JSON object text, e.g. `{"name":"Ann"}`.
+    pub fn as_json(&self) -> &str {
+        &self.0
+    }
+
+    /// The profile as a JSON value, for a response.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(&self.0).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The length of `s` as a JSON string literal, quotes included.
+fn json_len(s: &str) -> usize {
+    serde_json::to_string(s).map_or(usize::MAX / 4, |q| q.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,5 +395,36 @@ mod tests {
         assert!(ResourceId::parse("").is_none());
         assert!(ResourceId::parse("request:\u{0}1").is_none());
         assert!(Page::parse("/a\nb").is_none());
+    }
+    #[test]
+    fn activity_is_active_or_idle_and_nothing_else() {
+        assert_eq!(Activity::parse("active"), Some(Activity::Active));
+        assert_eq!(Activity::parse("idle"), Some(Activity::Idle));
+        for bad in ["", "Idle", "away", "offline"] {
+            assert_eq!(Activity::parse(bad), None, "{bad}");
+        }
+        assert_eq!(Activity::default(), Activity::Active);
+    }
+
+    #[test]
+    fn a_profile_leaves_out_long_values_and_stays_within_1_kib() {
+        let p = Profile::build([("name", "Ann"), ("picture", "https://x/a.png")]).unwrap();
+        assert_eq!(p.as_json(), r#"{"name":"Ann","picture":"https://x/a.png"}"#);
+        let long = "x".repeat(MAX_PROFILE_VALUE_BYTES + 1);
+        let p = Profile::build([("name", long.as_str()), ("title", "Dr")]).unwrap();
+        assert_eq!(p.as_json(), r#"{"title":"Dr"}"#);
+        assert_eq!(Profile::build([("name", long.as_str())]), None);
+        let full = "y".repeat(MAX_PROFILE_VALUE_BYTES);
+        let names: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
+        let p = Profile::build(names.iter().map(|n| (n.as_str(), full.as_str()))).unwrap();
+        assert!(
+            p.as_json().len() <= MAX_PROFILE_BYTES,
+            "{}",
+            p.as_json().len()
+        );
+        assert_eq!(p.to_value().as_object().unwrap().len(), 3);
+        assert_eq!(Profile::from_json(p.as_json()), Some(p));
+        assert_eq!(Profile::from_json("[1]"), None);
+        assert_eq!(Profile::from_json(r#"{"name":1}"#), None);
     }
 }

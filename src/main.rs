@@ -55,6 +55,7 @@ fn token(args: &TokenArgs) -> ExitCode {
         &args.jwt,
         &args.user,
         args.role.as_deref(),
+        args.name.as_deref(),
         args.ttl,
         SystemClock.now_ms(),
     ) {
@@ -176,10 +177,18 @@ fn print_demo_banner(demo: &DemoKeys, addr: std::net::SocketAddr, now_ms: i64) {
          random key that changes at every start; do not use this in production"
     );
     let ttl = std::time::Duration::from_secs(24 * 3600);
-    let Ok(token) = mint(&demo.keys, &demo.jwt, "demo", Some("admin"), ttl, now_ms) else {
+    let Ok(token) = mint(
+        &demo.keys,
+        &demo.jwt,
+        "demo",
+        Some("admin"),
+        Some("Demo Admin"),
+        ttl,
+        now_ms,
+    ) else {
         return;
     };
-    println!("Demo token (user \"demo\", role admin, valid 24h):");
+    println!("Demo token (user \"demo\", name \"Demo Admin\", role admin, valid 24h):");
     println!("  {token}");
     println!("Try:");
     println!(

@@ -77,6 +77,7 @@ pub struct Metrics {
     http_seconds: Family<HttpLabels, Histogram>,
     store_seconds: Family<StoreLabels, Histogram>,
     active_users: Family<ModuleLabel, Gauge>,
+    idle_users: Family<ModuleLabel, Gauge>,
     active_sessions: Family<ModuleLabel, Gauge>,
     module_share: Family<ModuleLabel, Gauge<f64, AtomicU64>>,
     users_anywhere: Gauge,
@@ -123,6 +124,7 @@ impl Metrics {
             http_seconds: latency_family(),
             store_seconds: latency_family(),
             active_users: Family::default(),
+            idle_users: Family::default(),
             active_sessions: Family::default(),
             module_share: Family::default(),
             users_anywhere: Gauge::default(),
@@ -169,6 +171,11 @@ impl Metrics {
             "active_users",
             "Distinct users with a live session, per module",
             m.active_users.clone(),
+        );
+        r.register(
+            "idle_users",
+            "Distinct users present in a module all of whose live sessions there are idle",
+            m.idle_users.clone(),
         );
         r.register(
             "active_sessions",
@@ -284,20 +291,23 @@ impl Metrics {
 
     /// Sets the gauges that describe now, then renders the text format.
     pub(crate) fn render(&self, now: &Present<'_>) -> String {
-        let total: u64 = now.modules.iter().map(|m| m.1).sum();
-        for (code, users, sessions) in now.modules {
+        let total: u64 = now.modules.iter().map(|m| m.users).sum();
+        for m in now.modules {
             let label = ModuleLabel {
-                module: (*code).to_owned(),
+                module: m.code.to_owned(),
             };
-            self.active_users
-                .get_or_create(&label)
-                .set(i64::try_from(*users).unwrap_or(i64::MAX));
-            self.active_sessions
-                .get_or_create(&label)
-                .set(i64::try_from(*sessions).unwrap_or(i64::MAX));
+            for (family, value) in [
+                (&self.active_users, m.users),
+                (&self.idle_users, m.idle_users),
+                (&self.active_sessions, m.sessions),
+            ] {
+                family
+                    .get_or_create(&label)
+                    .set(i64::try_from(value).unwrap_or(i64::MAX));
+            }
             self.module_share
                 .get_or_create(&label)
-                .set(module_share(*users, total));
+                .set(module_share(m.users, total));
         }
         self.users_anywhere
             .set(i64::try_from(now.users_anywhere).unwrap_or(i64::MAX));
@@ -386,11 +396,24 @@ pub(crate) fn module_share(users: u64, total: u64) -> f64 {
     }
 }
 
+/// One module's present-tense gauges.
+#[derive(Debug)]
+pub(crate) struct ModulePresent<'a> {
+    /// The module code.
+    pub code: &'a str,
+    /// Distinct users with a live session there (active or idle).
+    pub users: u64,
+    /// Of those, the users all of whose sessions there are idle.
+    pub idle_users: u64,
+    /// Live sessions there.
+    pub sessions: u64,
+}
+
 /// What the present-tense gauges are set from at scrape time.
 #[derive(Debug)]
 pub(crate) struct Present<'a> {
-    /// (module code, active users, active sessions) in registry order.
-    pub modules: &'a [(&'a str, u64, u64)],
+    /// Per module, in registry order.
+    pub modules: &'a [ModulePresent<'a>],
     /// Distinct users active anywhere.
     pub users_anywhere: u64,
     /// Open SSE streams.

@@ -19,7 +19,8 @@
 //!   module no longer configured, a value today's rules refuse, sessions
 //!   over the cap) keeps the file it came from as `<file>.kept-<time>`,
 //!   and its warnings say where: the next save would otherwise replace it.
-//! - **Format.** JSON with `"version": 1`, modules keyed by code. The
+//! - **Format.** JSON with `"version": 2` (version 1 is still read),
+//!   modules keyed by code. The
 //!   fields, and how the format evolves: "Snapshot format" in
 //!   `docs/design.md`.
 
@@ -38,14 +39,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Millis, rfc3339};
 use crate::config::directory_of;
-use crate::domain::{ClientId, ModuleId, Modules, Page, ResourceId, UserId};
+use crate::domain::{Activity, ClientId, ModuleId, Modules, Page, Profile, ResourceId, UserId};
 use crate::metrics::Metrics;
 use crate::store::SessionInfo;
 use crate::store::history::{MinuteBucket, ModuleMinute};
-use crate::store::memory::{MemoryImage, MemoryStore, SessionImage};
+use crate::store::memory::{MemoryImage, MemoryStore, SessionImage, UserImage};
 
-/// The format version written, and the only one read.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The format version written.
+pub(crate) const FORMAT_VERSION: u32 = 2;
+
+/// The oldest version read: version 1 had no `state` per session and no
+/// `users`; its sessions are restored as active.
+const OLDEST_VERSION_READ: u32 = 1;
 
 /// How often a snapshot is saved while serving.
 pub(crate) const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(60);
@@ -124,7 +129,9 @@ enum Unusable {
     Unreadable(io::Error),
     #[error("not a snapshot: {0}")]
     Corrupt(serde_json::Error),
-    #[error("format version {0}, and this build reads version {v} only", v = FORMAT_VERSION)]
+    #[error(
+        "format version {0}, and this build reads versions {OLDEST_VERSION_READ} to {FORMAT_VERSION}"
+    )]
     Version(u32),
     #[error("{0} bytes, larger than the {max} bytes a snapshot may be", max = MAX_FILE_BYTES)]
     TooLarge(u64),
@@ -290,7 +297,7 @@ impl StateFile {
 
     /// Encodes `image` and replaces the file with it; returns its size.
     fn write(&self, image: MemoryImage) -> Result<usize, SaveError> {
-        let bytes = serde_json::to_vec(&SnapshotV1::from_image(image, &self.modules))?;
+        let bytes = serde_json::to_vec(&Snapshot::from_image(image, &self.modules))?;
         if bytes.len() as u64 > MAX_FILE_BYTES {
             // The next start would not read it; the previous one stays.
             return Err(SaveError::TooLarge(bytes.len()));
@@ -356,10 +363,10 @@ fn decode(bytes: &[u8], modules: &Modules) -> Result<(MemoryImage, Dropped), Unu
         version: u32,
     }
     let Versioned { version } = serde_json::from_slice(bytes).map_err(Unusable::Corrupt)?;
-    if version != FORMAT_VERSION {
+    if !(OLDEST_VERSION_READ..=FORMAT_VERSION).contains(&version) {
         return Err(Unusable::Version(version));
     }
-    let file: SnapshotV1 = serde_json::from_slice(bytes).map_err(Unusable::Corrupt)?;
+    let file: Snapshot = serde_json::from_slice(bytes).map_err(Unusable::Corrupt)?;
     Ok(file.into_image(modules))
 }
 
@@ -421,23 +428,40 @@ impl Dropped {
     }
 }
 
-/// Version 1 of the file. The field names are the format: see "Snapshot
-/// format" in `docs/design.md` before changing any.
+/// The file, version 2 (and version 1, which lacks `state` and `users`:
+/// their defaults migrate it). The field names are the format: see
+/// "Snapshot format" in `docs/design.md` before changing any.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct SnapshotV1 {
+struct Snapshot {
     version: u32,
     saved_at: Millis,
     today_start: Millis,
-    sessions: Vec<SessionV1>,
+    sessions: Vec<SessionEntry>,
     today: IndexMap<String, Vec<String>>,
     total: IndexMap<String, Vec<String>>,
     history: Vec<MinuteV1>,
+    /// Since version 2: what is kept per user.
+    #[serde(default)]
+    users: Vec<UserEntry>,
+}
+
+/// One user's entry (version 2).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UserEntry {
+    user_id: String,
+    #[serde(default)]
+    last_seen: Option<Millis>,
+    #[serde(default)]
+    profile: Option<serde_json::Value>,
+    #[serde(default)]
+    hidden: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct SessionV1 {
+struct SessionEntry {
     user_id: String,
     client_id: Option<String>,
     module: String,
@@ -446,6 +470,9 @@ struct SessionV1 {
     started_at: Millis,
     resource_since: Millis,
     last_seen: Millis,
+    /// Since version 2: `active` or `idle`; absent (version 1) is active.
+    #[serde(default)]
+    state: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -465,7 +492,7 @@ struct ModuleMinuteV1 {
     ended_ms: u64,
 }
 
-impl SnapshotV1 {
+impl Snapshot {
     fn from_image(image: MemoryImage, modules: &Modules) -> Self {
         let code = |m: ModuleId| modules.get(m).code.clone();
         let by_code = |sets: Vec<Vec<UserId>>| -> IndexMap<String, Vec<String>> {
@@ -487,7 +514,7 @@ impl SnapshotV1 {
                     |SessionImage {
                          info: s,
                          resource_since,
-                     }| SessionV1 {
+                     }| SessionEntry {
                         user_id: s.user.to_string(),
                         client_id: text(s.client.as_ref().map(ClientId::as_str)),
                         module: code(s.module),
@@ -496,8 +523,19 @@ impl SnapshotV1 {
                         started_at: s.started_at,
                         resource_since: *resource_since,
                         last_seen: s.last_seen,
+                        state: Some(s.state.as_str().to_owned()),
                     },
                 )
+                .collect(),
+            users: image
+                .users
+                .into_iter()
+                .map(|u| UserEntry {
+                    user_id: u.user.to_string(),
+                    last_seen: u.last_seen,
+                    profile: u.profile.as_ref().map(Profile::to_value),
+                    hidden: u.hidden,
+                })
                 .collect(),
             today: by_code(image.today),
             total: by_code(image.total),
@@ -548,6 +586,15 @@ impl SnapshotV1 {
                 bucket
             })
             .collect();
+        let users = self
+            .users
+            .into_iter()
+            .filter_map(|u| {
+                let user = u.into_image();
+                dropped.invalid += usize::from(user.is_none());
+                user
+            })
+            .collect();
         let image = MemoryImage {
             at: self.saved_at,
             today_start: self.today_start,
@@ -555,12 +602,13 @@ impl SnapshotV1 {
             today,
             total,
             history,
+            users,
         };
         (image, dropped)
     }
 }
 
-impl SessionV1 {
+impl SessionEntry {
     fn into_image(self, modules: &Modules, dropped: &mut Dropped) -> Option<SessionImage> {
         let module = dropped.module(modules, &self.module)?;
         let session = (|| {
@@ -575,6 +623,7 @@ impl SessionV1 {
                     module,
                     page: optional(self.page.as_deref(), Page::parse)?,
                     resource: optional(self.resource.as_deref(), ResourceId::parse)?,
+                    state: optional(self.state.as_deref(), Activity::parse)?.unwrap_or_default(),
                     started_at: self.started_at,
                     last_seen: self.last_seen,
                 },
@@ -583,6 +632,26 @@ impl SessionV1 {
         })();
         dropped.invalid += usize::from(session.is_none());
         session
+    }
+}
+
+impl UserEntry {
+    /// The user as the store keeps them, or `None` when a value is one
+    /// today's rules refuse.
+    fn into_image(self) -> Option<UserImage> {
+        let profile = match self.profile {
+            None => None,
+            Some(value) => Some(Profile::from_json(&value.to_string())?),
+        };
+        if !self.last_seen.is_none_or(time_ok) {
+            return None;
+        }
+        Some(UserImage {
+            user: UserId::parse(&self.user_id)?,
+            last_seen: self.last_seen,
+            profile,
+            hidden: self.hidden,
+        })
     }
 }
 
@@ -683,6 +752,7 @@ mod tests {
                     module: pms,
                     page: Page::parse("/requests/1"),
                     resource: ResourceId::parse("request:1"),
+                    state: Activity::Idle,
                     started_at: 600,
                     last_seen: 900,
                 },
@@ -704,9 +774,15 @@ mod tests {
                     ModuleMinute::default(),
                 ],
             }],
+            users: vec![UserImage {
+                user: user("42"),
+                last_seen: Some(900),
+                profile: Profile::build([("name", "Ann")]),
+                hidden: true,
+            }],
         };
         let bytes =
-            serde_json::to_vec(&SnapshotV1::from_image(image.clone(), &registry)).expect("encode");
+            serde_json::to_vec(&Snapshot::from_image(image.clone(), &registry)).expect("encode");
         let (back, dropped) = decode(&bytes, &registry).expect("decode");
         assert_eq!(back, image);
         assert!(dropped.unknown_modules.is_empty() && dropped.invalid == 0);
@@ -723,6 +799,11 @@ mod tests {
         let (image, dropped) = decode(json, &modules("pms:procurement")).expect("decode");
         assert_eq!(image.sessions.len(), 1);
         assert_eq!(image.sessions[0].info.user.as_str(), "3");
+        assert_eq!(
+            image.sessions[0].info.state,
+            Activity::Active,
+            "version 1 had no state: active"
+        );
         assert_eq!(image.today, vec![vec![UserId::parse("1").expect("user")]]);
         assert_eq!(
             dropped.unknown_modules.into_iter().collect::<Vec<_>>(),
@@ -735,8 +816,8 @@ mod tests {
     fn another_version_or_shape_is_unusable() {
         let registry = modules("pms:procurement");
         assert!(matches!(
-            decode(br#"{"version":2,"anything":"else"}"#, &registry),
-            Err(Unusable::Version(2))
+            decode(br#"{"version":3,"anything":"else"}"#, &registry),
+            Err(Unusable::Version(3))
         ));
         for bad in [
             &b""[..],

@@ -22,7 +22,7 @@ use quick_cache::sync::Cache;
 
 use super::verify::Caller;
 
-/// What an entry costs besides its token and user id: the `Caller`, the
+/// What an entry costs besides its token, user id, profile and scope: the `Caller`, the
 /// boxed key, and the cache's own bookkeeping (an estimate).
 const ENTRY_OVERHEAD: u64 = 96;
 
@@ -40,7 +40,12 @@ struct EntryBytes;
 
 impl Weighter<Box<str>, Caller> for EntryBytes {
     fn weight(&self, token: &Box<str>, caller: &Caller) -> u64 {
-        (token.len() + caller.user.as_str().len()) as u64 + ENTRY_OVERHEAD
+        let profile = caller
+            .profile
+            .as_ref()
+            .map_or(0, |p| p.as_json().len() + 16);
+        (token.len() + caller.user.as_str().len() + profile + caller.scope.bytes()) as u64
+            + ENTRY_OVERHEAD
     }
 }
 

@@ -23,8 +23,10 @@ pub enum MintError {
     Sign(#[from] jsonwebtoken::errors::Error),
 }
 
-/// Signs an HMAC token (the first of `JWT_ALGORITHMS`, else HS256) for `user` valid for `ttl` from `now_ms`, with the
-/// issuer, audience and user claim the service is configured to expect.
+/// Signs an HMAC token (the first of `JWT_ALGORITHMS`, else HS256) for
+/// `user` valid for `ttl` from `now_ms`, with the issuer, audience and user
+/// claim the service is configured to expect, and a `name` claim when given
+/// (shown in the user's profile with the default `PROFILE_CLAIMS`).
 ///
 /// # Errors
 /// [`MintError::NoSecret`] when the key is not an HMAC secret.
@@ -33,6 +35,7 @@ pub fn mint(
     args: &JwtArgs,
     user: &str,
     role: Option<&str>,
+    name: Option<&str>,
     ttl: Duration,
     now_ms: i64,
 ) -> Result<String, MintError> {
@@ -48,6 +51,9 @@ pub fn mint(
     claims.insert("exp".into(), json!(now + duration_ms(ttl) / 1000));
     if let Some(role) = role {
         claims.insert("role".into(), json!(role));
+    }
+    if let Some(name) = name {
+        claims.insert("name".into(), json!(name));
     }
     if let Some(iss) = &args.jwt_issuer {
         claims.insert("iss".into(), json!(iss));

@@ -19,4 +19,4 @@ pub mod verify;
 
 pub use keys::{KeySource, PublicKeyKind, Secret};
 pub use mint::{MintError, mint};
-pub use verify::{AuthError, Caller, MAX_TOKEN_BYTES, Verifier};
+pub use verify::{AuthError, Caller, MAX_TOKEN_BYTES, Scope, Verifier};

@@ -13,7 +13,7 @@ use super::cache::VerifiedTokens;
 use super::keys::KeySource;
 use crate::clock::{Clock, duration_ms};
 use crate::config::{ConfigError, JwtArgs};
-use crate::domain::UserId;
+use crate::domain::{Profile, ResourceId, UserId};
 
 /// The verified identity behind a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,51 @@ pub struct Caller {
     pub admin: bool,
     /// When the token expires (ms since the epoch), if it says.
     pub expires_at: Option<i64>,
+    /// The `PROFILE_CLAIMS` the token carries, if any.
+    pub profile: Option<Profile>,
+    /// Whether the `JWT_HIDDEN_CLAIM` is `true`: counted, never listed.
+    pub hidden: bool,
+    /// The resources the `JWT_SCOPE_CLAIM` lets the caller watch.
+    pub scope: Scope,
+}
+
+/// Resource patterns from the scope claim: exact ids, or prefixes ending
+/// in `*` (`request:*`). A claim that is neither a string nor an array of
+/// strings is no scope at all. Shared, so a cached caller clones cheaply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope(Option<Arc<[Box<str>]>>);
+
+impl Scope {
+    /// The scope a claim value gives.
+    fn from_claim(value: Option<&Value>) -> Self {
+        let patterns: Option<Vec<Box<str>>> = match value {
+            Some(Value::String(s)) => Some(vec![s.as_str().into()]),
+            Some(Value::Array(items)) => items.iter().map(|v| v.as_str().map(Into::into)).collect(),
+            _ => None,
+        };
+        Self(patterns.filter(|p| !p.is_empty()).map(Into::into))
+    }
+
+    /// Whether a pattern matches `resource`.
+    pub fn allows(&self, resource: &ResourceId) -> bool {
+        let resource = resource.as_str();
+        self.0
+            .iter()
+            .flat_map(|p| p.iter())
+            .any(|pattern| match pattern.strip_suffix('*') {
+                Some(prefix) => resource.starts_with(prefix),
+                None => &**pattern == resource,
+            })
+    }
+
+    /// The bytes the patterns take, for the token cache's weigher.
+    pub(super) fn bytes(&self) -> usize {
+        self.0
+            .iter()
+            .flat_map(|p| p.iter())
+            .map(|p| p.len() + 16)
+            .sum()
+    }
 }
 
 /// Why a token was refused; every variant is a 401.
@@ -63,6 +108,9 @@ pub struct Verifier {
     require_exp: bool,
     user_claim: String,
     admin_role: String,
+    profile_claims: Vec<String>,
+    hidden_claim: String,
+    scope_claim: String,
 }
 
 impl fmt::Debug for Verifier {
@@ -123,6 +171,9 @@ impl Verifier {
             require_exp: args.jwt_require_exp,
             user_claim: args.jwt_user_claim.clone(),
             admin_role: args.jwt_admin_role.clone(),
+            profile_claims: args.profile_claims.0.clone(),
+            hidden_claim: args.jwt_hidden_claim.clone(),
+            scope_claim: args.jwt_scope_claim.clone(),
         })
     }
 
@@ -206,10 +257,21 @@ impl Verifier {
                 .get("roles")
                 .and_then(Value::as_array)
                 .is_some_and(|roles| roles.iter().any(|r| r.as_str() == Some(&self.admin_role)));
+        // Read once here, and remembered with the token: a heartbeat
+        // with a cached token parses nothing.
+        let profile = Profile::build(self.profile_claims.iter().filter_map(|name| {
+            claims
+                .get(name)
+                .and_then(Value::as_str)
+                .map(|v| (name.as_str(), v))
+        }));
         Ok(Caller {
             user,
             admin,
             expires_at,
+            profile,
+            hidden: claims.get(&self.hidden_claim) == Some(&Value::Bool(true)),
+            scope: Scope::from_claim(claims.get(&self.scope_claim)),
         })
     }
 
@@ -360,6 +422,52 @@ mod tests {
         let (entries, bytes) = verifier.cached_tokens();
         assert!(bytes <= capacity, "{bytes} bytes held, capacity {capacity}");
         assert!(entries > 0 && entries < tokens.len(), "{entries} entries");
+    }
+
+    #[test]
+    fn profile_hidden_and_scope_come_from_the_claims() {
+        let (verifier, clock) = verifier(&[], 1 << 20);
+        let exp = now_s(&clock) + 60;
+        let long = "x".repeat(257);
+        let caller = verifier
+            .verify(&sign(
+                &json!({"sub": "7", "exp": exp, "name": "Ann", "picture": long,
+                "presence_hidden": true, "presence_scope": ["request:*", "doc:1"]}),
+            ))
+            .unwrap();
+        assert_eq!(caller.profile.unwrap().as_json(), r#"{"name":"Ann"}"#);
+        assert!(caller.hidden);
+        let r = |s: &str| ResourceId::parse(s).unwrap();
+        assert!(caller.scope.allows(&r("request:12")));
+        assert!(caller.scope.allows(&r("doc:1")));
+        assert!(!caller.scope.allows(&r("doc:12")));
+        assert!(!caller.scope.allows(&r("contract:secret")));
+        for (claims, why) in [
+            (
+                json!({"sub": "8", "exp": exp, "name": 5, "presence_hidden": "true", "presence_scope": 7}),
+                "wrong types",
+            ),
+            (
+                json!({"sub": "8", "exp": exp, "presence_scope": ["request:*", 1]}),
+                "one non-string",
+            ),
+            (
+                json!({"sub": "8", "exp": exp, "presence_scope": {"a": "b"}}),
+                "an object",
+            ),
+        ] {
+            let caller = verifier.verify(&sign(&claims)).unwrap();
+            assert_eq!(caller.profile, None, "{why}");
+            assert!(!caller.hidden, "{why}");
+            assert_eq!(caller.scope, Scope::default(), "{why}");
+            assert!(!caller.scope.allows(&r("request:1")), "{why}");
+        }
+        let scoped = verifier
+            .verify(&sign(
+                &json!({"sub": "9", "exp": exp, "presence_scope": "request:1"}),
+            ))
+            .unwrap();
+        assert!(scoped.scope.allows(&r("request:1")) && !scoped.scope.allows(&r("request:10")));
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub enum ApiError {
     /// 403 `forbidden`: a valid token without the admin role.
     #[error("this endpoint needs the admin role")]
     Forbidden,
+    /// 403 `forbidden`: `PRESENCE_VISIBILITY` does not let this caller
+    /// read it; the message says why.
+    #[error("{0}")]
+    NotVisible(&'static str),
     /// 404 `not_found`.
     #[error("no such endpoint: {0}")]
     NotFound(String),
@@ -55,7 +59,7 @@ pub enum ApiError {
     #[error("send the body as application/json")]
     UnsupportedMediaType,
     /// 429 `rate_limited`, with `Retry-After`.
-    #[error("too many heartbeats; retry in {} s", retry_after_secs(*.0))]
+    #[error("too many requests for this user; retry in {} s", retry_after_secs(*.0))]
     RateLimited(Duration),
     /// 429 `too_many_streams`: an SSE stream limit is reached.
     #[error("{0}; close another stream first")]
@@ -93,7 +97,7 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::NotVisible(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -112,7 +116,7 @@ impl ApiError {
             Self::InvalidBody(_) => "invalid_body",
             Self::InvalidQuery(_) => "invalid_query",
             Self::Unauthorized(_) => "unauthorized",
-            Self::Forbidden => "forbidden",
+            Self::Forbidden | Self::NotVisible(_) => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RequestTimeout(_) => "request_timeout",

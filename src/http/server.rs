@@ -43,6 +43,7 @@ use tokio::sync::{Notify, Semaphore};
 use crate::config::ServeArgs;
 use crate::http::error::ApiError;
 use crate::http::routes::heartbeat::MAX_BODY_BYTES;
+use crate::http::routes::presence::{USERS_MAX_BODY_BYTES, USERS_PATH};
 use crate::http::state::AppState;
 
 /// The largest request head (request line and headers) accepted.
@@ -96,7 +97,8 @@ impl Limits {
     }
 }
 
-/// Middleware on every request: refuses a declared body over 4 KiB with
+/// Middleware on every request: refuses a declared body over 4 KiB (16 KiB
+/// for user status, whose 100 ids may be long) with
 /// 413 before reading it, sheds the request with 503 `overloaded` when
 /// `MAX_CONCURRENT_REQUESTS` are already in flight, and answers 408
 /// `request_timeout` when it is not done within `REQUEST_TIMEOUT`.
@@ -111,8 +113,13 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
     // A body declared over the limit is refused before anyone waits for it
     // (the handler would read it up to the limit, and a client that never
     // sends it would hold the request until `REQUEST_TIMEOUT`).
-    if declared_length(&request).is_some_and(|n| n > MAX_BODY_BYTES) {
-        return ApiError::PayloadTooLarge(MAX_BODY_BYTES).into_response();
+    let limit = if request.uri().path() == USERS_PATH {
+        USERS_MAX_BODY_BYTES
+    } else {
+        MAX_BODY_BYTES
+    };
+    if declared_length(&request).is_some_and(|n| n > limit) {
+        return ApiError::PayloadTooLarge(limit).into_response();
     }
     let limits = &state.limits;
     let Ok(_permit) = limits.in_flight.try_acquire() else {

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{KeySource, Verifier};
 use crate::clock::Clock;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Visibility};
 use crate::domain::Modules;
 use crate::http::live::Live;
 use crate::http::routes::demo::DemoKeys;
@@ -65,6 +65,8 @@ pub struct Shared {
     pub timezone: chrono_tz::Tz,
     /// `METRICS_PUBLIC`.
     pub metrics_public: bool,
+    /// `PRESENCE_VISIBILITY`: who may read viewers and user status.
+    pub visibility: Visibility,
     /// Connection and request limits.
     pub limits: Arc<Limits>,
 }
@@ -126,6 +128,7 @@ impl AppState {
             metrics,
             timezone: config.args.stats_timezone,
             metrics_public: config.args.metrics_public,
+            visibility: config.args.presence_visibility,
             limits: Arc::new(Limits::from_args(&config.args)),
         })))
     }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crate::clock::{Clock, Millis};
 use crate::config::{ConfigError, ServeArgs, StoreKind};
-use crate::domain::{ClientId, ModuleId, Page, ResourceId, UserId};
+use crate::domain::{Activity, ClientId, ModuleId, Page, Profile, ResourceId, UserId};
 
 pub mod history;
 pub mod memory;
@@ -68,6 +68,14 @@ pub struct Heartbeat {
     pub page: Option<Page>,
     /// What the user is viewing, if sent.
     pub resource: Option<ResourceId>,
+    /// Whether the user is at the keyboard in this session.
+    pub state: Activity,
+    /// The user's profile from their token: kept once per user, replaced
+    /// (or removed, when `None`) by every heartbeat.
+    pub profile: Option<Profile>,
+    /// Whether the user's token hides them from viewers and user status
+    /// (they still count); kept per user, latest heartbeat wins.
+    pub hidden: bool,
 }
 
 /// What a heartbeat tells the caller.
@@ -98,6 +106,8 @@ pub enum Leave {
 pub struct ModuleCounts {
     /// Distinct users with a live session in the module now.
     pub active_now: u64,
+    /// Of those, the users all of whose live sessions there are idle.
+    pub idle_now: u64,
     /// Distinct users seen in the module since 00:00 in `STATS_TIMEZONE`.
     pub today: u64,
     /// Distinct users ever seen in the module.
@@ -124,26 +134,62 @@ pub struct Viewer {
     pub since: Millis,
     /// Their latest heartbeat naming it.
     pub last_seen: Millis,
+    /// Active if any of their live sessions on it is, else idle.
+    pub state: Activity,
+    /// Their profile, if their token had one.
+    pub profile: Option<Profile>,
 }
 
-/// The viewers of one resource and when they were listed.
+/// The most viewers one answer lists; `count` counts them all.
+pub const MAX_LISTED_VIEWERS: usize = 100;
+
+/// The viewers of one resource and when they were listed. Hidden users
+/// are neither listed nor counted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceViewers {
-    /// One entry per user, earliest `since` first.
+    /// One entry per user, earliest `since` first, at most
+    /// [`MAX_LISTED_VIEWERS`].
     pub viewers: Vec<Viewer>,
+    /// Every visible viewer, listed or not.
+    pub count: u64,
     /// The instant the list is exact for.
     pub at: Millis,
 }
 
 impl ResourceViewers {
-    /// `viewers` (one entry per user) at `at`, put in the order every
-    /// backend answers: earliest `since` first, then by user id.
-    pub(crate) fn ordered(mut viewers: Vec<Viewer>, at: Millis) -> Self {
+    /// `viewers` (one entry per user, `count` in all, perhaps more than
+    /// given) at `at`, put in the order every backend answers: earliest
+    /// `since` first, then by user id; the first [`MAX_LISTED_VIEWERS`].
+    pub(crate) fn ordered(mut viewers: Vec<Viewer>, count: u64, at: Millis) -> Self {
         viewers.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.user.cmp(&b.user)));
-        Self { viewers, at }
+        viewers.truncate(MAX_LISTED_VIEWERS);
+        Self { viewers, count, at }
     }
 }
 
+/// Where one user is, as user status reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserStatus {
+    /// `None` when offline (no live session, or hidden); else active if
+    /// any live session is, idle if all are.
+    pub state: Option<Activity>,
+    /// The modules of their live sessions, in registry order.
+    pub modules: Vec<ModuleId>,
+    /// Their latest heartbeat, while the store remembers it; `None` for a
+    /// user never seen (or hidden).
+    pub last_seen: Option<Millis>,
+    /// Their profile, if remembered (never for a hidden user).
+    pub profile: Option<Profile>,
+}
+
+/// The status of the users asked for, in the order asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsersStatus {
+    /// One entry per user asked for.
+    pub users: Vec<(UserId, UserStatus)>,
+    /// The instant the answer is exact for.
+    pub at: Millis,
+}
 /// One live session, for the admin list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
@@ -157,6 +203,8 @@ pub struct SessionInfo {
     pub page: Option<Page>,
     /// Latest resource sent.
     pub resource: Option<ResourceId>,
+    /// The state of its latest heartbeat.
+    pub state: Activity,
     /// When the session started in this module.
     pub started_at: Millis,
     /// Its latest heartbeat.
@@ -210,11 +258,18 @@ pub trait SessionStore: Send + Sync + 'static {
     /// The counts of every module.
     fn module_counts(&self) -> impl Future<Output = Result<CountsAt, StoreError>> + Send;
 
-    /// Who is viewing `resource` now.
+    /// Who is viewing `resource` now (hidden users left out).
     fn resource_viewers(
         &self,
         resource: &ResourceId,
     ) -> impl Future<Output = Result<ResourceViewers, StoreError>> + Send;
+
+    /// Where each of `users` is now, in one look (one round trip on
+    /// Redis). Hidden users read as never seen.
+    fn user_status(
+        &self,
+        users: &[UserId],
+    ) -> impl Future<Output = Result<UsersStatus, StoreError>> + Send;
 
     /// Up to `limit` live sessions after `cursor`.
     fn sessions(
@@ -320,6 +375,10 @@ impl SessionStore for Store {
 
     async fn resource_viewers(&self, resource: &ResourceId) -> Result<ResourceViewers, StoreError> {
         delegate!(self, s => s.resource_viewers(resource))
+    }
+
+    async fn user_status(&self, users: &[UserId]) -> Result<UsersStatus, StoreError> {
+        delegate!(self, s => s.user_status(users))
     }
 
     async fn sessions(

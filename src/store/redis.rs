@@ -75,12 +75,13 @@ pub use conn::Topology;
 
 use super::history::{History, MinuteBucket, ModuleMinute};
 use super::{
-    CountsAt, Cursor, Heartbeat, HeartbeatAck, Leave, ModuleCounts, ResourceViewers, SessionInfo,
-    SessionObserver, SessionPage, SessionStore, StoreError, Viewer,
+    CountsAt, Cursor, Heartbeat, HeartbeatAck, Leave, MAX_LISTED_VIEWERS, ModuleCounts,
+    ResourceViewers, SessionInfo, SessionObserver, SessionPage, SessionStore, StoreError,
+    UserStatus, UsersStatus, Viewer,
 };
 use crate::clock::day::{day_bounds, local_date};
 use crate::clock::{Clock, Millis, duration_ms};
-use crate::domain::{ClientId, Modules, Page, ResourceId, UserId};
+use crate::domain::{Activity, ClientId, Modules, Page, Profile, ResourceId, UserId};
 
 /// Connection and response timeout for Redis calls.
 pub(crate) const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
@@ -173,6 +174,7 @@ struct Scripts {
     sample: Script,
     history: Script,
     live_sessions: Script,
+    users: Script,
     layout: Script,
 }
 
@@ -261,6 +263,7 @@ impl RedisStore {
                 sample: script!("sample.lua"),
                 history: script!("history.lua"),
                 live_sessions: script!("live_sessions.lua"),
+                users: script!("users.lua"),
                 layout: Script::new(include_str!("redis/layout.lua")),
             }),
             anywhere: shards.iter().map(|_| AtomicU64::new(0)).collect(),
@@ -525,6 +528,29 @@ struct Packed {
     ls: f64,
     p: String,
     r: String,
+    /// 1 when idle; absent when active (and in values written before).
+    #[serde(default)]
+    i: Option<f64>,
+}
+
+/// A session's state as the scripts store it: `i` is 1 when idle.
+fn activity(idle: bool) -> Activity {
+    if idle {
+        Activity::Idle
+    } else {
+        Activity::Active
+    }
+}
+
+/// A profile as the scripts return it: JSON text, `""` for none. What does
+/// not pass [`Profile::from_json`] (a hand edit) is no profile.
+fn profile(v: Value) -> Result<Option<Profile>, StoreError> {
+    let text = text(v)?;
+    Ok(if text.is_empty() {
+        None
+    } else {
+        Profile::from_json(&text)
+    })
 }
 
 /// Lua numbers are doubles; ours are whole milliseconds.
@@ -639,7 +665,10 @@ impl SessionStore for RedisStore {
             .arg(module)
             .arg(beat.page.as_ref().map_or("", Page::as_str))
             .arg(beat.resource.as_ref().map_or("", ResourceId::as_str))
-            .arg(self.config.max_sessions_per_user);
+            .arg(self.config.max_sessions_per_user)
+            .arg(if beat.state.is_idle() { "1" } else { "0" })
+            .arg(beat.profile.as_ref().map_or("", Profile::as_json))
+            .arg(if beat.hidden { "1" } else { "0" });
         let (active, at) = self.call_ending(&inv).await?;
         let active = u64::try_from(active).unwrap_or(0);
         self.anywhere[shard].store(active, Ordering::Relaxed);
@@ -683,13 +712,14 @@ impl SessionStore for RedisStore {
             let [at, users_anywhere, rest @ ..] = flat.as_slice() else {
                 return Err(malformed("short counts"));
             };
-            if rest.len() != 3 * total.counts.len() {
+            if rest.len() != 4 * total.counts.len() {
                 return Err(malformed("counts for another module registry"));
             }
-            for (sum, c) in total.counts.iter_mut().zip(rest.chunks_exact(3)) {
+            for (sum, c) in total.counts.iter_mut().zip(rest.chunks_exact(4)) {
                 sum.active_now += c[0];
-                sum.today += c[1];
-                sum.total_users += c[2];
+                sum.idle_now += c[1];
+                sum.today += c[2];
+                sum.total_users += c[3];
             }
             self.anywhere[shard].store(*users_anywhere, Ordering::Relaxed);
             total.users_anywhere += users_anywhere;
@@ -699,15 +729,22 @@ impl SessionStore for RedisStore {
     }
 
     async fn resource_viewers(&self, resource: &ResourceId) -> Result<ResourceViewers, StoreError> {
+        // Each shard counts its visible viewers and lists its first
+        // MAX_LISTED_VIEWERS; the global first ones are among those.
+        let limit = MAX_LISTED_VIEWERS.to_string();
         let replies: Vec<Vec<Value>> = self
-            .on_every_shard(&self.scripts.viewers, &[resource.as_str()])
+            .on_every_shard(&self.scripts.viewers, &[resource.as_str(), &limit])
             .await?;
         let mut viewers = Vec::new();
         let mut at = 0;
+        let mut count = 0;
         for flat in replies {
             let mut it = flat.into_iter();
             at = int(&it.next().ok_or_else(|| malformed("empty viewers"))?)?.max(at);
-            while let (Some(user), Some(since), Some(last)) = (it.next(), it.next(), it.next()) {
+            count += int(&it.next().ok_or_else(|| malformed("no viewer count"))?)?;
+            while let (Some(user), Some(since), Some(last), Some(idle), Some(prof)) =
+                (it.next(), it.next(), it.next(), it.next(), it.next())
+            {
                 // An id today's rules refuse (stored before they did) is
                 // skipped, not a 500 for everyone who looks at the resource.
                 let Some(user) = UserId::parse(&text(user)?) else {
@@ -717,10 +754,75 @@ impl SessionStore for RedisStore {
                     user,
                     since: int(&since)?,
                     last_seen: int(&last)?,
+                    state: activity(int(&idle)? == 1),
+                    profile: profile(prof)?,
                 });
             }
         }
-        Ok(ResourceViewers::ordered(viewers, at))
+        Ok(ResourceViewers::ordered(
+            viewers,
+            u64::try_from(count).unwrap_or(0),
+            at,
+        ))
+    }
+
+    async fn user_status(&self, users: &[UserId]) -> Result<UsersStatus, StoreError> {
+        // One script per shard holding any of them, the shards at once.
+        let mut by_shard: Vec<Vec<&UserId>> = vec![Vec::new(); self.shards.len()];
+        for user in users {
+            by_shard[self.shard_of(user)].push(user);
+        }
+        let replies = try_join_all(
+            by_shard
+                .iter()
+                .enumerate()
+                .filter(|(_, u)| !u.is_empty())
+                .map(|(shard, users)| async move {
+                    let mut inv = self.invocation(&self.scripts.users, shard);
+                    for user in users {
+                        inv.arg(user.as_str());
+                    }
+                    self.call::<Vec<Value>>(&inv)
+                        .await
+                        .map(|flat| (users, flat))
+                }),
+        )
+        .await?;
+        let mut at = 0;
+        let mut found = std::collections::HashMap::with_capacity(users.len());
+        for (shard_users, flat) in replies {
+            let mut it = flat.into_iter();
+            at = int(&it.next().ok_or_else(|| malformed("empty user status"))?)?.max(at);
+            for user in shard_users {
+                let (Some(state), Some(modules), Some(seen), Some(prof)) =
+                    (it.next(), it.next(), it.next(), it.next())
+                else {
+                    return Err(malformed("short user status"));
+                };
+                let status = UserStatus {
+                    state: Activity::parse(&text(state)?),
+                    modules: {
+                        let mut ids: Vec<_> = text(modules)?
+                            .split(',')
+                            .filter_map(|code| self.config.modules.by_code(code))
+                            .collect();
+                        ids.sort_unstable();
+                        ids
+                    },
+                    last_seen: text(seen)?.parse().ok(),
+                    profile: profile(prof)?,
+                };
+                found.insert(*user, status);
+            }
+        }
+        if at == 0 {
+            at = self.clock.now_ms(); // nobody asked for: no shard asked
+        }
+        let out = users
+            .iter()
+            .map(|user| (user.clone(), found.get(user).cloned().unwrap_or_default()))
+            .collect();
+        Ok(UsersStatus { users: out, at })
     }
 
     async fn sessions(
@@ -788,6 +890,7 @@ impl SessionStore for RedisStore {
                 module,
                 page: Page::parse(&packed.p),
                 resource: ResourceId::parse(&packed.r),
+                state: activity(packed.i == Some(1.0)),
                 started_at: ms(packed.st),
                 last_seen: ms(packed.ls),
             });

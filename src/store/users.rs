@@ -84,6 +84,12 @@ pub(crate) struct Names {
 }
 
 impl Names {
+    /// How many ids there are: every number below it is handed out.
+    pub(crate) fn len(&self) -> Uid {
+        // Numbers are `Uid`s, so there are never more of them.
+        Uid::try_from(self.ends.len()).unwrap_or(Uid::MAX)
+    }
+
     /// The id numbered `uid`. Panics if `uid` was never handed out.
     pub(crate) fn get(&self, uid: Uid) -> &str {
         let i = uid as usize;
@@ -110,6 +116,23 @@ impl UserSet {
         self.bits[word] |= bit;
         self.len += u64::from(added);
         added
+    }
+
+    /// Removes `uid`; true if it was in the set.
+    pub(crate) fn remove(&mut self, uid: Uid) -> bool {
+        let (word, bit) = (uid as usize / 64, 1u64 << (uid % 64));
+        let present = self.bits.get(word).is_some_and(|w| w & bit != 0);
+        if present {
+            self.bits[word] &= !bit;
+            self.len -= 1;
+        }
+        present
+    }
+
+    /// Whether `uid` is in the set.
+    pub(crate) fn contains(&self, uid: Uid) -> bool {
+        let (word, bit) = (uid as usize / 64, 1u64 << (uid % 64));
+        self.bits.get(word).is_some_and(|w| w & bit != 0)
     }
 
     /// How many users are in the set.
@@ -175,6 +198,9 @@ mod tests {
         assert!(!set.insert(130));
         assert!(set.insert(63));
         assert_eq!(set.len(), 3);
+        assert!(set.contains(63) && !set.contains(64) && !set.contains(100_000));
+        assert!(set.remove(63) && !set.remove(63) && !set.remove(100_000));
+        assert!(set.insert(63));
         assert_eq!(set.iter().collect::<Vec<_>>(), [0, 63, 130]);
         set.clear();
         assert_eq!(set.len(), 0);

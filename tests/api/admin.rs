@@ -24,9 +24,9 @@ async fn sessions_list_every_field_newest_first() {
     assert_eq!(
         body["sessions"],
         json!([
-            {"userId": "2", "clientId": null, "module": "ih", "page": null, "resource": null,
+            {"userId": "2", "clientId": null, "module": "ih", "page": null, "resource": null, "state": "active",
              "startedAt": "2026-01-14T09:30:05.000Z", "lastSeen": "2026-01-14T09:30:05.000Z"},
-            {"userId": "1", "clientId": "tab-a", "module": "pms", "page": "/requests", "resource": "request:1",
+            {"userId": "1", "clientId": "tab-a", "module": "pms", "page": "/requests", "resource": "request:1", "state": "active",
              "startedAt": "2026-01-14T09:30:00.000Z", "lastSeen": "2026-01-14T09:30:00.000Z"},
         ])
     );
@@ -189,7 +189,7 @@ async fn history_reports_samples_peak_average_and_distribution() {
 
 /// The scraped samples, by metric name with labels, e.g.
 /// `presence_active_users{module="pms"}`.
-async fn scrape(
+pub(super) async fn scrape(
     app: &super::helpers::TestApp,
     token: Option<&str>,
 ) -> (StatusCode, std::collections::HashMap<String, f64>) {

@@ -542,8 +542,8 @@ fn counts_survive_a_sigterm_and_restart_with_state_file() {
     assert_eq!(
         before,
         serde_json::json!({
-            "procurement": {"activeNow": 1, "today": 2, "totalUsers": 2},
-            "innovation": {"activeNow": 1, "today": 1, "totalUsers": 1},
+            "procurement": {"activeNow": 1, "idleNow": 0, "today": 2, "totalUsers": 2},
+            "innovation": {"activeNow": 1, "idleNow": 0, "today": 1, "totalUsers": 1},
         })
     );
 

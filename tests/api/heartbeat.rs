@@ -91,7 +91,7 @@ async fn modules_lists_every_module_in_registry_order_then_timestamp() {
     let body: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(
         body["extra"],
-        json!({"totalUsers": 0, "activeNow": 0, "today": 0})
+        json!({"totalUsers": 0, "activeNow": 0, "idleNow": 0, "today": 0})
     );
 }
 
@@ -342,9 +342,10 @@ async fn resource_viewers_over_http() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["resource"], json!("request:123"));
+    assert_eq!(body["count"], json!(2));
     assert_eq!(
         body["viewers"][0],
-        json!({"userId": "7", "since": "2026-01-14T09:30:00.000Z", "lastSeen": "2026-01-14T09:30:00.000Z"})
+        json!({"userId": "7", "state": "active", "since": "2026-01-14T09:30:00.000Z", "lastSeen": "2026-01-14T09:30:00.000Z"})
     );
     assert_eq!(body["viewers"][1]["userId"], json!("8"));
     assert_eq!(body["timestamp"], json!("2026-01-14T09:30:01.000Z"));

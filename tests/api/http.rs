@@ -75,6 +75,7 @@ async fn openapi_documents_every_endpoint() {
         ("/api/stats/heartbeat", "delete"),
         ("/api/stats/modules", "get"),
         ("/api/presence/resources/{resource}", "get"),
+        ("/api/presence/users", "post"),
         ("/api/stats/stream", "get"),
         ("/api/admin/sessions", "get"),
         ("/api/admin/history", "get"),

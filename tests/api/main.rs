@@ -16,6 +16,7 @@ mod helpers;
 mod http;
 mod layers;
 mod limits;
+mod presence;
 mod redis;
 mod redis_server;
 mod snapshot;

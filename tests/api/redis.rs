@@ -49,11 +49,11 @@ async fn two_instances_on_one_redis_agree_on_everything() {
     }
     assert_eq!(
         ma["procurement"],
-        json!({"totalUsers": 2, "activeNow": 2, "today": 2})
+        json!({"totalUsers": 2, "activeNow": 2, "idleNow": 0, "today": 2})
     );
     assert_eq!(
         ma["innovation"],
-        json!({"totalUsers": 2, "activeNow": 2, "today": 2})
+        json!({"totalUsers": 2, "activeNow": 2, "idleNow": 0, "today": 2})
     );
 
     let admin = a.admin_token("root");

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use presence::clock::{Clock, ManualClock};
-use presence::domain::UserId;
+use presence::domain::{Activity, UserId};
 use presence::store::{Heartbeat, SessionStore};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -308,9 +308,9 @@ async fn a_corrupt_snapshot_is_moved_aside_and_the_service_starts_clean() {
 #[tokio::test]
 async fn a_snapshot_of_another_format_version_is_moved_aside() {
     let mut snapshot: Value = serde_json::from_slice(&a_snapshot().await).unwrap();
-    assert_eq!(snapshot["version"], 1);
-    snapshot["version"] = json!(2);
-    starts_clean_and_sets_aside(&serde_json::to_vec(&snapshot).unwrap(), "format version 2").await;
+    assert_eq!(snapshot["version"], 2);
+    snapshot["version"] = json!(3);
+    starts_clean_and_sets_aside(&serde_json::to_vec(&snapshot).unwrap(), "format version 3").await;
 }
 
 #[cfg(unix)]
@@ -399,6 +399,9 @@ async fn fill(app: &TestApp, n: usize) {
                 module: pms,
                 page: None,
                 resource: None,
+                state: Activity::Active,
+                profile: None,
+                hidden: false,
             })
             .await
             .unwrap();
@@ -522,6 +525,9 @@ async fn a_snapshot_is_saved_every_minute_while_serving() {
             module: pms,
             page: None,
             resource: None,
+            state: Activity::Active,
+            profile: None,
+            hidden: false,
         })
         .await
         .unwrap();
@@ -683,4 +689,99 @@ async fn a_snapshot_over_the_size_cap_is_moved_aside_unread() {
     let logs = Logs::capture();
     let app = dir.app(&new_clock(), &[]).await;
     assert_started_clean(&dir, &app, &logs, &["moved aside", "larger than"]).await;
+}
+
+#[tokio::test]
+async fn a_version_1_snapshot_restores_with_its_sessions_active() {
+    let dir = StateDir::new();
+    let v1 = json!({
+        "version": 1, "savedAt": 1_768_382_990_000_i64, "todayStart": 1_768_348_800_000_i64,
+        "sessions": [{"userId": "1", "clientId": "tab-a", "module": "pms", "page": null,
+                      "resource": "request:1", "startedAt": 1_768_382_900_000_i64,
+                      "resourceSince": 1_768_382_900_000_i64, "lastSeen": 1_768_382_990_000_i64}],
+        "today": {"pms": ["1"], "ih": []},
+        "total": {"pms": ["1", "2"], "ih": []},
+        "history": []
+    });
+    std::fs::write(dir.file(), serde_json::to_vec(&v1).unwrap()).unwrap();
+    let clock = new_clock();
+    let app = dir.app(&clock, &[]).await;
+    let modules = app.modules().await;
+    assert_eq!(
+        modules["procurement"],
+        json!({"totalUsers": 2, "activeNow": 1, "idleNow": 0, "today": 1})
+    );
+    let (_, viewers) = app
+        .get("/api/presence/resources/request:1", &app.token("a"))
+        .await;
+    assert_eq!(viewers["viewers"][0]["state"], json!("active"));
+    let (_, sessions) = app
+        .get("/api/admin/sessions", &app.admin_token("root"))
+        .await;
+    assert_eq!(sessions["sessions"][0]["state"], json!("active"));
+    assert_eq!(
+        dir.files(),
+        ["state.json"],
+        "nothing dropped, nothing kept aside"
+    );
+    app.stop().await;
+    let saved: Value = serde_json::from_slice(&std::fs::read(dir.file()).unwrap()).unwrap();
+    assert_eq!(saved["version"], json!(2), "saved in the new version");
+    assert_eq!(saved["sessions"][0]["state"], json!("active"));
+    assert_eq!(
+        saved["users"],
+        json!([{"userId": "1", "lastSeen": 1_768_382_990_000_i64, "profile": null, "hidden": false}]),
+        "a session's time is its user's lastSeen"
+    );
+}
+
+#[tokio::test]
+async fn a_restart_keeps_states_profiles_hidden_users_and_last_seen() {
+    let dir = StateDir::new();
+    let clock = new_clock();
+    let before = dir.app(&clock, &[]).await;
+    let exp = before.now_s() + 3600;
+    let ann = super::helpers::sign(&json!({"sub": "7", "exp": exp, "name": "Ann"}));
+    let hal = super::helpers::sign(&json!({"sub": "9", "exp": exp, "presence_hidden": true}));
+    let beat = |token: String, body: Value| {
+        let before = &before;
+        async move {
+            assert_eq!(before.beat(&token, body).await.status(), StatusCode::OK);
+        }
+    };
+    beat(
+        ann,
+        json!({"module": "pms", "resource": "request:1", "state": "idle"}),
+    )
+    .await;
+    beat(hal, json!({"module": "pms", "resource": "request:1"})).await;
+    before.beat_ok("8", json!({"module": "ih"})).await;
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(before.leave("8", "").await, StatusCode::NO_CONTENT);
+    let status_of = |app: &TestApp| {
+        let token = app.token("asker");
+        let url = app.url("/api/presence/users");
+        let client = app.client.clone();
+        async move {
+            let response = client
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"userIds": ["7", "8", "9"]}))
+                .send()
+                .await
+                .unwrap();
+            let mut body: Value = response.json().await.unwrap();
+            body.as_object_mut().unwrap().remove("timestamp");
+            body
+        }
+    };
+    let seen = (everything_visible(&before).await, status_of(&before).await);
+    assert_eq!(seen.0["viewers"]["count"], json!(1), "{seen:?}");
+    assert_eq!(seen.0["modules"]["procurement"]["idleNow"], json!(1));
+    before.stop().await;
+    let after = dir.app(&clock, &[]).await;
+    assert_eq!(
+        (everything_visible(&after).await, status_of(&after).await),
+        seen
+    );
 }

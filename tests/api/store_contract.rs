@@ -10,11 +10,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use presence::clock::{Clock, ManualClock};
-use presence::domain::{ClientId, Modules, Page, ResourceId, UserId};
+use presence::domain::{Activity, ClientId, Modules, Page, Profile, ResourceId, UserId};
 use presence::store::memory::MemoryConfig;
 use presence::store::{
     Heartbeat, Leave, MemoryStore, NoObserver, RedisConfig, RedisStore, SessionStore, Store,
-    TimeSource, Topology,
+    TimeSource, Topology, UserStatus,
 };
 use proptest::prelude::*;
 
@@ -121,6 +121,20 @@ fn user(id: &str) -> UserId {
     UserId::parse(id).unwrap()
 }
 
+/// How a test heartbeat is sent: state, a `name` in the profile, hidden.
+#[derive(Debug, Default, Clone, Copy)]
+struct As {
+    state: Activity,
+    name: Option<&'static str>,
+    hidden: bool,
+}
+
+const IDLE: As = As {
+    state: Activity::Idle,
+    name: None,
+    hidden: false,
+};
+
 impl Fixture {
     async fn beat(&self, who: &str, client: Option<&str>, module: &str) -> u64 {
         self.beat_on(who, client, module, None).await
@@ -133,6 +147,19 @@ impl Fixture {
         module: &str,
         resource: Option<&str>,
     ) -> u64 {
+        self.beat_as(who, client, module, resource, &As::default())
+            .await
+    }
+
+    /// A heartbeat with a state, a profile and a hidden flag.
+    async fn beat_as(
+        &self,
+        who: &str,
+        client: Option<&str>,
+        module: &str,
+        resource: Option<&str>,
+        how: &As,
+    ) -> u64 {
         self.store
             .heartbeat(Heartbeat {
                 user: user(who),
@@ -140,10 +167,38 @@ impl Fixture {
                 module: self.modules.by_code(module).unwrap(),
                 page: Some(Page::parse("/home").unwrap()),
                 resource: resource.map(|r| ResourceId::parse(r).unwrap()),
+                state: how.state,
+                profile: how.name.map(|n| Profile::build([("name", n)]).unwrap()),
+                hidden: how.hidden,
             })
             .await
             .unwrap()
             .active_users
+    }
+
+    /// `idleNow` of `pms` and `ih`.
+    async fn idle(&self) -> [u64; 2] {
+        let snap = self.store.module_counts().await.unwrap();
+        for m in &snap.counts {
+            assert!(m.idle_now <= m.active_now, "idleNow <= activeNow: {m:?}");
+        }
+        [snap.counts[0].idle_now, snap.counts[1].idle_now]
+    }
+
+    /// The status of one user.
+    async fn status(&self, who: &str) -> UserStatus {
+        let answer = self.store.user_status(&[user(who)]).await.unwrap();
+        assert_eq!(answer.at, self.clock.now_ms());
+        answer.users.into_iter().next().unwrap().1
+    }
+
+    /// The module codes of a status.
+    fn codes(&self, status: &UserStatus) -> Vec<String> {
+        status
+            .modules
+            .iter()
+            .map(|&m| self.modules.get(m).code.clone())
+            .collect()
     }
 
     /// `[activeNow, today, totalUsers]` of `pms` and `ih`.
@@ -477,6 +532,201 @@ pub async fn history_records_starts_ends_peaks_and_samples(make: impl Factory) {
     assert_eq!(last.minutes[0].modules[1].started, 1);
 }
 
+// idleNow: users present in a module all of whose live sessions there are
+// idle. A session's state is that of its latest heartbeat; a move, a leave
+// and an expiry all change who is idle, and activeNow keeps its meaning.
+pub async fn idle_now_counts_users_whose_sessions_there_are_all_idle(make: impl Factory) {
+    let f = make(start_time(), Tz::UTC);
+    f.beat_as("A", Some("t1"), "pms", None, &As::default())
+        .await;
+    f.beat_as("A", Some("t2"), "pms", None, &IDLE).await;
+    assert_eq!(f.idle().await, [0, 0], "one active session is enough");
+    f.beat_as("B", None, "pms", None, &IDLE).await;
+    assert_eq!(f.idle().await, [1, 0]);
+    assert_eq!(f.counts().await[0][0], 2, "activeNow counts idle users too");
+    f.beat_as("A", Some("t1"), "pms", None, &IDLE).await;
+    assert_eq!(f.idle().await, [2, 0], "the latest heartbeat decides");
+    f.beat_as("B", None, "pms", None, &As::default()).await;
+    assert_eq!(f.idle().await, [1, 0]);
+    f.beat_as("A", Some("t1"), "ih", None, &As::default()).await;
+    assert_eq!(f.idle().await, [1, 0], "A: idle t2 in pms, active t1 in ih");
+    f.store
+        .leave(&user("A"), Leave::Session(ClientId::parse("t2")))
+        .await
+        .unwrap();
+    assert_eq!(f.idle().await, [0, 0]);
+
+    // C's active tab expires before its idle one: C turns idle by expiry.
+    f.beat_as("C", Some("t1"), "ih", None, &As::default()).await;
+    f.advance(Duration::from_secs(200));
+    f.beat_as("C", Some("t2"), "ih", None, &IDLE).await;
+    assert_eq!(f.idle().await, [0, 0]);
+    f.advance(Duration::from_secs(100));
+    assert_eq!(f.idle().await, [0, 1], "C's active tab expired");
+    let page = f.store.sessions(10, None).await.unwrap();
+    let states: Vec<(String, Activity)> = page
+        .sessions
+        .iter()
+        .map(|s| (s.user.to_string(), s.state))
+        .collect();
+    assert_eq!(
+        states,
+        [("C".into(), Activity::Idle)],
+        "admin sessions carry the state; the others expired"
+    );
+    f.advance(Duration::from_secs(200));
+    assert_eq!(f.idle().await, [0, 0], "gone at its TTL");
+    f.store.sweep().await.unwrap();
+    assert_eq!(f.idle().await, [0, 0]);
+}
+
+// Viewers: each with a state (active if any of their sessions on it is),
+// the profile of their latest token (kept per user), hidden users neither
+// listed nor counted (but counted in module stats).
+pub async fn viewers_carry_state_and_profile_and_leave_out_hidden_users(make: impl Factory) {
+    let f = make(start_time(), Tz::UTC);
+    let r = ResourceId::parse("request:1").unwrap();
+    let ann = As {
+        state: Activity::Idle,
+        name: Some("Ann Lee"),
+        hidden: false,
+    };
+    f.beat_as("A", Some("t1"), "pms", Some("request:1"), &ann)
+        .await;
+    f.advance(Duration::from_secs(1));
+    f.beat_as("B", None, "pms", Some("request:1"), &As::default())
+        .await;
+    let hidden = As {
+        hidden: true,
+        name: Some("Hal"),
+        ..As::default()
+    };
+    f.beat_as("H", None, "pms", Some("request:1"), &hidden)
+        .await;
+    let found = f.store.resource_viewers(&r).await.unwrap();
+    assert_eq!(found.count, 2, "H is hidden");
+    let seen: Vec<(&str, Activity, Option<&str>)> = found
+        .viewers
+        .iter()
+        .map(|v| {
+            (
+                v.user.as_str(),
+                v.state,
+                v.profile.as_ref().map(Profile::as_json),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("A", Activity::Idle, Some(r#"{"name":"Ann Lee"}"#)),
+            ("B", Activity::Active, None),
+        ]
+    );
+    assert_eq!(f.counts().await[0][0], 3, "H still counts in module stats");
+    let admin_list = f.store.sessions(10, None).await.unwrap().sessions;
+    assert!(
+        admin_list.iter().any(|s| s.user.as_str() == "H"),
+        "admins see H"
+    );
+
+    // A second tab of A on it, active: A is active there. A's latest token
+    // has no profile: the profile is gone, for every session of A.
+    f.beat_as("A", Some("t2"), "ih", Some("request:1"), &As::default())
+        .await;
+    let found = f.store.resource_viewers(&r).await.unwrap();
+    assert_eq!(found.viewers[0].state, Activity::Active);
+    assert_eq!(found.viewers[0].profile, None, "the latest token wins");
+    // H's latest token does not hide them any more.
+    f.beat_as("H", None, "pms", Some("request:1"), &As::default())
+        .await;
+    assert_eq!(f.store.resource_viewers(&r).await.unwrap().count, 3);
+}
+
+// At most 100 viewers are listed, the earliest `since` first; `count`
+// counts them all.
+pub async fn viewers_list_the_earliest_hundred_and_count_all(make: impl Factory) {
+    let f = make(start_time(), Tz::UTC);
+    let r = ResourceId::parse("doc:big").unwrap();
+    for i in 0..105 {
+        f.beat_on(&format!("u{i:03}"), None, "pms", Some("doc:big"))
+            .await;
+        if i % 2 == 1 {
+            f.advance(Duration::from_millis(10)); // pairs share a `since`
+        }
+    }
+    let found = f.store.resource_viewers(&r).await.unwrap();
+    assert_eq!(found.count, 105);
+    let ids: Vec<String> = found.viewers.iter().map(|v| v.user.to_string()).collect();
+    let expected: Vec<String> = (0..100).map(|i| format!("u{i:03}")).collect();
+    assert_eq!(ids, expected);
+}
+
+// User status: state where any live session is active, idle where all are,
+// offline with none; modules in registry order; lastSeen kept after the
+// sessions end; hidden users read as never seen.
+pub async fn user_status_reports_state_modules_last_seen_and_profile(make: impl Factory) {
+    let f = make(start_time(), Tz::UTC);
+    assert_eq!(f.status("nobody").await, UserStatus::default());
+    let ann = As {
+        name: Some("Ann"),
+        ..As::default()
+    };
+    f.beat_as("A", Some("t1"), "ih", None, &ann).await;
+    f.beat_as("A", Some("t2"), "pms", None, &IDLE).await;
+    let a = f.status("A").await;
+    assert_eq!(a.state, Some(Activity::Active));
+    assert_eq!(f.codes(&a), ["pms", "ih"], "registry order");
+    assert_eq!(a.last_seen, Some(f.clock.now_ms()));
+    assert_eq!(a.profile, None, "the latest token had no name");
+    f.advance(Duration::from_secs(10));
+    let idle_ann = As {
+        state: Activity::Idle,
+        ..ann
+    };
+    f.beat_as("A", Some("t1"), "ih", None, &idle_ann).await;
+    let a = f.status("A").await;
+    assert_eq!(a.state, Some(Activity::Idle), "every session idle");
+    assert_eq!(a.profile.unwrap().as_json(), r#"{"name":"Ann"}"#);
+    let seen = f.clock.now_ms();
+
+    let hidden = As {
+        hidden: true,
+        name: Some("Hal"),
+        ..As::default()
+    };
+    f.beat_as("H", None, "pms", None, &hidden).await;
+    assert_eq!(
+        f.status("H").await,
+        UserStatus::default(),
+        "hidden: never seen"
+    );
+
+    let both = f
+        .store
+        .user_status(&[user("H"), user("A"), user("nobody")])
+        .await
+        .unwrap();
+    let order: Vec<&str> = both.users.iter().map(|(u, _)| u.as_str()).collect();
+    assert_eq!(order, ["H", "A", "nobody"], "in the order asked");
+
+    f.advance(TTL);
+    let a = f.status("A").await;
+    assert_eq!(
+        (a.state, a.modules.len()),
+        (None, 0),
+        "offline after the TTL"
+    );
+    assert_eq!(a.last_seen, Some(seen), "lastSeen outlives the sessions");
+    assert!(a.profile.is_some());
+    f.store.sweep().await.unwrap();
+    f.beat("A", None, "pms").await;
+    f.store.leave(&user("A"), Leave::All).await.unwrap();
+    let a = f.status("A").await;
+    assert_eq!(a.state, None, "offline after a logout");
+    assert_eq!(a.last_seen, Some(f.clock.now_ms()));
+}
+
 macro_rules! store_suite {
     ($backend:ident, $available:ident: $($scenario:ident),* $(,)?) => {
         mod $backend {
@@ -508,6 +758,10 @@ macro_rules! for_every_scenario {
             sessions_page_newest_first_without_gaps,
             paging_survives_the_cursor_session_leaving,
             history_records_starts_ends_peaks_and_samples,
+            idle_now_counts_users_whose_sessions_there_are_all_idle,
+            viewers_carry_state_and_profile_and_leave_out_hidden_users,
+            viewers_list_the_earliest_hundred_and_count_all,
+            user_status_reports_state_modules_last_seen_and_profile,
         );
     };
 }
@@ -524,6 +778,9 @@ enum Op {
         user: u8,
         client: Option<u8>,
         pms: bool,
+        idle: bool,
+        hidden: bool,
+        resource: Option<u8>,
     },
     Leave {
         user: u8,
@@ -540,8 +797,18 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0..8u8, proptest::option::of(0..3u8), any::<bool>())
-            .prop_map(|(user, client, pms)| Op::Beat { user, client, pms }),
+        6 => (
+            (0..8u8, proptest::option::of(0..3u8), any::<bool>()),
+            (any::<bool>(), prop::bool::weighted(0.15), proptest::option::of(0..2u8)),
+        )
+            .prop_map(|((user, client, pms), (idle, hidden, resource))| Op::Beat {
+                user,
+                client,
+                pms,
+                idle,
+                hidden,
+                resource,
+            }),
         1 => (0..8u8, proptest::option::of(0..3u8)).prop_map(|(user, client)| Op::Leave { user, client }),
         1 => (0..8u8).prop_map(|user| Op::Logout { user }),
         3 => (0..400u32).prop_map(|secs| Op::Advance { secs }),
@@ -558,11 +825,22 @@ fn block_on<T>(f: impl Future<Output = T>) -> T {
         .block_on(f)
 }
 
+/// One session of the model.
+#[derive(Debug, Clone, Copy)]
+struct ModelSession {
+    pms: bool,
+    seen: i64,
+    idle: bool,
+    resource: Option<u8>,
+}
+
 /// What the store should say, computed the plain way.
 struct Model {
     timezone: Tz,
-    /// (user, client) -> (in pms, last heartbeat)
-    sessions: std::collections::HashMap<(u8, Option<u8>), (bool, i64)>,
+    /// (user, client) -> the session
+    sessions: std::collections::HashMap<(u8, Option<u8>), ModelSession>,
+    /// Per user: their latest heartbeat, and whether it hid them.
+    users: std::collections::HashMap<u8, (i64, bool)>,
     today: [std::collections::HashSet<u8>; 2],
     total: [std::collections::HashSet<u8>; 2],
     day: chrono::NaiveDate,
@@ -593,22 +871,96 @@ impl Model {
             *today = self
                 .sessions
                 .iter()
-                .filter(|(_, (pms, seen))| *pms == (i == 0) && *seen > midnight - ttl)
+                .filter(|(_, s)| s.pms == (i == 0) && s.seen > midnight - ttl)
                 .map(|((u, _), _)| *u)
                 .collect();
         }
     }
 
+    /// Live sessions: (user, session).
+    fn live(&self, now: i64, ttl: i64) -> impl Iterator<Item = (u8, &ModelSession)> {
+        self.sessions
+            .iter()
+            .filter(move |(_, s)| now - s.seen < ttl)
+            .map(|((u, _), s)| (*u, s))
+    }
+
     fn active(&self, i: usize, now: i64, ttl: i64) -> u64 {
         let mut live: Vec<u8> = self
-            .sessions
-            .iter()
-            .filter(|(_, (pms, seen))| *pms == (i == 0) && now - seen < ttl)
-            .map(|((u, _), _)| *u)
+            .live(now, ttl)
+            .filter(|(_, s)| s.pms == (i == 0))
+            .map(|(u, _)| u)
             .collect();
         live.sort_unstable();
         live.dedup();
         live.len() as u64
+    }
+
+    /// Users present in module `i` with no active session there.
+    fn idle(&self, i: usize, now: i64, ttl: i64) -> u64 {
+        let here: Vec<(u8, &ModelSession)> = self
+            .live(now, ttl)
+            .filter(|(_, s)| s.pms == (i == 0))
+            .collect();
+        let mut idle: Vec<u8> = here
+            .iter()
+            .filter(|(u, _)| here.iter().all(|(v, s)| v != u || s.idle))
+            .map(|(u, _)| *u)
+            .collect();
+        idle.sort_unstable();
+        idle.dedup();
+        idle.len() as u64
+    }
+
+    fn hidden(&self, user: u8) -> bool {
+        self.users.get(&user).is_some_and(|&(_, hidden)| hidden)
+    }
+
+    /// (state, module codes, lastSeen) as user status should say.
+    fn status(
+        &self,
+        user: u8,
+        now: i64,
+        ttl: i64,
+    ) -> (Option<Activity>, Vec<&'static str>, Option<i64>) {
+        if self.hidden(user) {
+            return (None, vec![], None);
+        }
+        let mine: Vec<&ModelSession> = self
+            .live(now, ttl)
+            .filter(|(u, _)| *u == user)
+            .map(|(_, s)| s)
+            .collect();
+        let state = match (mine.is_empty(), mine.iter().all(|s| s.idle)) {
+            (true, _) => None,
+            (false, true) => Some(Activity::Idle),
+            (false, false) => Some(Activity::Active),
+        };
+        let modules = [("pms", true), ("ih", false)]
+            .into_iter()
+            .filter(|(_, pms)| mine.iter().any(|s| s.pms == *pms))
+            .map(|(code, _)| code)
+            .collect();
+        (state, modules, self.users.get(&user).map(|&(t, _)| t))
+    }
+
+    /// The visible viewers of resource `r`: user -> active anywhere on it.
+    fn viewers(&self, r: u8, now: i64, ttl: i64) -> std::collections::BTreeMap<String, Activity> {
+        let mut out = std::collections::BTreeMap::new();
+        for (u, s) in self.live(now, ttl) {
+            if s.resource != Some(r) || self.hidden(u) {
+                continue;
+            }
+            let state = if s.idle {
+                Activity::Idle
+            } else {
+                Activity::Active
+            };
+            out.entry(u.to_string())
+                .and_modify(|a: &mut Activity| *a = (*a).min(state))
+                .or_insert(state);
+        }
+        out
     }
 }
 
@@ -619,6 +971,7 @@ async fn check_against_model(f: &Fixture, timezone: Tz, ops: Vec<Op>) -> Result<
     let mut model = Model {
         timezone,
         sessions: Default::default(),
+        users: Default::default(),
         today: Default::default(),
         total: Default::default(),
         day: chrono::NaiveDate::MIN,
@@ -627,15 +980,42 @@ async fn check_against_model(f: &Fixture, timezone: Tz, ops: Vec<Op>) -> Result<
     for op in ops {
         let now = f.clock.now_ms();
         match op {
-            Op::Beat { user, client, pms } => {
+            Op::Beat {
+                user,
+                client,
+                pms,
+                idle,
+                hidden,
+                resource,
+            } => {
                 let code = if pms { "pms" } else { "ih" };
-                f.beat(
+                let how = As {
+                    state: if idle {
+                        Activity::Idle
+                    } else {
+                        Activity::Active
+                    },
+                    name: None,
+                    hidden,
+                };
+                f.beat_as(
                     &user.to_string(),
                     client.map(|c| format!("c{c}")).as_deref(),
                     code,
+                    resource.map(|r| format!("r{r}")).as_deref(),
+                    &how,
                 )
                 .await;
-                model.sessions.insert((user, client), (pms, now));
+                model.sessions.insert(
+                    (user, client),
+                    ModelSession {
+                        pms,
+                        seen: now,
+                        idle,
+                        resource,
+                    },
+                );
+                model.users.insert(user, (now, hidden));
                 let i = usize::from(!pms);
                 model.today[i].insert(user);
                 model.total[i].insert(user);
@@ -686,6 +1066,32 @@ async fn check_against_model(f: &Fixture, timezone: Tz, ops: Vec<Op>) -> Result<
                 "totalUsers of module {}",
                 i
             );
+        }
+        let idle = f.idle().await;
+        for (i, idle) in idle.into_iter().enumerate() {
+            prop_assert_eq!(idle, model.idle(i, now, ttl), "idleNow of module {}", i);
+        }
+        let everyone: Vec<UserId> = (0..8u8).map(|u| user(&u.to_string())).collect();
+        let status = f.store.user_status(&everyone).await.unwrap();
+        for (u, (id, got)) in status.users.iter().enumerate() {
+            let u = u8::try_from(u).unwrap();
+            prop_assert_eq!(id.as_str(), u.to_string());
+            let (state, modules, last_seen) = model.status(u, now, ttl);
+            prop_assert_eq!(got.state, state, "state of user {}", u);
+            prop_assert_eq!(f.codes(got), modules, "modules of user {}", u);
+            prop_assert_eq!(got.last_seen, last_seen, "lastSeen of user {}", u);
+        }
+        for r in 0..2u8 {
+            let resource = ResourceId::parse(&format!("r{r}")).unwrap();
+            let found = f.store.resource_viewers(&resource).await.unwrap();
+            let got: std::collections::BTreeMap<String, Activity> = found
+                .viewers
+                .iter()
+                .map(|v| (v.user.to_string(), v.state))
+                .collect();
+            let expected = model.viewers(r, now, ttl);
+            prop_assert_eq!(found.count, expected.len() as u64, "count of r{}", r);
+            prop_assert_eq!(got, expected, "viewers of r{}", r);
         }
     }
     Ok(())
@@ -759,6 +1165,9 @@ async fn the_sweeper_frees_expired_sessions_every_interval() {
             module: pms,
             page: None,
             resource: None,
+            state: Activity::Active,
+            profile: None,
+            hidden: false,
         };
         state.store.heartbeat(beat).await.unwrap();
     }
@@ -805,6 +1214,9 @@ async fn a_mass_expiry_is_removed_in_batches_and_counted_exactly() {
         module: f.modules.by_code("ih").unwrap(),
         page: None,
         resource: None,
+        state: Activity::Active,
+        profile: None,
+        hidden: false,
     };
     let ack = f.store.heartbeat(late()).await.unwrap();
     assert!(

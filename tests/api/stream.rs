@@ -98,7 +98,7 @@ async fn the_first_event_is_the_counts_and_changes_follow_within_two_seconds() {
     let first = listener.counts(Duration::from_secs(2)).await;
     assert_eq!(
         first["procurement"],
-        json!({"totalUsers": 1, "activeNow": 1, "today": 1})
+        json!({"totalUsers": 1, "activeNow": 1, "idleNow": 0, "today": 1})
     );
     assert_eq!(
         first,

@@ -49,6 +49,9 @@ struct SessionBody {
     module: String,
     page: Option<String>,
     resource: Option<String>,
+    /// `active` or `idle`: the state of the session's latest heartbeat.
+    #[schema(example = "active")]
+    state: &'static str,
     /// When the session started in this module.
     started_at: String,
     last_seen: String,
@@ -108,6 +111,7 @@ async fn sessions_list(
                 module: state.modules.get(s.module).code.clone(),
                 page: s.page.map(|p| p.to_string()),
                 resource: s.resource.map(|r| r.to_string()),
+                state: s.state.as_str(),
                 started_at: rfc3339(s.started_at),
                 last_seen: rfc3339(s.last_seen),
             })

@@ -108,6 +108,7 @@ async fn token(
         &demo.jwt,
         user.as_str(),
         None,
+        Some(user.as_str()),
         DEMO_TOKEN_TTL,
         state.clock.now_ms(),
     )

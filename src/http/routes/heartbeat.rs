@@ -15,7 +15,9 @@ use super::metrics::HeartbeatModule;
 use super::{truncate, within_deadline};
 use crate::auth::Caller;
 use crate::clock::rfc3339;
-use crate::domain::{ClientId, MAX_PAGE_LEN, MAX_RESOURCE_LEN, ModuleId, Page, ResourceId};
+use crate::domain::{
+    Activity, ClientId, MAX_PAGE_LEN, MAX_RESOURCE_LEN, ModuleId, Page, ResourceId,
+};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{ApiQuery, AuthUser, LimitedUser};
 use crate::http::state::AppState;
@@ -51,6 +53,20 @@ struct HeartbeatRequest {
         example = "request:123"
     )]
     resource: Option<String>,
+    /// Whether the user is at the keyboard (default `active`).
+    #[schema(example = "active")]
+    state: Option<StateName>,
+}
+
+/// A session's activity state.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum StateName {
+    /// Input lately and the tab visible.
+    Active,
+    /// No input for a while, or the tab hidden.
+    Idle,
 }
 
 /// 200 to a heartbeat.
@@ -108,6 +124,9 @@ async fn record(
         module: body.module,
         page: body.page,
         resource: body.resource,
+        state: body.state,
+        profile: caller.profile,
+        hidden: caller.hidden,
     };
     let ack = within_deadline(&state.metrics, "heartbeat", state.store.heartbeat(beat)).await?;
     if ack.exact {
@@ -193,6 +212,7 @@ struct ValidBody {
     client: Option<ClientId>,
     page: Option<Page>,
     resource: Option<ResourceId>,
+    state: Activity,
 }
 
 /// The body extractor: 415, 413, `invalid_body` and `invalid_module` as the
@@ -203,18 +223,32 @@ impl FromRequest<AppState> for HeartbeatBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        if !is_json(req.headers().get(CONTENT_TYPE)) {
-            return Err(ApiError::UnsupportedMediaType);
-        }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(MAX_BODY_BYTES)
-            } else {
-                ApiError::InvalidBody(format!("cannot read body: {}", e.body_text()))
-            }
-        })?;
+        let bytes = json_body(req, state, MAX_BODY_BYTES).await?;
         parse_body(&bytes, state).map(Self)
     }
+}
+
+/// The bytes of a JSON body of at most `limit` bytes (the route's
+/// `DefaultBodyLimit`): 415 when it is not sent as JSON, 413 when larger.
+///
+/// # Errors
+/// [`ApiError::UnsupportedMediaType`], [`ApiError::PayloadTooLarge`], or
+/// [`ApiError::InvalidBody`] when it cannot be read.
+pub(super) async fn json_body(
+    req: Request,
+    state: &AppState,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    if !is_json(req.headers().get(CONTENT_TYPE)) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(limit)
+        } else {
+            ApiError::InvalidBody(format!("cannot read body: {}", e.body_text()))
+        }
+    })
 }
 
 fn is_json(content_type: Option<&axum::http::HeaderValue>) -> bool {
@@ -265,6 +299,10 @@ fn parse_body(bytes: &[u8], state: &AppState) -> Result<ValidBody, ApiError> {
         resource: optional(body.remove("resource"), ResourceId::parse, || {
             length_message("resource", MAX_RESOURCE_LEN)
         })?,
+        state: optional(body.remove("state"), Activity::parse, || {
+            r#"state must be "active" or "idle""#.to_owned()
+        })?
+        .unwrap_or_default(),
     })
 }
 

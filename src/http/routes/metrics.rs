@@ -15,7 +15,7 @@ use super::within_deadline;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::AdminUser;
 use crate::http::state::AppState;
-use crate::metrics::Present;
+use crate::metrics::{ModulePresent, Present};
 use crate::store::SessionStore;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -52,16 +52,18 @@ async fn metrics_get(
         within_deadline(&state.metrics, "module_counts", state.store.module_counts()).await?;
     let sessions =
         within_deadline(&state.metrics, "live_sessions", state.store.live_sessions()).await?;
-    let modules: Vec<(&str, u64, u64)> = state
+    let modules: Vec<ModulePresent<'_>> = state
         .modules
         .ids()
         .map(|id| {
             let i = id.index();
-            (
-                state.modules.get(id).code.as_str(),
-                counts.counts.get(i).map_or(0, |c| c.active_now),
-                sessions.get(i).copied().unwrap_or(0),
-            )
+            let c = counts.counts.get(i).copied().unwrap_or_default();
+            ModulePresent {
+                code: state.modules.get(id).code.as_str(),
+                users: c.active_now,
+                idle_users: c.idle_now,
+                sessions: sessions.get(i).copied().unwrap_or(0),
+            }
         })
         .collect();
     state

@@ -26,7 +26,7 @@ pub mod heartbeat;
 mod history;
 pub(crate) mod metrics;
 pub mod modules;
-mod presence;
+pub(crate) mod presence;
 pub mod stream;
 
 /// How long any store call may take before the request answers 503.
@@ -41,7 +41,7 @@ pub(crate) const STORE_DEADLINE: Duration = Duration::from_secs(1);
     modifiers(&BearerAuth),
     tags(
         (name = "stats", description = "Heartbeats and module counts"),
-        (name = "presence", description = "Who is viewing a resource"),
+        (name = "presence", description = "Who is viewing a resource, and where users are"),
         (name = "admin", description = "Needs the admin role"),
         (name = "health", description = "Liveness and readiness"),
     )

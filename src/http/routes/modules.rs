@@ -26,8 +26,11 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 pub(crate) struct ModuleCountsBody {
     /// Distinct users ever seen in the module.
     pub total_users: u64,
-    /// Distinct users with a live session in the module now.
+    /// Distinct users with a live session in the module now, active or idle.
     pub active_now: u64,
+    /// Of `activeNow`, the users all of whose live sessions in the module
+    /// are idle.
+    pub idle_now: u64,
     /// Distinct users seen since 00:00 in `STATS_TIMEZONE`.
     pub today: u64,
 }
@@ -37,6 +40,7 @@ impl From<ModuleCounts> for ModuleCountsBody {
         Self {
             total_users: c.total_users,
             active_now: c.active_now,
+            idle_now: c.idle_now,
             today: c.today,
         }
     }
@@ -46,8 +50,8 @@ impl From<ModuleCounts> for ModuleCountsBody {
 /// `timestamp`.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({
-    "procurement": {"totalUsers": 2, "activeNow": 1, "today": 1},
-    "innovation": {"totalUsers": 1, "activeNow": 1, "today": 1},
+    "procurement": {"totalUsers": 2, "activeNow": 1, "idleNow": 0, "today": 1},
+    "innovation": {"totalUsers": 1, "activeNow": 1, "idleNow": 1, "today": 1},
     "timestamp": "2026-01-14T09:30:00.123Z"
 }))]
 pub(crate) struct ModulesResponse {
@@ -73,7 +77,7 @@ impl ModulesResponse {
     }
 }
 
-/// Per-module counts: active now, today, ever.
+/// Per-module counts: present now (and of those, idle), today, ever.
 #[utoipa::path(
     get,
     path = "/api/stats/modules",

@@ -10,7 +10,7 @@
 //! [`MemoryStore::restore`]: super::MemoryStore::restore
 
 use crate::clock::Millis;
-use crate::domain::UserId;
+use crate::domain::{Profile, UserId};
 use crate::store::SessionInfo;
 use crate::store::history::MinuteBucket;
 
@@ -33,6 +33,21 @@ pub(crate) struct MemoryImage {
     pub(crate) total: Vec<Vec<UserId>>,
     /// The last 24 hours of history, oldest first.
     pub(crate) history: Vec<MinuteBucket>,
+    /// What is kept per user: every user with a known last heartbeat, a
+    /// profile or a hidden flag.
+    pub(crate) users: Vec<UserImage>,
+}
+
+/// What the memory store keeps of one user besides their sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UserImage {
+    pub(crate) user: UserId,
+    /// Their latest heartbeat, if known.
+    pub(crate) last_seen: Option<Millis>,
+    /// Their latest token's profile.
+    pub(crate) profile: Option<Profile>,
+    /// Whether their latest token hid them.
+    pub(crate) hidden: bool,
 }
 
 /// One session in a [`MemoryImage`]: what the admin list shows of it, and

@@ -26,17 +26,18 @@ use chrono_tz::Tz;
 use super::history::{HISTORY_MINUTES, History};
 use super::users::{Uid, UserSet};
 use super::{
-    CountsAt, Cursor, Heartbeat, HeartbeatAck, Leave, ModuleCounts, ResourceViewers,
-    SessionObserver, SessionPage, SessionStore, StoreError, Viewer,
+    CountsAt, Cursor, Heartbeat, HeartbeatAck, Leave, MAX_LISTED_VIEWERS, ModuleCounts,
+    ResourceViewers, SessionObserver, SessionPage, SessionStore, StoreError, UserStatus,
+    UsersStatus, Viewer,
 };
 use crate::clock::{Clock, Millis, duration_ms};
-use crate::domain::{Modules, ResourceId, UserId};
+use crate::domain::{Activity, Modules, ResourceId, UserId};
 
 mod image;
 mod slot;
 mod state;
 
-pub(crate) use image::{MemoryImage, Restored, SessionImage};
+pub(crate) use image::{MemoryImage, Restored, SessionImage, UserImage};
 use slot::{Session, Sid, VACANT};
 use state::State;
 
@@ -149,6 +150,9 @@ impl MemoryStore {
             .collect();
         let (today, total) = (state.today.clone(), state.total.clone());
         let (today_start, history) = (state.day_start, state.history.window(now, HISTORY_MINUTES));
+        let last_seen = state.last_seen.clone();
+        let profiles = state.profiles.clone();
+        let hidden = state.hidden.clone();
         drop(state);
         let name = |uid: Uid| UserId::known(names.get(uid));
         let users = |sets: &[UserSet]| -> Vec<Vec<UserId>> {
@@ -167,6 +171,19 @@ impl MemoryStore {
             today: users(&today),
             total: users(&total),
             history,
+            users: (0..names.len())
+                .filter_map(|uid| {
+                    let last_seen = last_seen.get(uid as usize).copied().filter(|&t| t != 0);
+                    let profile = profiles.get(&uid).cloned();
+                    let hidden = hidden.contains(uid);
+                    (last_seen.is_some() || profile.is_some() || hidden).then(|| UserImage {
+                        user: name(uid),
+                        last_seen,
+                        profile,
+                        hidden,
+                    })
+                })
+                .collect(),
         }
     }
 
@@ -270,8 +287,10 @@ impl MemoryStore {
             cutoff,
             self.shared.max_sessions_per_user,
         );
+        let (profile, hidden) = (beat.profile.clone(), beat.hidden);
         state.upsert(uid, beat, now);
         state.recount_user(uid, before);
+        state.remember_user(uid, now, profile, hidden);
         state.seen(uid, module);
         // Counts include sessions expired but not yet removed only while a
         // mass expiry is being worked off; such counts set no peak.
@@ -340,10 +359,12 @@ impl MemoryStore {
         let counts = state
             .active
             .iter()
+            .zip(&state.idle)
             .zip(&state.today)
             .zip(&state.total)
-            .map(|((&active_now, today), total)| ModuleCounts {
+            .map(|(((&active_now, &idle_now), today), total)| ModuleCounts {
                 active_now,
+                idle_now,
                 today: today.len(),
                 total_users: total.len(),
             })
@@ -358,27 +379,73 @@ impl MemoryStore {
     fn resource_viewers_sync(&self, resource: &ResourceId) -> ResourceViewers {
         // Read-only: expired sessions are skipped, not removed.
         let Locked { state, now, cutoff } = self.lock_without_expiry();
-        let mut by_user: HashMap<Uid, (Millis, Millis)> = HashMap::new();
+        let mut by_user: HashMap<Uid, (Millis, Millis, Activity)> = HashMap::new();
         for &sid in state.resources.get(resource).into_iter().flatten() {
             let s = &state.sessions[sid as usize];
-            if s.last_seen <= cutoff {
+            if s.last_seen <= cutoff || state.hidden.contains(s.user) {
                 continue;
             }
             let (since, last_seen) = (s.resource_since(), s.last_seen);
             by_user
                 .entry(s.user)
-                .and_modify(|v| *v = (v.0.min(since), v.1.max(last_seen)))
-                .or_insert((since, last_seen));
+                .and_modify(|v| *v = (v.0.min(since), v.1.max(last_seen), v.2.min(s.state)))
+                .or_insert((since, last_seen, s.state));
         }
-        let viewers: Vec<Viewer> = by_user
+        let count = by_user.len() as u64;
+        let mut listed: Vec<(Uid, (Millis, Millis, Activity))> = by_user.into_iter().collect();
+        // Only the listed viewers are named: a resource with a crowd on it
+        // costs one sort of numbers, not a string per viewer.
+        listed.sort_unstable_by_key(|&(uid, (since, ..))| (since, uid));
+        // Every viewer tied with the last one listed is a candidate: the
+        // final order breaks ties by id, not by number.
+        let candidates = match listed.get(MAX_LISTED_VIEWERS - 1) {
+            Some(&(_, (last_since, ..))) => listed.partition_point(|v| v.1.0 <= last_since),
+            None => listed.len(),
+        };
+        let viewers: Vec<Viewer> = listed
             .into_iter()
-            .map(|(uid, (since, last_seen))| Viewer {
+            .take(candidates)
+            .map(|(uid, (since, last_seen, state_here))| Viewer {
                 user: UserId::known(state.users.name(uid)),
                 since,
                 last_seen,
+                state: state_here,
+                profile: state.profiles.get(&uid).cloned(),
             })
             .collect();
-        ResourceViewers::ordered(viewers, now)
+        ResourceViewers::ordered(viewers, count, now)
+    }
+
+    fn user_status_sync(&self, users: &[UserId]) -> UsersStatus {
+        // Read-only: expired sessions are skipped, not removed.
+        let Locked { state, now, cutoff } = self.lock_without_expiry();
+        let users = users
+            .iter()
+            .map(|user| {
+                let known = state.users.get(user.as_str());
+                let status = match known {
+                    Some(uid) if !state.hidden.contains(uid) => {
+                        let live = state.presence_of(uid, cutoff);
+                        let state_now = if live.present.is_empty() {
+                            None
+                        } else if live.awake.is_empty() {
+                            Some(Activity::Idle)
+                        } else {
+                            Some(Activity::Active)
+                        };
+                        UserStatus {
+                            state: state_now,
+                            modules: live.present.ids(&self.shared.modules),
+                            last_seen: state.last_seen_of(uid),
+                            profile: state.profiles.get(&uid).cloned(),
+                        }
+                    }
+                    _ => UserStatus::default(),
+                };
+                (user.clone(), status)
+            })
+            .collect();
+        UsersStatus { users, at: now }
     }
 
     fn sessions_sync(&self, limit: usize, cursor: Option<Cursor>) -> SessionPage {
@@ -430,6 +497,10 @@ impl SessionStore for MemoryStore {
 
     async fn resource_viewers(&self, resource: &ResourceId) -> Result<ResourceViewers, StoreError> {
         Ok(self.resource_viewers_sync(resource))
+    }
+
+    async fn user_status(&self, users: &[UserId]) -> Result<UsersStatus, StoreError> {
+        Ok(self.user_status_sync(users))
     }
 
     async fn sessions(

@@ -2,7 +2,7 @@
 //! optional strings a heartbeat may add, in one allocation of their own.
 
 use crate::clock::Millis;
-use crate::domain::{ClientId, ModuleId, Page, ResourceId, UserId};
+use crate::domain::{Activity, ClientId, ModuleId, Page, ResourceId, UserId};
 use crate::store::SessionInfo;
 use crate::store::users::Uid;
 
@@ -16,6 +16,7 @@ pub(super) const NO_SESSION: Sid = Sid::MAX;
 pub(super) const VACANT: Uid = Uid::MAX;
 
 /// One session: 40 bytes, and the strings only if the heartbeat sent any.
+/// (`tests` below keeps it at 40.)
 #[derive(Debug, Clone)]
 pub(super) struct Session {
     pub(super) last_seen: Millis,
@@ -26,6 +27,8 @@ pub(super) struct Session {
     /// next free slot.
     pub(super) next_of_user: Sid,
     pub(super) module: ModuleId,
+    /// The state of its latest heartbeat: one byte, in what was padding.
+    pub(super) state: Activity,
 }
 
 /// What a heartbeat may add to a session.
@@ -65,6 +68,7 @@ impl Session {
             module: self.module,
             page: self.page().cloned(),
             resource: self.resource().cloned(),
+            state: self.state,
             started_at: self.started_at,
             last_seen: self.last_seen,
         }
@@ -98,5 +102,13 @@ impl Session {
                 }));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_session_slot_stays_40_bytes() {
+        assert_eq!(std::mem::size_of::<super::Session>(), 40);
     }
 }

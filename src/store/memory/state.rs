@@ -28,11 +28,11 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono_tz::Tz;
 
-use super::image::{MemoryImage, Restored, SessionImage};
+use super::image::{MemoryImage, Restored, SessionImage, UserImage};
 use super::slot::{NO_SESSION, Session, Sid, VACANT};
 use crate::clock::Millis;
 use crate::clock::day::day_bounds;
-use crate::domain::{ClientId, ModuleId, ResourceId};
+use crate::domain::{ClientId, ModuleId, Profile, ResourceId};
 use crate::store::history::HistoryRing;
 use crate::store::users::{Uid, UserSet, Users};
 use crate::store::{Cursor, Heartbeat};
@@ -51,8 +51,27 @@ impl ModuleSet {
         self.0[i / 64] & (1 << (i % 64)) != 0
     }
 
-    fn is_empty(self) -> bool {
+    pub(super) fn is_empty(self) -> bool {
         self == Self::default()
+    }
+
+    /// The module ids in the set, in registry order.
+    pub(super) fn ids(self, modules: &crate::domain::Modules) -> Vec<ModuleId> {
+        modules.ids().filter(|m| self.contains(m.index())).collect()
+    }
+}
+
+/// Where a user holds sessions (`present`), and where at least one of them
+/// is active (`awake`): idle in a module is present and not awake there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Presence {
+    pub(super) present: ModuleSet,
+    pub(super) awake: ModuleSet,
+}
+
+impl Presence {
+    fn idle_in(self, m: usize) -> bool {
+        self.present.contains(m) && !self.awake.contains(m)
     }
 }
 
@@ -69,6 +88,8 @@ pub(super) struct State {
     pub(super) by_time: BTreeSet<(Millis, Uid, Sid)>,
     /// Per module: the users with a session there.
     pub(super) active: Vec<u64>,
+    /// Per module: the users with sessions there, every one idle.
+    pub(super) idle: Vec<u64>,
     /// The users with a session anywhere.
     pub(super) anywhere: u64,
     /// Per module: the sessions there.
@@ -76,6 +97,12 @@ pub(super) struct State {
     pub(super) today: Vec<UserSet>,
     pub(super) total: Vec<UserSet>,
     pub(super) resources: HashMap<ResourceId, HashSet<Sid>>,
+    /// Per user: their latest heartbeat (0: not known), 8 bytes a user.
+    pub(super) last_seen: Vec<Millis>,
+    /// The users whose latest token carried a profile, and that profile.
+    pub(super) profiles: HashMap<Uid, Profile>,
+    /// The users whose latest token hid them.
+    pub(super) hidden: UserSet,
     pub(super) day_start: Millis,
     pub(super) next_day_start: Millis,
     pub(super) history: HistoryRing,
@@ -95,11 +122,15 @@ impl State {
             free: NO_SESSION,
             by_time: BTreeSet::new(),
             active: vec![0; modules],
+            idle: vec![0; modules],
             anywhere: 0,
             held: vec![0; modules],
             today: vec![UserSet::default(); modules],
             total: vec![UserSet::default(); modules],
             resources: HashMap::new(),
+            last_seen: Vec::new(),
+            profiles: HashMap::new(),
+            hidden: UserSet::default(),
             day_start,
             next_day_start,
             history: HistoryRing::new(modules),
@@ -150,11 +181,15 @@ impl State {
                 user: uid,
                 next_of_user: NO_SESSION,
                 module: s.module,
+                state: s.state,
             };
             let since = resource_since.min(last_seen);
             session.set_extras(s.client, s.page, s.resource, since);
             self.insert(session);
             self.recount_user(uid, before);
+            // A version-1 snapshot kept no per-user times: a session's is
+            // the least its user's can be.
+            self.remember_seen(uid, last_seen);
             // Live now, so here today or live at midnight: in `today`
             // either way, which keeps `activeNow <= today`.
             self.seen(uid, s.module);
@@ -175,6 +210,24 @@ impl State {
                 self.total[m].insert(uid);
             }
         }
+        for UserImage {
+            user,
+            last_seen,
+            profile,
+            hidden,
+        } in image.users
+        {
+            let uid = self.users.intern(user.as_str());
+            if let Some(t) = last_seen {
+                self.remember_seen(uid, t.min(now));
+            }
+            if let Some(p) = profile {
+                self.profiles.insert(uid, p);
+            }
+            if hidden {
+                self.hidden.insert(uid);
+            }
+        }
         // Whatever the image says, everyone here today was seen ever.
         for (total, today) in self.total.iter_mut().zip(&self.today) {
             for uid in today.iter() {
@@ -182,6 +235,14 @@ impl State {
             }
         }
         restored
+    }
+
+    fn remember_seen(&mut self, uid: Uid, at: Millis) {
+        let ui = uid as usize;
+        if self.last_seen.len() <= ui {
+            self.last_seen.resize(ui + 1, 0);
+        }
+        self.last_seen[ui] = self.last_seen[ui].max(at);
     }
 
     /// `uid` was here in `module` today, and so ever.
@@ -205,33 +266,89 @@ impl State {
             .find(|&sid| self.sessions[sid as usize].client() == client)
     }
 
-    pub(super) fn modules_of(&self, uid: Uid) -> ModuleSet {
-        let mut set = ModuleSet::default();
-        for sid in self.sessions_of(uid) {
-            set.add(self.sessions[sid as usize].module);
-        }
-        set
+    /// Where `uid`'s sessions are, and where one of them is active. Every
+    /// session held counts: callers remove expired ones first, or skip
+    /// them (see [`Self::live_presence`]).
+    pub(super) fn modules_of(&self, uid: Uid) -> Presence {
+        self.presence_of(uid, Millis::MIN)
     }
 
-    /// After a change to `uid`'s sessions, which were in `before`: brings
-    /// the per-module and anywhere user counts up to date.
-    pub(super) fn recount_user(&mut self, uid: Uid, before: ModuleSet) {
+    /// [`Self::modules_of`] over the sessions seen after `cutoff` only.
+    pub(super) fn presence_of(&self, uid: Uid, cutoff: Millis) -> Presence {
+        let mut p = Presence::default();
+        for sid in self.sessions_of(uid) {
+            let s = &self.sessions[sid as usize];
+            if s.last_seen <= cutoff {
+                continue;
+            }
+            p.present.add(s.module);
+            if !s.state.is_idle() {
+                p.awake.add(s.module);
+            }
+        }
+        p
+    }
+
+    /// After a change to `uid`'s sessions, which were `before`: brings
+    /// the per-module (present and idle) and anywhere user counts up to date.
+    pub(super) fn recount_user(&mut self, uid: Uid, before: Presence) {
         let after = self.modules_of(uid);
         if after == before {
             return;
         }
+        let step = |count: &mut u64, was: bool, is: bool| match (was, is) {
+            (false, true) => *count += 1,
+            (true, false) => *count -= 1,
+            _ => {}
+        };
         for (m, active) in self.active.iter_mut().enumerate() {
-            match (before.contains(m), after.contains(m)) {
-                (false, true) => *active += 1,
-                (true, false) => *active -= 1,
-                _ => {}
+            step(
+                active,
+                before.present.contains(m),
+                after.present.contains(m),
+            );
+        }
+        for (m, idle) in self.idle.iter_mut().enumerate() {
+            step(idle, before.idle_in(m), after.idle_in(m));
+        }
+        step(
+            &mut self.anywhere,
+            !before.present.is_empty(),
+            !after.present.is_empty(),
+        );
+    }
+
+    /// What a heartbeat of `uid` keeps per user: when, their profile (the
+    /// latest token's, or none) and whether they are hidden.
+    pub(super) fn remember_user(
+        &mut self,
+        uid: Uid,
+        now: Millis,
+        profile: Option<Profile>,
+        hidden: bool,
+    ) {
+        self.remember_seen(uid, now);
+        match profile {
+            Some(p) => {
+                self.profiles.insert(uid, p);
+            }
+            None => {
+                self.profiles.remove(&uid);
             }
         }
-        match (before.is_empty(), after.is_empty()) {
-            (true, false) => self.anywhere += 1,
-            (false, true) => self.anywhere -= 1,
-            _ => {}
+        if hidden {
+            self.hidden.insert(uid);
+        } else {
+            self.hidden.remove(uid);
         }
+    }
+
+    /// `uid`'s latest heartbeat, if known.
+    pub(super) fn last_seen_of(&self, uid: Uid) -> Option<Millis> {
+        self.last_seen
+            .get(uid as usize)
+            .copied()
+            .filter(|&t| t != 0)
     }
 
     /// Where a cursor points in `by_time`: just before its session if that
@@ -410,6 +527,7 @@ impl State {
                 user: uid,
                 next_of_user: NO_SESSION,
                 module,
+                state: beat.state,
             };
             session.set_extras(beat.client, beat.page, beat.resource, now);
             self.insert(session);
@@ -431,6 +549,7 @@ impl State {
         };
         s.set_extras(beat.client, beat.page, beat.resource.clone(), since);
         s.last_seen = now;
+        s.state = beat.state;
         self.by_time.remove(&(old_seen, uid, sid));
         self.by_time.insert((now, uid, sid));
         if let Some((old, length)) = moved_from {

@@ -1,8 +1,11 @@
 -- ARGV[6] user, [7] client field ("" = default session), [8] module code,
--- [9] page ("" = none), [10] resource ("" = none), [11] sessions per user cap
+-- [9] page ("" = none), [10] resource ("" = none), [11] sessions per user cap,
+-- [12] "1" idle / "0" active, [13] profile JSON ("" = none), [14] "1" hidden
 -- Returns {activeUsers, now, ended sessions (code, length ms, expired)...}.
 local user, field, code, page, resource = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 local cap = tonumber(ARGV[11])
+local idle = ARGV[12] == '1' and 1 or nil
+local profile, hidden = ARGV[13], ARGV[14] == '1'
 roll_day()
 
 local sessions, dropped = sessions_of(user)
@@ -40,7 +43,7 @@ if not s then
     touched[oldest.m] = true
     sessions[oldest_field] = nil
   end
-  s = { m = code, st = NOW, rs = NOW, ls = NOW, p = page, r = resource }
+  s = { m = code, st = NOW, rs = NOW, ls = NOW, p = page, r = resource, i = idle }
   record_start(code)
   if resource ~= '' then redis.call('SADD', res_key(resource), member(field, user)) end
 else
@@ -60,6 +63,7 @@ else
   end
   s.p = page
   s.ls = NOW
+  s.i = idle
 end
 sessions[field] = s
 
@@ -74,5 +78,17 @@ refresh_presence(user, sessions, touched)
 redis.call('SADD', today_key(code), user)
 redis.call('EXPIRE', today_key(code), DAY_KEEP_S)
 redis.call('SADD', total_key(code), user)
+-- Per user: when, the latest token's profile, and whether it hides them.
+redis.call('ZADD', SEEN_KEY, NOW, user)
+if profile ~= '' then
+  redis.call('HSET', PROFILE_KEY, user, profile)
+else
+  redis.call('HDEL', PROFILE_KEY, user)
+end
+if hidden then
+  redis.call('SADD', HIDDEN_KEY, user)
+else
+  redis.call('SREM', HIDDEN_KEY, user)
+end
 see_peak(code, live_count(pres_key(code)))
 return { live_count(ANY_KEY), NOW, unpack(ENDED) }

@@ -40,11 +40,28 @@ end
 local function today_key(code) return P .. ':today:' .. code .. ':' .. DAY end
 local function total_key(code) return P .. ':total:' .. code end
 local function pres_key(code) return P .. ':pres:' .. code end
+local function awake_key(code) return P .. ':awake:' .. code end
 local function sess_key(user) return P .. ':sess:' .. user end
 local function msess_key(code) return P .. ':msess:' .. code end
 local function res_key(resource) return P .. ':res:' .. resource end
 local TIME_KEY = P .. ':time'
 local ANY_KEY = P .. ':any'
+-- Per user, not per session: latest heartbeat (sorted set), profile JSON
+-- (hash) and whether the latest token hid them (set).
+local SEEN_KEY = P .. ':seen'
+local PROFILE_KEY = P .. ':prof'
+local HIDDEN_KEY = P .. ':hidden'
+
+-- Whether string a sorts before b byte by byte (Lua's `<` on strings
+-- follows the server's locale).
+local function bytes_below(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
 
 local function sadd_all(key, members)
   for i = 1, #members, 1000 do
@@ -109,7 +126,8 @@ local function drop_broken(user, field)
 end
 
 -- A user's sessions: field ("" for the default session) -> table
--- {m = code, st = startedAt, rs = resourceSince, ls = lastSeen, p = page, r = resource}
+-- {m = code, st = startedAt, rs = resourceSince, ls = lastSeen, p = page, r = resource,
+--  i = 1 when idle (absent when active, as in values written before states)}
 -- and whether any had to be dropped as undecodable.
 local function sessions_of(user)
   local flat = redis.call('HGETALL', sess_key(user))
@@ -177,14 +195,16 @@ local function remove_session(user, field, s)
 end
 
 -- Recomputes the user's latest live heartbeat in each touched module and
--- anywhere, from their remaining sessions.
+-- anywhere, and of an active session in each touched module (idleNow is
+-- the users present there and not awake), from their remaining sessions.
 local function refresh_presence(user, sessions, touched)
   local any = nil
-  local latest = {}
+  local latest, awake = {}, {}
   for _, s in pairs(sessions) do
     if s.ls > CUTOFF then
       if not any or s.ls > any then any = s.ls end
       if not latest[s.m] or s.ls > latest[s.m] then latest[s.m] = s.ls end
+      if s.i ~= 1 and (not awake[s.m] or s.ls > awake[s.m]) then awake[s.m] = s.ls end
     end
   end
   for code in pairs(touched) do
@@ -192,6 +212,11 @@ local function refresh_presence(user, sessions, touched)
       redis.call('ZADD', pres_key(code), latest[code], user)
     else
       redis.call('ZREM', pres_key(code), user)
+    end
+    if awake[code] then
+      redis.call('ZADD', awake_key(code), awake[code], user)
+    else
+      redis.call('ZREM', awake_key(code), user)
     end
   end
   if any then redis.call('ZADD', ANY_KEY, any, user) else redis.call('ZREM', ANY_KEY, user) end

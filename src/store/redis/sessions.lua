@@ -18,15 +18,7 @@ if cursor_score then
   -- Members sharing the cursor's score, after it in reverse member order.
   -- Redis orders them bytewise ascending; the page continues with those
   -- bytewise below the cursor's member, whether or not it is still there.
-  -- (Lua's `<` on strings follows the server's locale, so compare bytes.)
-  local function bytes_below(a, b)
-    local n = math.min(#a, #b)
-    for i = 1, n do
-      local x, y = string.byte(a, i), string.byte(b, i)
-      if x ~= y then return x < y end
-    end
-    return #a < #b
-  end
+  -- (Compared by bytes_below: Lua's `<` follows the server's locale.)
   local same = redis.call('ZRANGE', TIME_KEY, cursor_score, cursor_score, 'BYSCORE')
   local after = {}
   for i = #same, 1, -1 do

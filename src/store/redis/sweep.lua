@@ -18,6 +18,7 @@ for _, m in ipairs(expired) do
 end
 for _, code in ipairs(CODES) do
   redis.call('ZREMRANGEBYSCORE', pres_key(code), '-inf', CUTOFF)
+  redis.call('ZREMRANGEBYSCORE', awake_key(code), '-inf', CUTOFF)
   redis.call('ZREMRANGEBYSCORE', msess_key(code), '-inf', CUTOFF)
 end
 redis.call('ZREMRANGEBYSCORE', ANY_KEY, '-inf', CUTOFF)
