@@ -24,6 +24,19 @@ const NO_RATE_LIMIT: &str = "1000,10ms";
 /// The promotion must happen within this after the kill.
 const PROMOTION_LIMIT: Duration = Duration::from_secs(30);
 
+/// Release binaries, killed on drop: a failed assertion leaves none
+/// running.
+struct Instances(Vec<std::process::Child>);
+
+impl Drop for Instances {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Starts two instances with `vars`, runs the load, calls `kill` (which
 /// kills a master and returns its port), waits for `promoted` to say the
 /// new master's port, and checks what the clients saw. Returns (kill to
@@ -49,7 +62,7 @@ async fn fail_over_under_load(
         std::thread::spawn(move || for _ in logs {});
         child
     };
-    let mut instances = [serve(&addrs[0]), serve(&addrs[1])];
+    let _instances = Instances(vec![serve(&addrs[0]), serve(&addrs[1])]);
     let client = reqwest::Client::new();
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Seen::default());
@@ -81,22 +94,18 @@ async fn fail_over_under_load(
     for task in load {
         task.await.unwrap();
     }
-    for child in &mut instances {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
     let statuses = seen.statuses.lock().unwrap().clone();
-    let last_refused = seen
-        .last_refused
-        .lock()
-        .unwrap()
-        .map_or(Duration::ZERO, |at| {
-            at.saturating_duration_since(promoted_at)
-        });
+    let last_refused_at = *seen.last_refused.lock().unwrap();
+    let last_refused = last_refused_at.map_or(Duration::ZERO, |at| {
+        at.saturating_duration_since(promoted_at)
+    });
+    let refused_for =
+        last_refused_at.map_or(Duration::ZERO, |at| at.saturating_duration_since(killed_at));
     let promotion = promoted_at - killed_at;
     eprintln!(
-        "{what}: answers {statuses:?}; promotion {promotion:?} after the kill; last refused \
-         answer {last_refused:?} after the promotion; counts right {right_after:?} after it"
+        "{what}: answers {statuses:?}; promotion {promotion:?} after the kill; refusals \
+         ended {refused_for:?} after the kill ({last_refused:?} after the promotion); counts \
+         right {right_after:?} after the promotion"
     );
     seen.assert_answers(what);
     assert!(
