@@ -88,6 +88,20 @@ async fn fail_over_under_load(
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let right_after = until_right(&client, &addrs).await;
+    // Ready again too: a load balancer that reads /readyz sends traffic.
+    for addr in &addrs {
+        loop {
+            let ready = client.get(format!("http://{addr}/readyz")).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            assert!(
+                promoted_at.elapsed() < Duration::from_secs(10),
+                "{what}: /readyz on {addr} not 200 10 s after the promotion"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     // Let the load run on, so a late refusal would be seen.
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
