@@ -5,7 +5,9 @@
 --                also points it at the bare endpoints of examples/bare.rs);
 --   START        go through the users in order from this one (bench/population:
 --                N requests make N sessions); without it, start anywhere;
---   READ_PATH    instead of heartbeats, GET this path with the first token.
+--   READ_PATH    instead of heartbeats, GET this path with the first token;
+--   HALF_IDLE    when set, every other user (in pairs: pms, ih) sends
+--                "state":"idle" (bench/population: half the sessions idle).
 dofile("bench/report.lua")
 
 local tokens = {}
@@ -21,6 +23,10 @@ function init(args)
 end
 
 local modules = { '{"module":"pms"}', '{"module":"ih"}' }
+if os.getenv("HALF_IDLE") then
+  modules = { '{"module":"pms"}', '{"module":"ih"}',
+              '{"module":"pms","state":"idle"}', '{"module":"ih","state":"idle"}' }
+end
 
 function request()
   if read_path then
@@ -30,5 +36,5 @@ function request()
   return wrk.format("POST", path, {
     ["Authorization"] = "Bearer " .. tokens[i],
     ["Content-Type"] = "application/json",
-  }, modules[i % 2 + 1])
+  }, modules[i % #modules + 1])
 end

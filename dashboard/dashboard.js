@@ -385,8 +385,14 @@ function renderCards() {
       card = buildCard(key);
       container.append(card);
     }
-    const counts = state.stats?.[key] ?? {};
-    for (const field of ['activeNow', 'today', 'totalUsers']) {
+    const stats = state.stats?.[key];
+    // activeNow counts everyone present; idleNow those of them who are away
+    // from the keyboard, so the rest are active.
+    const counts = { ...stats };
+    if (Number.isFinite(stats?.activeNow) && Number.isFinite(stats?.idleNow)) {
+      counts.awakeNow = stats.activeNow - stats.idleNow;
+    }
+    for (const field of ['activeNow', 'awakeNow', 'idleNow', 'today', 'totalUsers']) {
       const node = card.querySelector(`[data-count="${field}"]`);
       const text = fmtNumber(counts[field]);
       if (node.textContent !== text) {
@@ -395,22 +401,22 @@ function renderCards() {
       }
     }
 
-    const stats = state.history?.modules?.[key];
-    const ok = Boolean(state.history && stats); // the last good history, even if a refresh failed
+    const figures = state.history?.modules?.[key];
+    const ok = Boolean(state.history && figures); // the last good history, even if a refresh failed
     // Without a history endpoint there are no window figures to show.
     card.querySelector('.window-figures').hidden = state.historyStatus === 'unavailable';
     for (const label of card.querySelectorAll('[data-window-label]')) label.textContent = windowLabel;
     const peak = card.querySelector('[data-stat="peak"]');
-    const peakValue = stats?.peakConcurrent?.value;
-    const peakAt = Date.parse(stats?.peakConcurrent?.at ?? '');
+    const peakValue = figures?.peakConcurrent?.value;
+    const peakAt = Date.parse(figures?.peakConcurrent?.at ?? '');
     peak.replaceChildren(ok ? fmtNumber(peakValue) : '–');
     if (ok && Number.isFinite(peakAt)) {
       peak.append(h('small', { text: ` at ${fmtClock(peakAt)}`, title: fmtDateTime(peakAt) }));
     }
     const average = card.querySelector('[data-stat="averageSession"]');
-    average.textContent = ok ? (stats.averageSessionSeconds == null ? '–' : fmtDuration(stats.averageSessionSeconds)) : '–';
-    average.title = ok && stats.averageSessionSeconds == null ? 'No session ended in this window' : '';
-    card.querySelector('[data-stat="sessionsStarted"]').textContent = ok ? fmtNumber(stats.sessionsStarted) : '–';
+    average.textContent = ok ? (figures.averageSessionSeconds == null ? '–' : fmtDuration(figures.averageSessionSeconds)) : '–';
+    average.title = ok && figures.averageSessionSeconds == null ? 'No session ended in this window' : '';
+    card.querySelector('[data-stat="sessionsStarted"]').textContent = ok ? fmtNumber(figures.sessionsStarted) : '–';
   }
 }
 
@@ -425,7 +431,12 @@ function buildCard(key) {
     h('div', { class: 'card-main' },
       h('div', { class: 'headline' },
         h('b', { 'data-count': 'activeNow', text: '–' }),
-        h('span', { text: 'active now' })),
+        h('span', { text: 'here now' })),
+      h('p', { class: 'presence-split muted' },
+        h('span', { class: 'dot active', 'aria-hidden': 'true' }),
+        h('b', { 'data-count': 'awakeNow', text: '–' }), ' active',
+        h('span', { class: 'dot idle', 'aria-hidden': 'true' }),
+        h('b', { 'data-count': 'idleNow', text: '–' }), ' idle'),
       h('dl', { class: 'counts' },
         h('div', {}, h('dt', { text: 'today' }), h('dd', { 'data-count': 'today', text: '–' })),
         h('div', {}, h('dt', { text: 'all time' }), h('dd', { 'data-count': 'totalUsers', text: '–' })))),
@@ -811,6 +822,8 @@ function sessionRow(session) {
       h('span', { class: 'user', text: session.userId }),
       session.clientId ? h('span', { class: 'client muted small', title: 'client id', text: session.clientId }) : null),
     h('td', { 'data-label': 'Module' }, h('span', { class: 'module-tag', text: session.module })),
+    h('td', { 'data-label': 'State' },
+      h('span', { class: `state ${session.state === 'idle' ? 'idle' : 'active'}`, text: session.state ?? 'active' })),
     h('td', { 'data-label': 'Page', class: 'wrap' }, session.page ? h('code', { text: session.page }) : missing()),
     h('td', { 'data-label': 'Resource', class: 'wrap' }, session.resource ? h('code', { text: session.resource }) : missing()),
     h('td', { 'data-label': 'Since' },

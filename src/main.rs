@@ -192,10 +192,16 @@ fn print_demo_banner(demo: &DemoKeys, addr: std::net::SocketAddr, now_ms: i64) {
     println!("  {token}");
     println!("Try:");
     println!(
-        "  curl -s -w '\\n' -X POST http://{addr}/api/stats/heartbeat -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{{\"module\":\"pms\"}}'"
+        "  curl -s -w '\\n' -X POST http://{addr}/api/stats/heartbeat -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{{\"module\":\"pms\",\"resource\":\"request:1\"}}'"
     );
     println!(
         "  curl -s -w '\\n' http://{addr}/api/stats/modules -H 'Authorization: Bearer {token}'"
+    );
+    println!(
+        "  curl -s -w '\\n' http://{addr}/api/presence/resources/request:1 -H 'Authorization: Bearer {token}'"
+    );
+    println!(
+        "  curl -s -w '\\n' -X POST http://{addr}/api/presence/users -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{{\"userIds\":[\"demo\"]}}'"
     );
     println!("Demo page (open it in two windows, as two users): http://{addr}/demo/");
     println!("Admin dashboard (paste the token above): http://{addr}/admin");

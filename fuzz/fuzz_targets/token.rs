@@ -487,10 +487,18 @@ fn model(claims: &Map<String, Value>, require_iss_aud: bool) -> Option<Caller> {
             .get("roles")
             .and_then(Value::as_array)
             .is_some_and(|roles| roles.iter().any(|r| r.as_str() == Some("admin")));
+    let profile = presence::domain::Profile::build(
+        ["name", "picture"]
+            .into_iter()
+            .filter_map(|c| claims.get(c).and_then(Value::as_str).map(|v| (c, v))),
+    );
     Some(Caller {
         user: presence::domain::UserId::parse(&user)?,
         admin,
         expires_at: Some(exp.saturating_add(LEEWAY_S).saturating_mul(1000)),
+        profile,
+        hidden: claims.get("presence_hidden") == Some(&Value::Bool(true)),
+        scope: presence::auth::Scope::from_claim(claims.get("presence_scope")),
     })
 }
 

@@ -122,6 +122,7 @@ impl App {
                 &config.args.jwt,
                 user,
                 role,
+                None,
                 Duration::from_secs(3600),
                 clock.now_ms(),
             )

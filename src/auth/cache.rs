@@ -24,7 +24,7 @@ use super::verify::Caller;
 
 /// What an entry costs besides its token, user id, profile and scope: the `Caller`, the
 /// boxed key, and the cache's own bookkeeping (an estimate).
-const ENTRY_OVERHEAD: u64 = 96;
+const ENTRY_OVERHEAD: u64 = 128;
 
 /// A typical token and user id, to size the cache's tables.
 const TYPICAL_ENTRY: u64 = 400;

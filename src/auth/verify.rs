@@ -39,8 +39,10 @@ pub struct Caller {
 pub struct Scope(Option<Arc<[Box<str>]>>);
 
 impl Scope {
-    /// The scope a claim value gives.
-    fn from_claim(value: Option<&Value>) -> Self {
+    /// The scope a claim value gives: a string is one pattern, an array
+    /// of strings is several, anything else (an array with a non-string
+    /// among them included) is none.
+    pub fn from_claim(value: Option<&Value>) -> Self {
         let patterns: Option<Vec<Box<str>>> = match value {
             Some(Value::String(s)) => Some(vec![s.as_str().into()]),
             Some(Value::Array(items)) => items.iter().map(|v| v.as_str().map(Into::into)).collect(),

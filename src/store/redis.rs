@@ -25,6 +25,11 @@
 //!   HyperLogLog: HLL's ~0.8 % error could report `today < activeNow`, and
 //!   the contract promises `activeNow <= today <= totalUsers`.
 //! - `{p}:res:<resource>` sets: the sessions whose latest heartbeat named it.
+//! - `{p}:awake:<code>` sorted sets: each user's latest live heartbeat of an
+//!   active session in the module; `idleNow` is `activeNow` less its count.
+//! - Per user, not per session: `{p}:seen` (sorted set, latest heartbeat,
+//!   for user status), `{p}:prof` (hash, the latest token's profile JSON)
+//!   and `{p}:hidden` (set, users whose latest token hid them).
 //!
 //! # One round trip, atomic
 //! Each operation is one Lua script (`src/store/redis/*.lua`, sharing

@@ -95,6 +95,12 @@ fn demo_mode_prints_a_token_and_curl_lines_that_work_as_printed() {
     let get = next_line_matching(&stdout, &mut out, |l| {
         l.contains("curl") && l.contains("/api/stats/modules")
     });
+    let viewers = next_line_matching(&stdout, &mut out, |l| {
+        l.contains("curl") && l.contains("/api/presence/resources/")
+    });
+    let users = next_line_matching(&stdout, &mut out, |l| {
+        l.contains("curl") && l.contains("/api/presence/users")
+    });
     let token = out[1].trim().to_owned();
     assert_eq!(
         token.matches('.').count(),
@@ -115,6 +121,15 @@ fn demo_mode_prints_a_token_and_curl_lines_that_work_as_printed() {
     assert_eq!(beat["success"], Value::Bool(true), "{beat}");
     let modules = run(&get);
     assert_eq!(modules["procurement"]["activeNow"], 1, "{modules}");
+    let viewers = run(&viewers);
+    assert_eq!(viewers["count"], 1, "{viewers}");
+    assert_eq!(
+        viewers["viewers"][0]["profile"]["name"], "Demo Admin",
+        "demo tokens carry a name: {viewers}"
+    );
+    let users = run(&users);
+    assert_eq!(users["users"]["demo"]["state"], "active", "{users}");
+    assert_eq!(users["users"]["demo"]["modules"][0], "pms", "{users}");
     // A token from an earlier run was signed with that run's random key.
     let stale = run(&get.replace(&token, &token_for("an-earlier-run", "demo")));
     assert_eq!(stale["code"], "unauthorized", "{stale}");

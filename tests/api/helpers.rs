@@ -146,6 +146,15 @@ impl TestApp {
         sign(&json!({"sub": user, "exp": self.now_s() + 3600}))
     }
 
+    /// A valid token for `user` with extra claims (a `name`, a scope, ...).
+    pub fn token_with(&self, user: &str, claims: &Value) -> String {
+        let mut all = json!({"sub": user, "exp": self.now_s() + 3600});
+        for (k, v) in claims.as_object().into_iter().flatten() {
+            all[k] = v.clone();
+        }
+        sign(&all)
+    }
+
     /// A valid admin token for `user`.
     pub fn admin_token(&self, user: &str) -> String {
         sign(&json!({"sub": user, "exp": self.now_s() + 3600, "role": "admin"}))

@@ -7,16 +7,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use super::helpers::{SECRET, TestApp, assert_error, sign, spawn_app, spawn_app_with};
-
-/// A token for `user` with extra claims, valid for an hour of app time.
-fn token_with(app: &TestApp, user: &str, claims: &Value) -> String {
-    let mut all = json!({"sub": user, "exp": app.now_s() + 3600});
-    for (k, v) in claims.as_object().unwrap() {
-        all[k] = v.clone();
-    }
-    sign(&all)
-}
+use super::helpers::{SECRET, TestApp, assert_error, spawn_app, spawn_app_with};
 
 /// POSTs user status for `ids` with `token`.
 async fn users(app: &TestApp, token: &str, body: &Value) -> reqwest::Response {
@@ -76,8 +67,7 @@ async fn the_heartbeat_state_is_active_or_idle_and_idle_now_counts_it() {
 async fn viewers_show_names_and_state_and_never_a_hidden_user() {
     let app = spawn_app().await;
     let long = "x".repeat(257);
-    let ann = token_with(
-        &app,
+    let ann = app.token_with(
         "7",
         &json!({"name": "Ann Lee", "picture": long, "email": "ann@example.com"}),
     );
@@ -89,14 +79,10 @@ async fn viewers_show_names_and_state_and_never_a_hidden_user() {
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     app.clock.advance(Duration::from_secs(1));
-    let bob = token_with(
-        &app,
-        "8",
-        &json!({"name": 42, "picture": "https://x/b.png"}),
-    );
+    let bob = app.token_with("8", &json!({"name": 42, "picture": "https://x/b.png"}));
     app.beat(&bob, json!({"module": "pms", "resource": "request:1"}))
         .await;
-    let hal = token_with(&app, "9", &json!({"name": "Hal", "presence_hidden": true}));
+    let hal = app.token_with("9", &json!({"name": "Hal", "presence_hidden": true}));
     app.beat(&hal, json!({"module": "pms", "resource": "request:1"}))
         .await;
     let (status, body) = app
@@ -150,7 +136,7 @@ async fn viewers_show_names_and_state_and_never_a_hidden_user() {
 #[tokio::test]
 async fn without_profile_claims_nobody_has_a_profile() {
     let app = spawn_app_with(&["--jwt-secret", SECRET, "--profile-claims", "none"]).await;
-    let ann = token_with(&app, "7", &json!({"name": "Ann"}));
+    let ann = app.token_with("7", &json!({"name": "Ann"}));
     app.beat(&ann, json!({"module": "pms", "resource": "r"}))
         .await;
     let (_, body) = app.get("/api/presence/resources/r", &app.token("a")).await;
@@ -160,7 +146,7 @@ async fn without_profile_claims_nobody_has_a_profile() {
 #[tokio::test]
 async fn user_status_answers_one_entry_per_distinct_id() {
     let app = spawn_app().await;
-    let ann = token_with(&app, "42", &json!({"name": "Ann"}));
+    let ann = app.token_with("42", &json!({"name": "Ann"}));
     app.beat(&ann, json!({"module": "ih", "clientId": "a"}))
         .await;
     app.beat(
@@ -239,13 +225,9 @@ async fn scoped_visibility_needs_a_matching_scope_claim() {
     let app = spawn_app_with(&["--jwt-secret", SECRET, "--presence-visibility", "scoped"]).await;
     app.beat_ok("1", json!({"module": "pms", "resource": "request:1"}))
         .await;
-    let scoped = token_with(
-        &app,
-        "2",
-        &json!({"presence_scope": ["request:*", "doc:7"]}),
-    );
-    let one = token_with(&app, "3", &json!({"presence_scope": "request:1"}));
-    let broken = token_with(&app, "4", &json!({"presence_scope": ["request:*", 5]}));
+    let scoped = app.token_with("2", &json!({"presence_scope": ["request:*", "doc:7"]}));
+    let one = app.token_with("3", &json!({"presence_scope": "request:1"}));
+    let broken = app.token_with("4", &json!({"presence_scope": ["request:*", 5]}));
     let admin = app.admin_token("root");
     for (token, path, allowed) in [
         (&scoped, "/api/presence/resources/request:1", true),
@@ -339,4 +321,32 @@ async fn reads_of_viewers_and_user_status_count_toward_the_rate_limit() {
     assert_eq!(status, StatusCode::OK, "per user");
     let (status, _) = app.get("/api/stats/modules", &token).await;
     assert_eq!(status, StatusCode::OK, "module stats are not limited");
+}
+
+#[tokio::test]
+async fn user_status_in_process_through_the_router() {
+    use axum::body::Body;
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+
+    let app = spawn_app().await;
+    app.beat_ok("1", json!({"module": "ih", "state": "idle"}))
+        .await;
+    let router = presence::app(app.state.clone(), &[]);
+    let request = axum::http::Request::post("/api/presence/users")
+        .header("authorization", format!("Bearer {}", app.token("asker")))
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"userIds":[1,"2"]}"#))
+        .unwrap();
+    let response = router.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), axum::http::StatusCode::OK);
+    let body: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(
+        body["users"],
+        json!({
+            "1": {"state": "idle", "modules": ["ih"], "lastSeen": "2026-01-14T09:30:00.000Z"},
+            "2": {"state": "offline", "modules": [], "lastSeen": null},
+        })
+    );
 }

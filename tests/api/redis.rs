@@ -74,10 +74,53 @@ async fn two_instances_on_one_redis_agree_on_everything() {
         .collect();
     assert_eq!(viewers, ["1", "2"]);
 
+    // A state and a profile recorded on one instance are what the other
+    // lists, in viewers and user status; a hidden user on neither.
+    let named = a.token_with("2", &json!({"name": "Bea"}));
+    let response = a
+        .beat(
+            &named,
+            json!({"module": "ih", "resource": "request:123", "state": "idle"}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let hidden = a.token_with("4", &json!({"presence_hidden": true}));
+    a.beat(&hidden, json!({"module": "ih", "resource": "request:123"}))
+        .await;
+    let (_, vb) = b.get(path, &b.token("9")).await;
+    assert_eq!(vb["count"], json!(2), "{vb}");
+    assert_eq!(vb["viewers"][1]["state"], json!("idle"));
+    assert_eq!(vb["viewers"][1]["profile"], json!({"name": "Bea"}));
+    assert_eq!(b.modules().await["innovation"]["idleNow"], json!(1));
+    let status = |app: &TestApp| {
+        let request = app
+            .client
+            .post(app.url("/api/presence/users"))
+            .bearer_auth(app.token("9"))
+            .json(&json!({"userIds": [1, "2", "4"]}));
+        async move {
+            let mut body: Value = request.send().await.unwrap().json().await.unwrap();
+            body.as_object_mut().unwrap().remove("timestamp");
+            body
+        }
+    };
+    let (ua, ub) = (status(&a).await, status(&b).await);
+    assert_eq!(ua, ub);
+    assert_eq!(ub["users"]["2"]["state"], json!("idle"), "{ub}");
+    assert_eq!(ub["users"]["1"]["modules"], json!(["pms", "ih"]), "{ub}");
+    assert_eq!(
+        ub["users"]["4"],
+        json!({"state": "offline", "modules": [], "lastSeen": null})
+    );
+
     // A leave on one instance is seen by the other at once.
     assert_eq!(b.leave("1", "?all=true").await, StatusCode::NO_CONTENT);
     assert_eq!(a.counts("procurement").await[0], 1);
-    assert_eq!(a.counts("innovation").await[0], 1);
+    assert_eq!(
+        a.counts("innovation").await[0],
+        2,
+        "2, and 4, hidden but counted"
+    );
 }
 
 #[tokio::test]

@@ -740,9 +740,8 @@ async fn a_restart_keeps_states_profiles_hidden_users_and_last_seen() {
     let dir = StateDir::new();
     let clock = new_clock();
     let before = dir.app(&clock, &[]).await;
-    let exp = before.now_s() + 3600;
-    let ann = super::helpers::sign(&json!({"sub": "7", "exp": exp, "name": "Ann"}));
-    let hal = super::helpers::sign(&json!({"sub": "9", "exp": exp, "presence_hidden": true}));
+    let ann = before.token_with("7", &json!({"name": "Ann"}));
+    let hal = before.token_with("9", &json!({"presence_hidden": true}));
     let beat = |token: String, body: Value| {
         let before = &before;
         async move {

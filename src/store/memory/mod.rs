@@ -271,7 +271,7 @@ impl MemoryStore {
         None
     }
 
-    fn heartbeat_sync(&self, beat: Heartbeat) -> HeartbeatAck {
+    fn heartbeat_sync(&self, mut beat: Heartbeat) -> HeartbeatAck {
         let Locked {
             mut state,
             now,
@@ -287,7 +287,7 @@ impl MemoryStore {
             cutoff,
             self.shared.max_sessions_per_user,
         );
-        let (profile, hidden) = (beat.profile.clone(), beat.hidden);
+        let (profile, hidden) = (beat.profile.take(), beat.hidden);
         state.upsert(uid, beat, now);
         state.recount_user(uid, before);
         state.remember_user(uid, now, profile, hidden);

@@ -23,6 +23,12 @@
 //!   users whose session was live at midnight, so `activeNow <= today`
 //!   holds across the rollover too.
 //! - `resources`: which sessions last named each resource.
+//! - `idle`: per module, the users whose sessions there are all idle, kept
+//!   by the same recount as `active` (a user's [`Presence`]: where they
+//!   have sessions, and where an active one).
+//! - Per user, not per session: `last_seen` (8 bytes a user),
+//!   `profiles` (only users whose latest token had one) and `hidden`
+//!   (one bit a user).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
