@@ -109,7 +109,7 @@ async fn run(mut config: Config) -> ExitCode {
     if let presence::store::Store::Redis(redis) = &state.store {
         tokio::spawn(report_redis(
             redis.clone(),
-            args.redis_url_for_logs(),
+            args.redis_for_logs(),
             args.redis_key_prefix.clone(),
         ));
     }
@@ -136,15 +136,17 @@ async fn run(mut config: Config) -> ExitCode {
 }
 
 /// Says which Redis this instance uses (`url` without its password) and
-/// whether it answers, and when it does, whether it may evict keys. In the
-/// background: the service starts and serves either way, and serves
-/// heartbeats once Redis answers.
+/// whether it answers, and when it does, whether it may evict keys and
+/// whether it holds as many shards as `REDIS_SHARDS` says (exiting with
+/// status 2 when not). In the background: the service starts either way,
+/// and serves heartbeats once Redis answers (the store itself refuses every
+/// call until the shard count is checked).
 async fn report_redis(redis: presence::store::RedisStore, url: String, prefix: String) {
     use presence::store::SessionStore as _;
+    let shards = redis.shard_count();
     match tokio::time::timeout(std::time::Duration::from_secs(2), redis.ping()).await {
         Ok(Ok(())) => {
-            tracing::info!(%url, %prefix, "using Redis; it answered");
-            redis.check_eviction_policy().await;
+            tracing::info!(%url, %prefix, shards, "using Redis; it answered");
         }
         Ok(Err(e)) => {
             tracing::warn!(%url, %prefix, error = %e, "using Redis, which does not answer yet; requests get 503 until it does")
@@ -153,6 +155,19 @@ async fn report_redis(redis: presence::store::RedisStore, url: String, prefix: S
             tracing::warn!(%url, %prefix, "using Redis, which did not answer within 2 s; requests get 503 until it does")
         }
     }
+    let recorded = loop {
+        match redis.recorded_shards().await {
+            Ok(recorded) => break recorded,
+            Err(_) => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
+        }
+    };
+    if usize::from(recorded) != shards {
+        let line = format!("REDIS_SHARDS: {}", redis.shard_mismatch(recorded));
+        tracing::error!("{line}");
+        let _exit: ExitCode = config_failure(&line);
+        std::process::exit(2);
+    }
+    redis.check_eviction_policy().await;
 }
 
 /// Demo mode: warn, and print a token and a curl line that work as printed.

@@ -26,7 +26,7 @@ pub(crate) mod users;
 pub use history::History;
 use memory::MemoryConfig;
 pub use memory::MemoryStore;
-pub use redis::{RedisConfig, RedisStore, TimeSource};
+pub use redis::{RedisConfig, RedisStore, TimeSource, Topology};
 
 /// Told of every session that ends, for the session-length metric.
 pub trait SessionObserver: Send + Sync + std::fmt::Debug + 'static {
@@ -325,7 +325,7 @@ impl Store {
             )),
             StoreKind::Redis => Self::Redis(
                 RedisStore::new(RedisConfig::from_args(args), clock, redis_time, observer)
-                    .map_err(|e| ConfigError::new("REDIS_URL", e.to_string()))?,
+                    .map_err(|e| ConfigError::new(redis_variable(args), e.to_string()))?,
             ),
         })
     }
@@ -336,6 +336,17 @@ impl Store {
             Self::Memory(_) => "memory",
             Self::Redis(_) => "redis",
         }
+    }
+}
+
+/// The variable that says where Redis is, for an error about it.
+fn redis_variable(args: &ServeArgs) -> &'static str {
+    if !args.redis_sentinels.is_empty() {
+        "REDIS_SENTINELS"
+    } else if !args.redis_cluster_nodes.is_empty() {
+        "REDIS_CLUSTER_NODES"
+    } else {
+        "REDIS_URL"
     }
 }
 

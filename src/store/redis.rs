@@ -1,8 +1,15 @@
 //! The Redis store: every instance behind a load balancer sees one truth.
 //!
 //! # Data model
-//! All keys live under one hash tag, `{REDIS_KEY_PREFIX}`, so the scripts
-//! also run on Redis Cluster.
+//! Users are partitioned into `REDIS_SHARDS` shards by a hash of their id
+//! ([`shard_of`]); every key of a shard lives under its hash tag, written
+//! `{p}` below: `{REDIS_KEY_PREFIX}` with one shard (the layout from before
+//! shards, so an existing deployment keeps its data), `{REDIS_KEY_PREFIX:n}`
+//! for shard n of several. One shard's keys share a slot, so each script
+//! runs on one node of a Redis Cluster, and the shards spread over its
+//! masters.
+//! - `{REDIS_KEY_PREFIX}:shards`: the shard count in use, recorded by the
+//!   first instance; an instance configured with another refuses to start.
 //! - `{p}:sess:<user>` hash: client id (`""` for the default session) to the
 //!   session as JSON (module, startedAt, resourceSince, lastSeen, page,
 //!   resource); the source of truth. Expires `SESSION_TTL` + 1 h after the
@@ -27,9 +34,19 @@
 //! # One round trip, atomic
 //! Each operation is one Lua script (`src/store/redis/*.lua`, sharing
 //! `prelude.lua`), loaded once and called by its SHA (`EVALSHA`, reloaded
-//! by the client on `NOSCRIPT`). A script runs atomically, so concurrent
-//! heartbeats of one user on two instances can never leave a session
-//! counted in two modules.
+//! by the client on `NOSCRIPT`, on every master of a cluster). A script
+//! runs atomically, so concurrent heartbeats of one user on two instances
+//! can never leave a session counted in two modules.
+//!
+//! # Shards
+//! A heartbeat or a leave is one script on its user's shard. A read asks
+//! every shard at once and combines the answers: a user lives in exactly
+//! one shard, so counts are exact sums, and viewer lists and session pages
+//! exact merges. The `activeUsers` of a heartbeat's answer is its shard's
+//! count plus the other shards' as last seen (exact with one shard). A
+//! minute's sample is the sum of the shards' counts, recorded on shard 0;
+//! its peak is the sum of the shards' peaks, exact with one shard and an
+//! upper bound with several (the shards need not peak at the same instant).
 //!
 //! # One clock
 //! In production the scripts read Redis's own clock (`TIME`), so instances
@@ -41,18 +58,25 @@
 //! is off by less than a day still files heartbeats under the right date.
 //!
 //! # Faults
-//! The connection is a `redis::aio::ConnectionManager`: multiplexed,
-//! reconnecting by itself with back-off, with connection and response
-//! timeouts of `REDIS_TIMEOUT`, so with Redis gone requests answer 503
+//! The connection ([`conn`]) reconnects by itself (and follows Sentinel and
+//! Cluster fail-overs), with connection and response timeouts of
+//! `REDIS_TIMEOUT`, so with Redis gone requests answer 503
 //! `store_unavailable` quickly and service resumes when Redis returns.
 
+mod conn;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono_tz::Tz;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use futures_util::future::try_join_all;
 use redis::{FromRedisValue, Script, ScriptInvocation, Value};
 use serde::Deserialize;
+
+use conn::Conn;
+pub use conn::Topology;
 
 use super::history::{History, MinuteBucket, ModuleMinute};
 use super::{
@@ -83,10 +107,13 @@ macro_rules! script {
 /// What the Redis store needs to know.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// `REDIS_URL`.
-    pub url: String,
+    /// Where Redis is: `REDIS_URL`, `REDIS_SENTINELS` or
+    /// `REDIS_CLUSTER_NODES`.
+    pub topology: Topology,
     /// `REDIS_KEY_PREFIX`, without the braces of the hash tag.
     pub key_prefix: String,
+    /// `REDIS_SHARDS`: how many partitions users are hashed into.
+    pub shards: u16,
     /// The module registry.
     pub modules: Modules,
     /// How long a session lives without a heartbeat.
@@ -99,9 +126,24 @@ pub struct RedisConfig {
 
 impl RedisConfig {
     pub(crate) fn from_args(args: &crate::config::ServeArgs) -> Self {
+        let topology = if !args.redis_sentinels.is_empty() {
+            Topology::Sentinel {
+                sentinels: args.redis_sentinels.clone(),
+                master: args.redis_sentinel_master.clone().unwrap_or_default(),
+            }
+        } else if !args.redis_cluster_nodes.is_empty() {
+            Topology::Cluster {
+                nodes: args.redis_cluster_nodes.clone(),
+            }
+        } else {
+            Topology::Single {
+                url: args.redis_url().to_owned(),
+            }
+        };
         Self {
-            url: args.redis_url.clone(),
+            topology,
             key_prefix: args.redis_key_prefix.clone(),
+            shards: args.redis_shards,
             modules: args.modules.clone(),
             session_ttl: args.session_ttl,
             timezone: args.stats_timezone,
@@ -138,15 +180,29 @@ struct Scripts {
     history: Script,
     live_sessions: Script,
     users: Script,
+    layout: Script,
+}
+
+/// One partition of the users: the hash tag its keys live under.
+#[derive(Debug)]
+struct Shard {
+    tag: String,
+    time_key: String,
 }
 
 /// Sessions in Redis. Cheap to clone: clones share the connection.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
     scripts: Arc<Scripts>,
-    tag: String,
-    time_key: String,
+    shards: Arc<[Shard]>,
+    /// `{REDIS_KEY_PREFIX}`: where the shard count is recorded.
+    base_tag: String,
+    /// Each shard's users active anywhere, as its latest answer said: the
+    /// other shards' part of a heartbeat's `activeUsers`.
+    anywhere: Arc<[AtomicU64]>,
+    /// Set once Redis is known to hold as many shards as configured.
+    layout_checked: Arc<tokio::sync::OnceCell<()>>,
     codes: String,
     config: Arc<RedisConfig>,
     time: TimeSource,
@@ -159,33 +215,41 @@ pub struct RedisStore {
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
-            .field("tag", &self.tag)
+            .field("tag", &self.base_tag)
+            .field("shards", &self.shards.len())
             .field("time", &self.time)
             .finish_non_exhaustive()
     }
 }
 
 impl RedisStore {
-    /// A store on `config.url`. Does not wait for Redis: the first calls
-    /// connect, so the service starts (and `/readyz` says 503) while Redis
-    /// is still down.
+    /// A store on `config.topology`. Does not wait for Redis: the first
+    /// calls connect, so the service starts (and `/readyz` says 503) while
+    /// Redis is still down.
     ///
     /// # Errors
-    /// The URL cannot be parsed.
+    /// An address cannot be parsed.
     pub fn new(
         config: RedisConfig,
         clock: Arc<dyn Clock>,
         time: TimeSource,
         observer: Arc<dyn SessionObserver>,
     ) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(config.url.as_str())?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)?;
-        let tag = format!("{{{}}}", config.key_prefix);
+        let conn = Conn::new(&config.topology)?;
+        let base_tag = format!("{{{}}}", config.key_prefix);
+        let shards: Arc<[Shard]> = (0..config.shards.max(1))
+            .map(|n| {
+                let tag = if config.shards <= 1 {
+                    base_tag.clone()
+                } else {
+                    format!("{{{}:{n}}}", config.key_prefix)
+                };
+                Shard {
+                    time_key: format!("{tag}:time"),
+                    tag,
+                }
+            })
+            .collect();
         let codes = config
             .modules
             .ids()
@@ -205,9 +269,12 @@ impl RedisStore {
                 history: script!("history.lua"),
                 live_sessions: script!("live_sessions.lua"),
                 users: script!("users.lua"),
+                layout: Script::new(include_str!("redis/layout.lua")),
             }),
-            time_key: format!("{tag}:time"),
-            tag,
+            anywhere: shards.iter().map(|_| AtomicU64::new(0)).collect(),
+            shards,
+            base_tag,
+            layout_checked: Arc::default(),
             codes,
             config: Arc::new(config),
             time,
@@ -222,6 +289,12 @@ impl RedisStore {
     /// returns the two integers.
     async fn call_ending(&self, inv: &ScriptInvocation<'_>) -> Result<(i64, Millis), StoreError> {
         let flat: Vec<Value> = self.call(inv).await?;
+        self.ending(flat)
+    }
+
+    /// Reads a reply of two integers followed by ended sessions; see
+    /// [`call_ending`](Self::call_ending).
+    fn ending(&self, flat: Vec<Value>) -> Result<(i64, Millis), StoreError> {
         let mut it = flat.into_iter();
         let (Some(first), Some(at)) = (it.next(), it.next()) else {
             return Err(malformed("short reply"));
@@ -265,14 +338,15 @@ impl RedisStore {
         Arc::clone(&cached.text)
     }
 
-    /// Prepares `script` with the prelude's arguments.
-    fn invocation<'a>(&self, script: &'a Script) -> ScriptInvocation<'a> {
+    /// Prepares `script` on `shard` with the prelude's arguments.
+    fn invocation<'a>(&self, script: &'a Script, shard: usize) -> ScriptInvocation<'a> {
         let now = match &self.time {
             TimeSource::Redis => String::new(),
             TimeSource::Clock(clock) => clock.now_ms().to_string(),
         };
-        let mut inv = script.key(&self.time_key);
-        inv.arg(&self.tag)
+        let shard = &self.shards[shard];
+        let mut inv = script.key(&shard.time_key);
+        inv.arg(&shard.tag)
             .arg(duration_ms(self.config.session_ttl))
             .arg(now)
             .arg(&*self.day_window())
@@ -317,9 +391,107 @@ impl RedisStore {
     }
 
     async fn call<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> Result<T, StoreError> {
+        self.check_layout().await?;
         let mut conn = self.conn.clone();
         inv.invoke_async(&mut conn).await.map_err(store_error)
     }
+
+    /// Runs `script` on every shard at once (with `args` after the
+    /// prelude's), the replies in shard order.
+    async fn on_every_shard<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        args: &[&str],
+    ) -> Result<Vec<T>, StoreError> {
+        try_join_all((0..self.shards.len()).map(|shard| async move {
+            let mut inv = self.invocation(script, shard);
+            for arg in args {
+                inv.arg(*arg);
+            }
+            self.call::<T>(&inv).await
+        }))
+        .await
+    }
+
+    /// The shard a user lives in.
+    fn shard_of(&self, user: &UserId) -> usize {
+        shard_of(user.as_str(), self.shards.len())
+    }
+
+    /// The shard count recorded in Redis for this key prefix, recording the
+    /// configured one when there is none yet (1 when data from before shards
+    /// is there).
+    ///
+    /// # Errors
+    /// Redis cannot be reached.
+    pub async fn recorded_shards(&self) -> Result<u16, StoreError> {
+        let mut conn = self.conn.clone();
+        let recorded: i64 = self
+            .scripts
+            .layout
+            .key(format!("{}:shards", self.base_tag))
+            .key(format!("{}:time", self.base_tag))
+            .key(format!("{}:day", self.base_tag))
+            .arg(self.shards.len())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(store_error)?;
+        u16::try_from(recorded).map_err(|_| malformed("shard count"))
+    }
+
+    /// Refuses every call until Redis is known to hold as many shards as
+    /// configured: with another count, users would be looked for in the
+    /// wrong shards. Checked once; start-up exits on a mismatch.
+    async fn check_layout(&self) -> Result<(), StoreError> {
+        if self.layout_checked.initialized() {
+            return Ok(());
+        }
+        self.layout_checked
+            .get_or_try_init(|| async {
+                let recorded = self.recorded_shards().await?;
+                if usize::from(recorded) == self.shards.len() {
+                    Ok(())
+                } else {
+                    Err(StoreError::Backend(self.shard_mismatch(recorded)))
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// What is wrong when Redis holds `recorded` shards.
+    pub fn shard_mismatch(&self, recorded: u16) -> String {
+        format!(
+            "is {}, but Redis holds this deployment's data (REDIS_KEY_PREFIX {}) in {recorded} \
+             shard(s), as recorded in {}:shards; set REDIS_SHARDS={recorded}, or use a new \
+             REDIS_KEY_PREFIX to start over with another count",
+            self.shards.len(),
+            self.config.key_prefix,
+            self.base_tag
+        )
+    }
+
+    /// How many shards this store is configured with.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+}
+
+/// The shard of a user id among `shards`: FNV-1a over its bytes, a hash
+/// fixed forever (every instance, every version must agree).
+fn shard_of(user: &str, shards: usize) -> usize {
+    if shards <= 1 {
+        return 0;
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in user.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    // The remainder is below `shards`, a usize.
+    #[allow(clippy::cast_possible_truncation, reason = "below shards")]
+    let shard = (hash % shards as u64) as usize;
+    shard
 }
 
 #[allow(
@@ -330,7 +502,14 @@ fn store_error(e: redis::RedisError) -> StoreError {
     // A full Redis (`maxmemory` reached under `noeviction`, which it must
     // run with) refuses writes with OOM: an outage to wait out, not a bug.
     let full = e.code() == Some("OOM");
+    // A fail-over under way: a demoted master, a cluster without a master
+    // for a slot yet, a replica still loading.
+    let failing_over = matches!(
+        e.code(),
+        Some("READONLY" | "MASTERDOWN" | "LOADING" | "CLUSTERDOWN" | "TRYAGAIN")
+    ) || e.is_cluster_error();
     if full
+        || failing_over
         || e.is_io_error()
         || e.is_timeout()
         || e.is_connection_dropped()
@@ -400,9 +579,91 @@ fn text(v: Value) -> Result<String, StoreError> {
     redis::from_redis_value(v).map_err(|_| malformed("expected a string"))
 }
 
+/// One shard's page of the session list, rows as the script gave them.
+struct ShardPage {
+    at: Millis,
+    more: bool,
+    /// Member, score, session JSON ("" if gone).
+    rows: Vec<(String, Millis, String)>,
+}
+
+impl ShardPage {
+    fn parse(flat: Vec<Value>) -> Result<Self, StoreError> {
+        let mut it = flat.into_iter();
+        let at = int(&it.next().ok_or_else(|| malformed("empty page"))?)?;
+        let more = int(&it.next().ok_or_else(|| malformed("empty page"))?)? == 1;
+        let mut rows = Vec::new();
+        while let (Some(member), Some(score), Some(raw)) = (it.next(), it.next(), it.next()) {
+            let score: Millis = text(score)?
+                .parse::<f64>()
+                .map(ms)
+                .map_err(|_| malformed("score"))?;
+            rows.push((text(member)?, score, text(raw)?));
+        }
+        Ok(Self { at, more, rows })
+    }
+}
+
+/// One shard's minutes of history, by minute start.
+fn parse_history(
+    flat: Vec<Value>,
+    modules: &Modules,
+) -> Result<(Millis, Vec<MinuteBucket>), StoreError> {
+    let mut it = flat.into_iter();
+    let at = int(&it.next().ok_or_else(|| malformed("empty history"))?)?;
+    let mut buckets = Vec::new();
+    while let (Some(start), Some(fields)) = (it.next(), it.next()) {
+        let mut bucket = MinuteBucket {
+            start: int(&start)?,
+            modules: vec![ModuleMinute::default(); modules.len()],
+        };
+        for _ in 0..int(&fields)? / 2 {
+            let (Some(name), Some(value)) = (it.next(), it.next()) else {
+                return Err(malformed("history fields"));
+            };
+            let (name, value) = (text(name)?, text(value)?);
+            let Some((code, field)) = name.rsplit_once(':') else {
+                continue;
+            };
+            let Some(id) = modules.by_code(code) else {
+                continue; // a module no longer in the registry
+            };
+            let n: u64 = value.parse().map_err(|_| malformed("history value"))?;
+            let minute = &mut bucket.modules[id.index()];
+            match field {
+                "s" => minute.sample = Some(n),
+                "p" => minute.peak = n,
+                "pa" => minute.peak_at = Millis::try_from(n).ok(),
+                "st" => minute.started = n,
+                "e" => minute.ended = n,
+                "ems" => minute.ended_ms = n,
+                _ => {}
+            }
+        }
+        buckets.push(bucket);
+    }
+    Ok((at, buckets))
+}
+
+/// Adds one shard's minute to the sum of the others'. Counts add up (a
+/// session lives in one shard); the peak is the sum of the shards' peaks
+/// reached when the last of them was, at least the sample.
+fn add_minute(sum: &mut ModuleMinute, shard: &ModuleMinute) {
+    sum.sample = match (sum.sample, shard.sample) {
+        (Some(a), Some(b)) => Some(a.saturating_add(b)),
+        (a, b) => a.or(b),
+    };
+    sum.peak = sum.peak.saturating_add(shard.peak);
+    sum.peak_at = sum.peak_at.max(shard.peak_at);
+    sum.started = sum.started.saturating_add(shard.started);
+    sum.ended = sum.ended.saturating_add(shard.ended);
+    sum.ended_ms = sum.ended_ms.saturating_add(shard.ended_ms);
+}
+
 impl SessionStore for RedisStore {
     async fn heartbeat(&self, beat: Heartbeat) -> Result<HeartbeatAck, StoreError> {
-        let mut inv = self.invocation(&self.scripts.heartbeat);
+        let shard = self.shard_of(&beat.user);
+        let mut inv = self.invocation(&self.scripts.heartbeat, shard);
         let module = &self.config.modules.get(beat.module).code;
         inv.arg(beat.user.as_str())
             .arg(field(beat.client.as_ref()))
@@ -414,15 +675,28 @@ impl SessionStore for RedisStore {
             .arg(beat.profile.as_ref().map_or("", Profile::as_json))
             .arg(if beat.hidden { "1" } else { "0" });
         let (active, at) = self.call_ending(&inv).await?;
+        let active = u64::try_from(active).unwrap_or(0);
+        self.anywhere[shard].store(active, Ordering::Relaxed);
+        // With shards, the others' part is as last seen: exact enough for
+        // a client's display, not for metrics.
+        let exact = self.shards.len() == 1;
+        let active_users = if exact {
+            active
+        } else {
+            self.anywhere
+                .iter()
+                .map(|n| n.load(Ordering::Relaxed))
+                .sum()
+        };
         Ok(HeartbeatAck {
-            active_users: u64::try_from(active).unwrap_or(0),
-            exact: true,
+            active_users,
+            exact,
             at,
         })
     }
 
     async fn leave(&self, user: &UserId, which: Leave) -> Result<usize, StoreError> {
-        let mut inv = self.invocation(&self.scripts.leave);
+        let mut inv = self.invocation(&self.scripts.leave, self.shard_of(user));
         inv.arg(user.as_str());
         match &which {
             Leave::All => inv.arg("all").arg(""),
@@ -433,53 +707,62 @@ impl SessionStore for RedisStore {
     }
 
     async fn module_counts(&self) -> Result<CountsAt, StoreError> {
-        let inv = self.invocation(&self.scripts.counts);
-        let flat: Vec<u64> = self.call(&inv).await?;
-        let [at, users_anywhere, rest @ ..] = flat.as_slice() else {
-            return Err(malformed("short counts"));
+        let replies: Vec<Vec<u64>> = self.on_every_shard(&self.scripts.counts, &[]).await?;
+        let mut total = CountsAt {
+            counts: vec![ModuleCounts::default(); self.config.modules.len()],
+            users_anywhere: 0,
+            at: 0,
         };
-        let counts: Vec<ModuleCounts> = rest
-            .chunks_exact(4)
-            .map(|c| ModuleCounts {
-                active_now: c[0],
-                idle_now: c[1],
-                today: c[2],
-                total_users: c[3],
-            })
-            .collect();
-        if counts.len() != self.config.modules.len() {
-            return Err(malformed("counts for another module registry"));
+        for (shard, flat) in replies.iter().enumerate() {
+            let [at, users_anywhere, rest @ ..] = flat.as_slice() else {
+                return Err(malformed("short counts"));
+            };
+            if rest.len() != 4 * total.counts.len() {
+                return Err(malformed("counts for another module registry"));
+            }
+            for (sum, c) in total.counts.iter_mut().zip(rest.chunks_exact(4)) {
+                sum.active_now += c[0];
+                sum.idle_now += c[1];
+                sum.today += c[2];
+                sum.total_users += c[3];
+            }
+            self.anywhere[shard].store(*users_anywhere, Ordering::Relaxed);
+            total.users_anywhere += users_anywhere;
+            total.at = total.at.max(Millis::try_from(*at).unwrap_or_default());
         }
-        Ok(CountsAt {
-            counts,
-            users_anywhere: *users_anywhere,
-            at: Millis::try_from(*at).unwrap_or_default(),
-        })
+        Ok(total)
     }
 
     async fn resource_viewers(&self, resource: &ResourceId) -> Result<ResourceViewers, StoreError> {
-        let mut inv = self.invocation(&self.scripts.viewers);
-        inv.arg(resource.as_str()).arg(MAX_LISTED_VIEWERS);
-        let flat: Vec<Value> = self.call(&inv).await?;
-        let mut it = flat.into_iter();
-        let at = int(&it.next().ok_or_else(|| malformed("empty viewers"))?)?;
-        let count = int(&it.next().ok_or_else(|| malformed("no viewer count"))?)?;
+        // Each shard counts its visible viewers and lists its first
+        // MAX_LISTED_VIEWERS; the global first ones are among those.
+        let limit = MAX_LISTED_VIEWERS.to_string();
+        let replies: Vec<Vec<Value>> = self
+            .on_every_shard(&self.scripts.viewers, &[resource.as_str(), &limit])
+            .await?;
         let mut viewers = Vec::new();
-        while let (Some(user), Some(since), Some(last), Some(idle), Some(prof)) =
-            (it.next(), it.next(), it.next(), it.next(), it.next())
-        {
-            // An id today's rules refuse (stored before they did) is skipped,
-            // not a 500 for everyone who looks at the resource.
-            let Some(user) = UserId::parse(&text(user)?) else {
-                continue;
-            };
-            viewers.push(Viewer {
-                user,
-                since: int(&since)?,
-                last_seen: int(&last)?,
-                state: activity(int(&idle)? == 1),
-                profile: profile(prof)?,
-            });
+        let mut at = 0;
+        let mut count = 0;
+        for flat in replies {
+            let mut it = flat.into_iter();
+            at = int(&it.next().ok_or_else(|| malformed("empty viewers"))?)?.max(at);
+            count += int(&it.next().ok_or_else(|| malformed("no viewer count"))?)?;
+            while let (Some(user), Some(since), Some(last), Some(idle), Some(prof)) =
+                (it.next(), it.next(), it.next(), it.next(), it.next())
+            {
+                // An id today's rules refuse (stored before they did) is
+                // skipped, not a 500 for everyone who looks at the resource.
+                let Some(user) = UserId::parse(&text(user)?) else {
+                    continue;
+                };
+                viewers.push(Viewer {
+                    user,
+                    since: int(&since)?,
+                    last_seen: int(&last)?,
+                    state: activity(int(&idle)? == 1),
+                    profile: profile(prof)?,
+                });
+            }
         }
         Ok(ResourceViewers::ordered(
             viewers,
@@ -489,35 +772,61 @@ impl SessionStore for RedisStore {
     }
 
     async fn user_status(&self, users: &[UserId]) -> Result<UsersStatus, StoreError> {
-        let mut inv = self.invocation(&self.scripts.users);
+        // One script per shard holding any of them, the shards at once.
+        let mut by_shard: Vec<Vec<&UserId>> = vec![Vec::new(); self.shards.len()];
         for user in users {
-            inv.arg(user.as_str());
+            by_shard[self.shard_of(user)].push(user);
         }
-        let flat: Vec<Value> = self.call(&inv).await?;
-        let mut it = flat.into_iter();
-        let at = int(&it.next().ok_or_else(|| malformed("empty user status"))?)?;
-        let mut out = Vec::with_capacity(users.len());
-        for user in users {
-            let (Some(state), Some(modules), Some(seen), Some(prof)) =
-                (it.next(), it.next(), it.next(), it.next())
-            else {
-                return Err(malformed("short user status"));
-            };
-            let status = UserStatus {
-                state: Activity::parse(&text(state)?),
-                modules: {
-                    let mut ids: Vec<_> = text(modules)?
-                        .split(',')
-                        .filter_map(|code| self.config.modules.by_code(code))
-                        .collect();
-                    ids.sort_unstable();
-                    ids
-                },
-                last_seen: text(seen)?.parse().ok(),
-                profile: profile(prof)?,
-            };
-            out.push((user.clone(), status));
+        let replies = try_join_all(
+            by_shard
+                .iter()
+                .enumerate()
+                .filter(|(_, u)| !u.is_empty())
+                .map(|(shard, users)| async move {
+                    let mut inv = self.invocation(&self.scripts.users, shard);
+                    for user in users {
+                        inv.arg(user.as_str());
+                    }
+                    self.call::<Vec<Value>>(&inv)
+                        .await
+                        .map(|flat| (users, flat))
+                }),
+        )
+        .await?;
+        let mut at = 0;
+        let mut found = std::collections::HashMap::with_capacity(users.len());
+        for (shard_users, flat) in replies {
+            let mut it = flat.into_iter();
+            at = int(&it.next().ok_or_else(|| malformed("empty user status"))?)?.max(at);
+            for user in shard_users {
+                let (Some(state), Some(modules), Some(seen), Some(prof)) =
+                    (it.next(), it.next(), it.next(), it.next())
+                else {
+                    return Err(malformed("short user status"));
+                };
+                let status = UserStatus {
+                    state: Activity::parse(&text(state)?),
+                    modules: {
+                        let mut ids: Vec<_> = text(modules)?
+                            .split(',')
+                            .filter_map(|code| self.config.modules.by_code(code))
+                            .collect();
+                        ids.sort_unstable();
+                        ids
+                    },
+                    last_seen: text(seen)?.parse().ok(),
+                    profile: profile(prof)?,
+                };
+                found.insert(*user, status);
+            }
         }
+        if at == 0 {
+            at = self.clock.now_ms(); // nobody asked for: no shard asked
+        }
+        let out = users
+            .iter()
+            .map(|user| (user.clone(), found.get(user).cloned().unwrap_or_default()))
+            .collect();
         Ok(UsersStatus { users: out, at })
     }
 
@@ -526,27 +835,35 @@ impl SessionStore for RedisStore {
         limit: usize,
         cursor: Option<Cursor>,
     ) -> Result<SessionPage, StoreError> {
-        let mut inv = self.invocation(&self.scripts.sessions);
-        inv.arg(limit);
-        match &cursor {
-            Some(c) => {
-                inv.arg(c.last_seen)
-                    .arg(format!("{}\u{1f}{}", field(c.client.as_ref()), c.user))
-            }
-            None => inv.arg("").arg(""),
+        let (score, member) = match &cursor {
+            Some(c) => (
+                c.last_seen.to_string(),
+                format!("{}\u{1f}{}", field(c.client.as_ref()), c.user),
+            ),
+            None => (String::new(), String::new()),
         };
-        let flat: Vec<Value> = self.call(&inv).await?;
-        let mut it = flat.into_iter();
-        let at = int(&it.next().ok_or_else(|| malformed("empty page"))?)?;
-        let more = int(&it.next().ok_or_else(|| malformed("empty page"))?)? == 1;
+        let limit_arg = limit.to_string();
+        let replies: Vec<Vec<Value>> = self
+            .on_every_shard(&self.scripts.sessions, &[&limit_arg, &score, &member])
+            .await?;
+        // Each shard's page continues after the same cursor in the same
+        // order (newest first, ties in reverse bytewise member order), so
+        // the first `limit` rows of their merge are the global page.
+        let mut at = 0;
+        let mut more = false;
+        let mut rows = Vec::new();
+        for flat in replies {
+            let page = ShardPage::parse(flat)?;
+            at = at.max(page.at);
+            more |= page.more;
+            rows.extend(page.rows);
+        }
+        rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
+        more |= rows.len() > limit;
+        rows.truncate(limit);
         let mut sessions = Vec::new();
         let mut last_row = None;
-        while let (Some(member), Some(score), Some(raw)) = (it.next(), it.next(), it.next()) {
-            let member = text(member)?;
-            let score: Millis = text(score)?
-                .parse::<f64>()
-                .map(ms)
-                .map_err(|_| malformed("score"))?;
+        for (member, score, raw) in rows {
             let (client, user) = member
                 .split_once('\u{1f}')
                 .ok_or_else(|| malformed("session member"))?;
@@ -563,7 +880,6 @@ impl SessionStore for RedisStore {
                 user: user.clone(),
                 client: client.clone(),
             });
-            let raw = text(raw)?;
             if raw.is_empty() {
                 continue; // its hash expired before the sweeper took it: skip
             }
@@ -590,65 +906,82 @@ impl SessionStore for RedisStore {
     }
 
     async fn sweep(&self) -> Result<usize, StoreError> {
+        let batch = SWEEP_BATCH.to_string();
         let mut total = 0;
         loop {
-            let mut inv = self.invocation(&self.scripts.sweep);
-            inv.arg(SWEEP_BATCH);
-            let (removed, _at) = self.call_ending(&inv).await?;
-            total += usize::try_from(removed).unwrap_or(0);
-            if removed < SWEEP_BATCH {
+            let replies: Vec<Vec<Value>> =
+                self.on_every_shard(&self.scripts.sweep, &[&batch]).await?;
+            let mut full = false;
+            for flat in replies {
+                let (removed, _at) = self.ending(flat)?;
+                total += usize::try_from(removed).unwrap_or(0);
+                full |= removed >= SWEEP_BATCH;
+            }
+            if !full {
                 return Ok(total);
             }
         }
     }
 
     async fn live_sessions(&self) -> Result<Vec<u64>, StoreError> {
-        let inv = self.invocation(&self.scripts.live_sessions);
-        self.call(&inv).await
+        let replies: Vec<Vec<u64>> = self
+            .on_every_shard(&self.scripts.live_sessions, &[])
+            .await?;
+        let mut total = vec![0; self.config.modules.len()];
+        for counts in replies {
+            for (sum, n) in total.iter_mut().zip(counts) {
+                *sum += n;
+            }
+        }
+        Ok(total)
     }
 
     async fn record_sample(&self) -> Result<(), StoreError> {
-        let inv = self.invocation(&self.scripts.sample);
+        let mut inv = self.invocation(&self.scripts.sample, 0);
+        if self.shards.len() > 1 {
+            let counts = self.module_counts().await?;
+            let given = counts
+                .counts
+                .iter()
+                .map(|c| c.active_now.to_string())
+                .collect::<Vec<_>>()
+                .join(",");
+            inv.arg(given);
+        }
         let _: Vec<Value> = self.call(&inv).await?;
         Ok(())
     }
 
     async fn history(&self, minutes: i64) -> Result<History, StoreError> {
-        let mut inv = self.invocation(&self.scripts.history);
-        inv.arg(minutes);
-        let flat: Vec<Value> = self.call(&inv).await?;
-        let mut it = flat.into_iter();
-        let at = int(&it.next().ok_or_else(|| malformed("empty history"))?)?;
-        let mut buckets = Vec::new();
-        while let (Some(start), Some(fields)) = (it.next(), it.next()) {
-            let mut bucket = MinuteBucket {
-                start: int(&start)?,
-                modules: vec![ModuleMinute::default(); self.config.modules.len()],
-            };
-            for _ in 0..int(&fields)? / 2 {
-                let (Some(name), Some(value)) = (it.next(), it.next()) else {
-                    return Err(malformed("history fields"));
-                };
-                let (name, value) = (text(name)?, text(value)?);
-                let Some((code, field)) = name.rsplit_once(':') else {
-                    continue;
-                };
-                let Some(id) = self.config.modules.by_code(code) else {
-                    continue; // a module no longer in the registry
-                };
-                let n: u64 = value.parse().map_err(|_| malformed("history value"))?;
-                let minute = &mut bucket.modules[id.index()];
-                match field {
-                    "s" => minute.sample = Some(n),
-                    "p" => minute.peak = n,
-                    "pa" => minute.peak_at = Millis::try_from(n).ok(),
-                    "st" => minute.started = n,
-                    "e" => minute.ended = n,
-                    "ems" => minute.ended_ms = n,
-                    _ => {}
+        let replies: Vec<Vec<Value>> = self
+            .on_every_shard(&self.scripts.history, &[&minutes.to_string()])
+            .await?;
+        let mut at = 0;
+        let mut merged: BTreeMap<Millis, MinuteBucket> = BTreeMap::new();
+        for flat in replies {
+            let (shard_at, buckets) = parse_history(flat, &self.config.modules)?;
+            at = at.max(shard_at);
+            for bucket in buckets {
+                match merged.get_mut(&bucket.start) {
+                    Some(sum) => {
+                        for (sum, shard) in sum.modules.iter_mut().zip(&bucket.modules) {
+                            add_minute(sum, shard);
+                        }
+                    }
+                    None => {
+                        merged.insert(bucket.start, bucket);
+                    }
                 }
             }
-            buckets.push(bucket);
+        }
+        let mut buckets: Vec<MinuteBucket> = merged.into_values().collect();
+        for bucket in &mut buckets {
+            for minute in &mut bucket.modules {
+                if let Some(sample) = minute.sample.filter(|s| *s > minute.peak) {
+                    minute.peak = sample;
+                    minute.peak_at = minute.peak_at.or(Some(bucket.start));
+                }
+            }
         }
         Ok(History {
             minutes: buckets,
@@ -664,4 +997,26 @@ impl SessionStore for RedisStore {
             .map(drop)
             .map_err(store_error)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shard_of;
+
+    #[test]
+    fn one_shard_holds_everyone() {
+        assert_eq!(shard_of("anyone", 1), 0);
+    }
+
+    // The hash is part of the data layout: changing it would lose users.
+    #[test]
+    fn the_shard_hash_never_changes() {
+        let shards: Vec<usize> = ["1", "2", "42", "alice", "bob"]
+            .iter()
+            .map(|u| shard_of(u, 3))
+            .collect();
+        assert_eq!(shards, FIXED);
+    }
+
+    const FIXED: [usize; 5] = [1, 1, 1, 2, 0];
 }

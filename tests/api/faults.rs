@@ -18,26 +18,52 @@ use serde_json::Value;
 use super::binary::{start_serving, token_for};
 use super::redis_server::RedisServer;
 
-const USERS: usize = 40;
-const BEAT: Duration = Duration::from_millis(500);
+pub(super) const USERS: usize = 40;
+pub(super) const BEAT: Duration = Duration::from_millis(500);
 /// Allowed beyond one heartbeat interval for the counts to be right after
 /// a recovery: the service's reconnect, and scheduling on a busy CI machine.
-const RECOVERY_SLACK: Duration = Duration::from_secs(2);
-const SECRET: &str = "faults-secret-faults-secret-faults";
+pub(super) const RECOVERY_SLACK: Duration = Duration::from_secs(2);
+pub(super) const SECRET: &str = "faults-secret-faults-secret-faults";
 
 /// What the simulated clients saw.
 #[derive(Default)]
-struct Seen {
+pub(super) struct Seen {
     /// HTTP answers by status.
-    statuses: Mutex<BTreeMap<u16, u64>>,
+    pub(super) statuses: Mutex<BTreeMap<u16, u64>>,
     /// Beats whose first instance refused the connection, sent to the other.
-    failovers: AtomicU64,
+    pub(super) failovers: AtomicU64,
     /// Beats that neither instance answered.
-    unanswered: AtomicU64,
+    pub(super) unanswered: AtomicU64,
+    /// When the latest answer that was not 2xx came.
+    pub(super) last_refused: Mutex<Option<Instant>>,
+    /// 503 answers without `Retry-After`.
+    pub(super) without_retry_after: AtomicU64,
 }
 
 /// Users beating until `stop`, through `addrs` (user i prefers `addrs[i % 2]`).
-fn start_load(
+impl Seen {
+    /// Only 200, 429 or 503 answers, a 503 always with `Retry-After`, and
+    /// every beat answered by one instance or the other.
+    pub(super) fn assert_answers(&self, what: &str) {
+        let statuses = self.statuses.lock().unwrap().clone();
+        assert!(
+            statuses.keys().all(|s| [200, 429, 503].contains(s)),
+            "{what}: only 200, 429 or 503: {statuses:?}"
+        );
+        assert_eq!(
+            self.without_retry_after.load(Ordering::Relaxed),
+            0,
+            "{what}: every 503 says Retry-After"
+        );
+        assert_eq!(
+            self.unanswered.load(Ordering::Relaxed),
+            0,
+            "{what}: one instance always answered"
+        );
+    }
+}
+
+pub(super) fn start_load(
     addrs: &[String; 2],
     stop: &Arc<AtomicBool>,
     seen: &Arc<Seen>,
@@ -66,6 +92,14 @@ fn start_load(
                             .send()
                             .await;
                         if let Ok(response) = sent {
+                            if !response.status().is_success() {
+                                *seen.last_refused.lock().unwrap() = Some(Instant::now());
+                            }
+                            if response.status() == 503
+                                && !response.headers().contains_key("retry-after")
+                            {
+                                seen.without_retry_after.fetch_add(1, Ordering::Relaxed);
+                            }
                             *seen
                                 .statuses
                                 .lock()
@@ -88,7 +122,7 @@ fn start_load(
 }
 
 /// The module counts as `addr` serves them, or `None` if it cannot now.
-async fn counts(client: &reqwest::Client, addr: &str) -> Option<Value> {
+pub(super) async fn counts(client: &reqwest::Client, addr: &str) -> Option<Value> {
     let response = client
         .get(format!("http://{addr}/api/stats/modules"))
         .bearer_auth(token_for(SECRET, "observer"))
@@ -100,7 +134,7 @@ async fn counts(client: &reqwest::Client, addr: &str) -> Option<Value> {
 }
 
 /// Every user active in their module and counted today and in total.
-fn right(counts: &Value) -> bool {
+pub(super) fn right(counts: &Value) -> bool {
     let half = USERS as u64 / 2;
     ["procurement", "innovation"].iter().all(|key| {
         ["activeNow", "today", "totalUsers"]
@@ -110,7 +144,7 @@ fn right(counts: &Value) -> bool {
 }
 
 /// How long until both instances serve the right counts; panics after 10 s.
-async fn until_right(client: &reqwest::Client, addrs: &[String]) -> Duration {
+pub(super) async fn until_right(client: &reqwest::Client, addrs: &[String]) -> Duration {
     let started = Instant::now();
     loop {
         let mut all = true;
@@ -128,7 +162,7 @@ async fn until_right(client: &reqwest::Client, addrs: &[String]) -> Duration {
     }
 }
 
-fn free_addr() -> String {
+pub(super) fn free_addr() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().to_string()
 }
@@ -200,15 +234,7 @@ async fn redis_restart_and_a_killed_instance_under_load() {
         "faults under load: answers {statuses:?}, failovers {}, counts right {after_redis:?} after Redis returned and {after_restart:?} after A restarted",
         seen.failovers.load(Ordering::Relaxed)
     );
-    assert!(
-        statuses.keys().all(|s| [200, 429, 503].contains(s)),
-        "only 200, 429 or 503: {statuses:?}"
-    );
-    assert_eq!(
-        seen.unanswered.load(Ordering::Relaxed),
-        0,
-        "one instance always answered"
-    );
+    seen.assert_answers("faults under load");
     for (what, took) in [
         ("Redis returned", after_redis),
         ("A restarted", after_restart),

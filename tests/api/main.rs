@@ -9,6 +9,7 @@
 mod admin;
 mod auth;
 mod binary;
+mod failover;
 mod faults;
 mod heartbeat;
 mod helpers;

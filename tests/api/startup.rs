@@ -336,3 +336,51 @@ fn a_redis_that_may_evict_keys_is_warned_about() {
         "{stderr:?}"
     );
 }
+
+// The shard count is recorded in Redis by the first instance to start; an
+// instance configured with another exits with status 2, naming
+// REDIS_SHARDS. Data from before shards counts as one shard's.
+#[test]
+fn another_shard_count_than_redis_records_stops_start_up() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let vars = |shards: &'static str, prefix: &'static str| {
+        vec![
+            ("JWT_SECRET", SECRET),
+            ("JWT_AUDIENCE", "presence"),
+            ("STORE", "redis"),
+            ("REDIS_URL", url.as_str()),
+            ("REDIS_SHARDS", shards),
+            ("REDIS_KEY_PREFIX", prefix),
+        ]
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = presence(&dir);
+    cmd.envs(vars("2", "sharded"));
+    let started = start(cmd);
+    assert!(started.addr.is_some(), "serving: {:?}", started.seen);
+    // The check runs beside serving; give it a moment to record.
+    std::thread::sleep(Duration::from_millis(1000));
+    started.stop();
+
+    let (code, stderr) = refused(&vars("3", "sharded"), &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("REDIS_SHARDS: is 3, but Redis holds") && stderr.contains("in 2 shard(s)"),
+        "{stderr}"
+    );
+
+    // A deployment from before shards: its keys under `{prefix}`.
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    redis::cmd("SET")
+        .arg("{legacy}:day")
+        .arg("2026-12-04")
+        .query::<()>(&mut conn)
+        .unwrap();
+    let (code, stderr) = refused(&vars("2", "legacy"), &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("in 1 shard(s)"), "{stderr}");
+}

@@ -14,7 +14,7 @@ use presence::domain::{Activity, ClientId, Modules, Page, Profile, ResourceId, U
 use presence::store::memory::MemoryConfig;
 use presence::store::{
     Heartbeat, Leave, MemoryStore, NoObserver, RedisConfig, RedisStore, SessionStore, Store,
-    TimeSource, UserStatus,
+    TimeSource, Topology, UserStatus,
 };
 use proptest::prelude::*;
 
@@ -56,11 +56,38 @@ pub fn memory(start: DateTime<Utc>, timezone: Tz) -> Fixture {
 /// The same store on Redis: a shared test server, a key prefix of its own.
 pub fn redis(start: DateTime<Utc>, timezone: Tz) -> Fixture {
     let url = super::redis_server::shared_url().expect("redis-server is available");
+    redis_on(start, timezone, Topology::Single { url }, 1)
+}
+
+/// On the master of a shared Sentinel set (1 master, 1 replica, 3
+/// sentinels), found through the sentinels.
+pub fn sentinel(start: DateTime<Utc>, timezone: Tz) -> Fixture {
+    let set = super::redis_server::shared_sentinels().expect("redis-server is available");
+    let topology = Topology::Sentinel {
+        sentinels: set.sentinel_urls(),
+        master: super::redis_server::SentinelSet::MASTER.into(),
+    };
+    redis_on(start, timezone, topology, 1)
+}
+
+/// On a shared cluster of three masters and three replicas, with users in
+/// three shards.
+pub fn cluster(start: DateTime<Utc>, timezone: Tz) -> Fixture {
+    let cluster = super::redis_server::shared_cluster().expect("redis-server is available");
+    let topology = Topology::Cluster {
+        nodes: cluster.seed_urls(),
+    };
+    redis_on(start, timezone, topology, 3)
+}
+
+/// A Redis store on `topology` with `shards`, under a key prefix of its own.
+pub fn redis_on(start: DateTime<Utc>, timezone: Tz, topology: Topology, shards: u16) -> Fixture {
     let clock = Arc::new(ManualClock::new(start));
     let modules = Modules::default();
     let config = RedisConfig {
-        url,
+        topology,
         key_prefix: super::redis_server::unique_prefix("contract"),
+        shards,
         modules: modules.clone(),
         session_ttl: TTL,
         timezone,
@@ -741,6 +768,8 @@ macro_rules! for_every_scenario {
 
 for_every_scenario!(store_suite!(memory, memory_available));
 for_every_scenario!(store_suite!(redis, redis_available));
+for_every_scenario!(store_suite!(sentinel, redis_available));
+for_every_scenario!(store_suite!(cluster, redis_available));
 
 /// One random operation on the store.
 #[derive(Debug, Clone)]
@@ -1092,6 +1121,19 @@ proptest! {
             let timezone: Tz = "Asia/Kolkata".parse().unwrap();
             block_on(async {
                 let f = redis(model_start(), timezone);
+                check_against_model(&f, timezone, ops).await
+            })?;
+        }
+    }
+
+    // With users in three shards, every count is still the model's.
+    #[test]
+    fn sharded_redis_counts_match_a_model_under_random_operations(ops in proptest::collection::vec(op(), 1..60)) {
+        if redis_available() {
+            let timezone: Tz = "Asia/Kolkata".parse().unwrap();
+            block_on(async {
+                let url = super::redis_server::shared_url().unwrap();
+                let f = redis_on(model_start(), timezone, Topology::Single { url }, 3);
                 check_against_model(&f, timezone, ops).await
             })?;
         }
