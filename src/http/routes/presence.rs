@@ -158,8 +158,20 @@ async fn resource_viewers_get(
 #[allow(dead_code)]
 struct UsersRequest {
     /// 1 to 100 user ids, strings or integers (`7` and `"7"` are one user).
-    #[schema(value_type = Vec<String>, min_items = 1, max_items = 100, example = json!(["42", 7]))]
-    user_ids: Vec<Value>,
+    #[schema(min_items = 1, max_items = 100, example = json!(["42", 7]))]
+    user_ids: Vec<UserIdValue>,
+}
+
+/// A user id as a token's user claim holds it: a string of 1 to 128 bytes
+/// without control characters, or an integer.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum UserIdValue {
+    /// 1 to 128 bytes, no control characters.
+    Text(String),
+    /// A whole number.
+    Number(i64),
 }
 
 /// One user's status.
