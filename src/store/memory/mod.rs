@@ -137,7 +137,8 @@ impl MemoryStore {
     }
 
     /// A copy of everything that must outlive a restart. Under the lock it
-    /// copies the id arena, the user sets and the slots (their strings by
+    /// copies the id arena, the user sets, the per-user times, profiles
+    /// (by reference count) and hidden set, and the slots (their strings by
     /// reference count); users are named after the lock is released.
     pub(crate) fn image(&self) -> MemoryImage {
         let Locked { state, now, .. } = self.lock_without_expiry();
