@@ -33,7 +33,8 @@
 //! **base**: plain values every layer uses.
 //! - [`config`]: every setting as a flag and an environment variable.
 //! - [`clock`]: the time source, replaceable in tests, and local days.
-//! - [`domain`]: validated values (module, user, client, page, resource).
+//! - [`domain`]: validated values (module, user, client, page, resource,
+//!   activity state, profile).
 
 use std::future::Future;
 use std::time::Duration;
