@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::helpers::{
     SECRET, TestApp, assert_error, spawn_app, spawn_app_on, spawn_app_with, start_time,
 };
-use super::redis_server::{RedisServer, unique_prefix};
+use super::redis_server::{RedisServer, cli, shared_cluster, unique_prefix};
 use super::stream::{Listener, Sse};
 use presence::clock::ManualClock;
 
@@ -340,5 +340,69 @@ async fn presence_streams_count_toward_the_stream_caps() {
         }
         assert!(Instant::now() < deadline, "a place is freed");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_change_missed_while_the_subscription_was_down_is_read_when_it_returns() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let (a, b) = two_instances(&server).await;
+    let mut stream = Listener::open_at(&b, &stream_path(&b, "r", "w")).await;
+    expect(&mut stream, Duration::from_secs(3), "r").await;
+    // B's pub/sub connection drops; the change is published while it is
+    // away, and read when it subscribes again.
+    cli(server.port, &["CLIENT", "KILL", "TYPE", "pubsub"]);
+    beat(
+        &a,
+        &a.token("ann"),
+        json!({"module": "pms", "resource": "r"}),
+    )
+    .await;
+    let data = expect(&mut stream, Duration::from_secs(3), "r").await;
+    assert_eq!(data["count"], json!(1));
+}
+
+#[tokio::test]
+async fn changes_reach_streams_on_another_instance_on_a_sharded_cluster() {
+    let Some(cluster) = shared_cluster() else {
+        return;
+    };
+    let seeds = cluster.seed_list();
+    let prefix = unique_prefix("pstream-cluster");
+    let args = [
+        "--jwt-secret",
+        SECRET,
+        "--store",
+        "redis",
+        "--redis-cluster-nodes",
+        &seeds,
+        "--redis-shards",
+        "3",
+        "--redis-key-prefix",
+        &prefix,
+    ];
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let a = spawn_app_on(&args, clock.clone()).await;
+    let b = spawn_app_on(&args, clock).await;
+    let mut stream = Listener::open_at(&b, &stream_path(&b, "r", "w")).await;
+    expect(&mut stream, Duration::from_secs(3), "r").await;
+    // Users on every shard.
+    for user in ["u1", "u2", "u3", "u4", "u5", "u6"] {
+        beat(
+            &a,
+            &a.token(user),
+            json!({"module": "pms", "resource": "r"}),
+        )
+        .await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let data = expect(&mut stream, left, "r").await;
+        if data["count"] == json!(6) {
+            break;
+        }
     }
 }
