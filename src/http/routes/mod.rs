@@ -27,7 +27,7 @@ mod history;
 pub(crate) mod metrics;
 pub mod modules;
 pub(crate) mod presence;
-mod presence_stream;
+pub(crate) mod presence_stream;
 pub mod stream;
 
 /// How long any store call may take before the request answers 503.

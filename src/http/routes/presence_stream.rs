@@ -19,8 +19,9 @@
 //! Events reach the response through a bounded queue ([`QUEUE`]); a reader
 //! that lets it fill is dropped rather than buffered without bound.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
@@ -117,13 +118,8 @@ async fn presence_stream_get(
     let (sender, receiver) = mpsc::channel(QUEUE);
     let mut feed = Feed::new(state.clone(), resources, inbox);
     for i in 0..feed.resources.len() {
-        let found = within_deadline(
-            &state.metrics,
-            "resource_viewers",
-            state.store.resource_viewers(&feed.resources[i]),
-        )
-        .await?;
-        let event = feed.event(i, found, Instant::now());
+        let read = feed.read(i).await?;
+        let event = feed.event(i, &read, Instant::now());
         // The queue has room for every first event.
         let _ = sender.try_send(event);
     }
@@ -178,13 +174,78 @@ fn parse_resources(query: &str) -> Result<Vec<ResourceId>, ApiError> {
 /// `lastSeen` and the timestamp.
 type Seen = (u64, Vec<(UserId, Activity, Millis, Option<Profile>)>);
 
-fn seen(found: &ResourceViewers) -> Seen {
-    let listed = found
-        .viewers
-        .iter()
-        .map(|v| (v.user.clone(), v.state, v.since, v.profile.clone()))
-        .collect();
-    (found.count, listed)
+/// One read of a resource's viewers, ready to send: shared by every stream
+/// of the resource that needs a read no older than it.
+#[derive(Debug)]
+pub(crate) struct Read {
+    /// When the read began: it shows every change made before.
+    started: Instant,
+    seen: Seen,
+    /// The event's data: the JSON of the viewers GET.
+    json: String,
+    /// When its earliest listed viewer expires, on the service's clock.
+    expires: Option<Millis>,
+}
+
+impl Read {
+    fn new(resource: &ResourceId, found: ResourceViewers, ttl: Millis, started: Instant) -> Self {
+        let listed = found
+            .viewers
+            .iter()
+            .map(|v| (v.user.clone(), v.state, v.since, v.profile.clone()))
+            .collect();
+        let seen = (found.count, listed);
+        let expires = found.viewers.iter().map(|v| v.last_seen + ttl).min();
+        let body = ResourceViewersResponse::new(resource, found);
+        // A struct of strings and numbers always serialises.
+        let json = serde_json::to_string(&body).unwrap_or_default();
+        Self {
+            started,
+            seen,
+            json,
+            expires,
+        }
+    }
+}
+
+/// The latest read of each watched resource, so that the streams of one
+/// resource, marked by the same change, read it once between them.
+#[derive(Debug, Default)]
+pub(crate) struct SharedReads {
+    latest: Mutex<HashMap<ResourceId, Arc<Read>>>,
+}
+
+/// Reads kept before the old ones are pruned.
+const SHARED_READS_KEPT: usize = 4096;
+
+impl SharedReads {
+    fn lock(&self) -> MutexGuard<'_, HashMap<ResourceId, Arc<Read>>> {
+        // A cache: a panic elsewhere leaves at worst an old read, which the
+        // `started` check refuses. Never held across `.await`.
+        self.latest.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The latest read of `resource` if it began at or after `after`.
+    fn fresh(&self, resource: &ResourceId, after: Instant) -> Option<Arc<Read>> {
+        self.lock()
+            .get(resource)
+            .filter(|r| r.started >= after)
+            .cloned()
+    }
+
+    fn keep(&self, resource: &ResourceId, read: &Arc<Read>) {
+        let mut latest = self.lock();
+        if latest.len() >= SHARED_READS_KEPT {
+            let old = Instant::now().checked_sub(Duration::from_secs(1));
+            latest.retain(|_, r| old.is_some_and(|old| r.started > old));
+        }
+        match latest.get(resource) {
+            Some(kept) if kept.started >= read.started => {}
+            _ => {
+                latest.insert(resource.clone(), Arc::clone(read));
+            }
+        }
+    }
 }
 
 /// One resource of a stream.
@@ -193,6 +254,8 @@ struct Watched {
     last: Option<Seen>,
     /// Not read again before this (the coalescing window, or a retry).
     not_before: Instant,
+    /// The latest mark not yet read: a read must begin after it.
+    marked: Instant,
     /// When its earliest listed viewer expires, on the service's clock.
     expires: Option<Millis>,
 }
@@ -214,6 +277,7 @@ impl Feed {
             .map(|_| Watched {
                 last: None,
                 not_before: now,
+                marked: now,
                 expires: None,
             })
             .collect();
@@ -227,16 +291,36 @@ impl Feed {
         }
     }
 
-    /// The event for resource `i` from `found`, noting what it shows.
-    fn event(&mut self, i: usize, found: ResourceViewers, now: Instant) -> Event {
+    /// Resource `i` as of now, from a read shared with its other streams
+    /// when one began after the latest change this stream heard of.
+    ///
+    /// # Errors
+    /// The store's, or a timeout.
+    async fn read(&self, i: usize) -> Result<Arc<Read>, ApiError> {
+        let resource = &self.resources[i];
+        let shared = &self.state.live.presence_reads;
+        if let Some(read) = shared.fresh(resource, self.watched[i].marked) {
+            return Ok(read);
+        }
+        let started = Instant::now();
+        let found = within_deadline(
+            &self.state.metrics,
+            "resource_viewers",
+            self.state.store.resource_viewers(resource),
+        )
+        .await?;
+        let read = Arc::new(Read::new(resource, found, self.ttl, started));
+        shared.keep(resource, &read);
+        Ok(read)
+    }
+
+    /// The event for resource `i` from `read`, noting what it shows.
+    fn event(&mut self, i: usize, read: &Read, now: Instant) -> Event {
         let w = &mut self.watched[i];
-        w.last = Some(seen(&found));
+        w.last = Some(read.seen.clone());
         w.not_before = now + COALESCE;
-        w.expires = found.viewers.iter().map(|v| v.last_seen + self.ttl).min();
-        let body = ResourceViewersResponse::new(&self.resources[i], found);
-        // A struct of strings and numbers always serialises.
-        let json = serde_json::to_string(&body).unwrap_or_default();
-        Event::default().event("presence").data(json)
+        w.expires = read.expires;
+        Event::default().event("presence").data(read.json.as_str())
     }
 
     /// Sends changes until the client goes, or lets the queue fill.
@@ -253,41 +337,41 @@ impl Feed {
                 let left = at.saturating_sub(self.state.clock.now_ms()).max(0);
                 Duration::from_millis(u64::try_from(left).unwrap_or(0)).min(EXPIRY_CHECK)
             });
-            tokio::select! {
+            let marked = tokio::select! {
                 () = sender.closed() => return,
-                bits = self.inbox.changed() => pending |= bits,
-                () = tokio::time::sleep_until(due.unwrap_or(now)), if due.is_some() => {}
+                bits = self.inbox.changed() => bits,
+                () = tokio::time::sleep_until(due.unwrap_or(now)), if due.is_some() => 0,
                 () = tokio::time::sleep(expiry_wait.unwrap_or_default()), if expiry_wait.is_some() => {
-                    pending |= self.expired();
+                    self.expired()
+                }
+            };
+            let now = Instant::now();
+            for (i, w) in self.watched.iter_mut().enumerate() {
+                if marked & (1 << i) != 0 {
+                    w.marked = now;
                 }
             }
-            let now = Instant::now();
+            pending |= marked;
             for i in 0..self.resources.len() {
                 let bit = 1 << i;
                 if pending & bit == 0 || self.watched[i].not_before > now {
                     continue;
                 }
                 pending &= !bit;
-                let read = tokio::time::timeout(
-                    super::STORE_DEADLINE,
-                    self.state.store.resource_viewers(&self.resources[i]),
-                )
-                .await;
-                let Ok(Ok(found)) = read else {
+                let Ok(read) = self.read(i).await else {
                     // Try again shortly: the change is still unseen.
                     pending |= bit;
                     self.watched[i].not_before = now + RETRY;
                     continue;
                 };
-                if self.watched[i].last.as_ref() == Some(&seen(&found)) {
+                if self.watched[i].last.as_ref() == Some(&read.seen) {
                     // Nothing a viewer can see changed; reads of this
                     // resource are spaced like events.
                     self.watched[i].not_before = now + COALESCE;
-                    self.watched[i].expires =
-                        found.viewers.iter().map(|v| v.last_seen + self.ttl).min();
+                    self.watched[i].expires = read.expires;
                     continue;
                 }
-                let event = self.event(i, found, now);
+                let event = self.event(i, &read, now);
                 if sender.try_send(event).is_err() {
                     // Full (a reader that does not read) or closed: either
                     // way this stream ends here.
