@@ -169,6 +169,15 @@ pub async fn serve(
         state.modules.clone(),
         cancel.clone(),
     ));
+    // On Redis, changes made by any instance reach this one's presence
+    // streams through the scripts' pub/sub messages.
+    let changes = match &state.store {
+        store::Store::Redis(redis) => Some(tokio::spawn(store::redis::changes::run(
+            redis.clone(),
+            cancel.clone(),
+        ))),
+        store::Store::Memory(_) => None,
+    };
     let signal = cancel.clone();
     let shutdown = async move {
         tokio::select! {
@@ -181,6 +190,9 @@ pub async fn serve(
     server::run(listener, router, &limits, DRAIN_TIMEOUT, shutdown).await;
     cancel.cancel();
     let _ = tokio::join!(sweeper, sampler, summary, publisher);
+    if let Some(changes) = changes {
+        let _ = changes.await;
+    }
     if let Some(snapshots) = snapshots {
         // After the periodic task has finished its last save, if any, so
         // the two never write at once; the outcome is logged by `save`.

@@ -203,6 +203,9 @@ fn print_demo_banner(demo: &DemoKeys, addr: std::net::SocketAddr, now_ms: i64) {
     println!(
         "  curl -s -w '\\n' -X POST http://{addr}/api/presence/users -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{{\"userIds\":[\"demo\"]}}'"
     );
+    println!(
+        "  curl -sN --max-time 2 'http://{addr}/api/presence/stream?resources=request%3A1,request%3A2' -H 'Authorization: Bearer {token}'"
+    );
     println!("Demo page (open it in two windows, as two users): http://{addr}/demo/");
     println!("Admin dashboard (paste the token above): http://{addr}/admin");
 }

@@ -16,6 +16,29 @@ export type ModuleStats = { [statsKey: string]: ModuleCounts } & { timestamp: st
 /** What a tab reports: `idle` after `idleAfterMs` without input, or while hidden. */
 export type ActivityState = 'active' | 'idle';
 
+/** One user viewing a resource. */
+export interface Viewer {
+  userId: string;
+  /** `active` if any of the user's sessions on it is, else `idle`. */
+  state: ActivityState;
+  /** Since when (RFC 3339). */
+  since: string;
+  /** Latest heartbeat naming it (RFC 3339). */
+  lastSeen: string;
+  /** The `PROFILE_CLAIMS` of the user's latest token, e.g. `{ name }`; absent when none. */
+  profile?: { [claim: string]: string };
+}
+
+/** The viewers of a resource, as GET /api/presence/resources/{resource} returns them. */
+export interface ResourceViewers {
+  resource: string;
+  /** Every visible viewer, listed or not. */
+  count: number;
+  /** Earliest `since` first, at most 100. */
+  viewers: Viewer[];
+  timestamp: string;
+}
+
 export interface HeartbeatOptions {
   /** Where the service is, e.g. `https://presence.example.com`. Default: same origin (`''`). */
   baseUrl?: string;
@@ -31,7 +54,7 @@ export interface HeartbeatOptions {
   idleAfterMs?: number;
   /** Called with every failure; never thrown to the page. Default: `console.debug`. */
   onError?: (error: unknown) => void;
-  /** Polling interval when the stream fails. Default: 30000. */
+  /** Polling interval when a stream fails (module stats and viewers). Default: 30000. */
   pollMs?: number;
   /** Replacements for non-browser hosts and tests. */
   fetch?: typeof fetch;
@@ -83,6 +106,21 @@ export interface HeartbeatService {
    * function.
    */
   subscribeModuleStats(callback: (stats: ModuleStats) => void): () => void;
+  /**
+   * Calls back with the viewers of each of `resources` now and on every
+   * change (a join, a leave, a state or profile change, an expiry): once per
+   * resource per event, at most one per resource per 250 ms. Every
+   * subscription of this service shares one EventSource for the union of
+   * their resources (up to 20; more are polled), reopened when the union
+   * changes and on errors with a fresh token; after three failures in a row
+   * it polls the viewers every `pollMs` and tries the stream again after
+   * 5 minutes. Returns an unsubscribe function. Throws a TypeError for ids
+   * `setResource` would refuse.
+   */
+  subscribePresence(
+    resources: readonly string[],
+    onChange: (viewers: ResourceViewers) => void,
+  ): () => void;
 }
 
 export function createHeartbeatService(options?: HeartbeatOptions): HeartbeatService;

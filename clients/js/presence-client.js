@@ -27,6 +27,9 @@ const IDLE_AFTER_MS = 60000;
 // burst of 20, then one per 2 s).
 const CHANGE_GAP_MS = 5000;
 const MAX_RESOURCE_LENGTH = 128;
+// The most resources one presence stream carries (the service's bound); a
+// page watching more polls the rest.
+const MAX_STREAM_RESOURCES = 20;
 const CONTROL_CHARACTER = /[\u0000-\u001F\u007F-\u009F]/;
 // setTimeout fires at once for longer delays than this.
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -308,6 +311,156 @@ export function createHeartbeatService(options = {}) {
     for (const type of INPUT_EVENTS) target[method](type, onInput, INPUT_LISTENER);
   }
 
+  function callSub(sub, doc) {
+    try {
+      sub.onChange(doc);
+    } catch (error) {
+      report(error);
+    }
+  }
+
+  // Every subscribePresence of this service shares one EventSource for the
+  // union of their resources (browsers keep about six connections per
+  // origin); when the union changes, it is reopened for the new set.
+  const presence = (() => {
+    const subs = new Set();
+    const docs = new Map(); // resource -> its latest viewers document
+    let source = null;
+    let streamed = []; // the resources the open (or opening) stream carries
+    let streamedWith = null; // and the token it was opened with
+    let retryTimer = null;
+    let pollTimer = null;
+    let streamErrors = 0;
+    let reopenQueued = false;
+
+    const wanted = () => {
+      const all = new Set();
+      for (const sub of subs) for (const id of sub.resources) all.add(id);
+      return [...all];
+    };
+    // The resources read by polling: all when there is no stream, else those
+    // beyond what one stream carries.
+    const polled = () => {
+      const all = wanted();
+      return source === null ? all : all.filter((id) => !streamed.includes(id));
+    };
+
+    function deliver(doc) {
+      if (!doc || typeof doc.resource !== 'string') return;
+      docs.set(doc.resource, doc);
+      for (const sub of subs) if (sub.resources.has(doc.resource)) callSub(sub, doc);
+    }
+
+    async function poll() {
+      pollTimer = null;
+      const ids = polled();
+      const bearer = token();
+      if (bearer) {
+        for (const id of ids) {
+          try {
+            const response = await fetchImpl(url(`/api/presence/resources/${encodeURIComponent(id)}`), {
+              headers: { Authorization: `Bearer ${bearer}` },
+              signal: timeoutSignal(),
+            });
+            if (response.ok) deliver(await response.json());
+            else report(new Error(`presence: viewers of ${id} answered ${response.status}`));
+          } catch (error) {
+            report(error);
+          }
+        }
+      }
+      if (pollTimer === null && polled().length > 0) pollTimer = setTimeout(poll, pollMs);
+    }
+
+    function startPolling() {
+      if (pollTimer === null && polled().length > 0) pollTimer = setTimeout(poll, 0);
+    }
+
+    function close() {
+      source?.close();
+      source = null;
+      streamed = [];
+      clearTimeout(retryTimer);
+      retryTimer = null;
+    }
+
+    function open() {
+      retryTimer = null;
+      const all = wanted();
+      if (all.length === 0) return;
+      const bearer = token();
+      if (!EventSourceImpl || !bearer) {
+        startPolling();
+        return;
+      }
+      streamed = all.slice(0, MAX_STREAM_RESOURCES);
+      streamedWith = bearer;
+      const list = streamed.map(encodeURIComponent).join(',');
+      // Each (re)connection reads the token afresh: EventSource's own
+      // reconnects would reuse an expired one.
+      const es = new EventSourceImpl(
+        url(`/api/presence/stream?resources=${list}&access_token=${encodeURIComponent(bearer)}`));
+      source = es;
+      es.addEventListener('presence', (event) => {
+        if (source !== es) return;
+        streamErrors = 0;
+        try {
+          deliver(JSON.parse(event.data));
+        } catch (error) {
+          report(error);
+        }
+      });
+      es.addEventListener('error', () => {
+        if (source !== es) return;
+        close();
+        streamErrors += 1;
+        if (streamErrors >= STREAM_ERRORS_BEFORE_POLLING) {
+          report(new Error('presence: presence stream failed; polling viewers, trying the stream again later'));
+          streamErrors = 0;
+          startPolling();
+          retryTimer = setTimeout(open, STREAM_RETRY_AFTER_POLLING_MS);
+        } else {
+          retryTimer = setTimeout(open, FIRST_RETRY_MS * 2 ** (streamErrors - 1));
+        }
+      });
+      // Resources beyond one stream's bound are polled.
+      startPolling();
+    }
+
+    return {
+      subs,
+      docs,
+      // Called when the set of subscriptions changes; changes made in one
+      // task reopen the stream once.
+      resubscribe() {
+        if (reopenQueued) return;
+        reopenQueued = true;
+        queueMicrotask(() => {
+          reopenQueued = false;
+          const all = wanted();
+          for (const id of docs.keys()) if (!all.includes(id)) docs.delete(id);
+          if (all.length === 0) {
+            close();
+            clearTimeout(pollTimer);
+            pollTimer = null;
+            return;
+          }
+          // A new token (another user signed in) reopens it too.
+          const same = all.length === streamed.length && all.every((id) => streamed.includes(id))
+            && (source === null || token() === streamedWith);
+          if (same && (source !== null || retryTimer !== null)) return;
+          // Polling or waiting to retry: keep that rhythm, with the new set.
+          if (source === null && retryTimer !== null) {
+            startPolling();
+            return;
+          }
+          close();
+          open();
+        });
+      },
+    };
+  })();
+
   return {
     startHeartbeat(module) {
       if (typeof module !== 'string' || module === '') {
@@ -357,6 +510,28 @@ export function createHeartbeatService(options = {}) {
 
     getState() {
       return state;
+    },
+
+    subscribePresence(resources, onChange) {
+      if (!Array.isArray(resources) || !resources.every(isResourceId)) {
+        throw new TypeError(
+          'subscribePresence(resources, onChange): resources must be an array of ids of 1 to 128 characters without control characters');
+      }
+      if (typeof onChange !== 'function') {
+        throw new TypeError('subscribePresence(resources, onChange): onChange must be a function');
+      }
+      const sub = { resources: new Set(resources), onChange };
+      presence.subs.add(sub);
+      // What is known already is delivered at once, as the stream would.
+      for (const id of sub.resources) {
+        const doc = presence.docs.get(id);
+        if (doc) queueMicrotask(() => presence.subs.has(sub) && callSub(sub, doc));
+      }
+      presence.resubscribe();
+      return () => {
+        if (!presence.subs.delete(sub)) return;
+        presence.resubscribe();
+      };
     },
 
     subscribeModuleStats(callback) {

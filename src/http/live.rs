@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::{Modules, UserId};
 use crate::http::routes::STORE_DEADLINE;
 use crate::http::routes::modules::ModulesResponse;
+use crate::http::routes::presence_stream::SharedReads;
 use crate::store::{ModuleCounts, SessionStore, Store};
 
 /// How often the publisher looks at the counts: changes are pushed at most
@@ -44,6 +45,8 @@ pub(crate) type Published = Option<Arc<Publication>>;
 pub struct Live {
     sender: watch::Sender<Published>,
     limits: StreamLimits,
+    /// The presence streams' latest read of each resource, shared.
+    pub(crate) presence_reads: SharedReads,
 }
 
 impl Live {
@@ -57,6 +60,7 @@ impl Live {
                 total,
                 open: Mutex::new(HashMap::new()),
             },
+            presence_reads: SharedReads::default(),
         }
     }
 

@@ -50,6 +50,8 @@ pub struct Shared {
     pub modules: Modules,
     /// The cadence suggested to clients.
     pub heartbeat_interval: Duration,
+    /// `SESSION_TTL`: when a presence stream looks again for an expiry.
+    pub session_ttl: Duration,
     /// Live counts for the SSE streams, and their limits.
     pub live: Arc<Live>,
     /// Fired when the service shuts down, so open streams end and the
@@ -118,6 +120,7 @@ impl AppState {
             limiter: Arc::new(UserRateLimiter::new(config.args.rate_limit)),
             modules: config.args.modules.clone(),
             heartbeat_interval: config.heartbeat_interval,
+            session_ttl: config.args.session_ttl,
             live: Arc::new(Live::new(
                 usize::from(config.args.max_streams_per_user),
                 usize::try_from(config.args.max_streams).unwrap_or(usize::MAX),

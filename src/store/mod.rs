@@ -22,6 +22,7 @@ pub mod history;
 pub mod memory;
 pub mod redis;
 pub(crate) mod users;
+pub mod watch;
 
 pub use history::History;
 use memory::MemoryConfig;
@@ -328,6 +329,15 @@ impl Store {
                     .map_err(|e| ConfigError::new(redis_variable(args), e.to_string()))?,
             ),
         })
+    }
+
+    /// The registry of presence streams that this store's changes reach
+    /// (on Redis, changes made by any instance).
+    pub fn watchers(&self) -> &Arc<watch::Watchers> {
+        match self {
+            Self::Memory(s) => s.watchers(),
+            Self::Redis(s) => s.watchers(),
+        }
     }
 
     /// The backend's name, for logs and `/readyz`.

@@ -63,6 +63,7 @@
 //! `REDIS_TIMEOUT`, so with Redis gone requests answer 503
 //! `store_unavailable` quickly and service resumes when Redis returns.
 
+pub mod changes;
 mod conn;
 
 use std::collections::BTreeMap;
@@ -79,6 +80,7 @@ use conn::Conn;
 pub use conn::Topology;
 
 use super::history::{History, MinuteBucket, ModuleMinute};
+use super::watch::Watchers;
 use super::{
     CountsAt, Cursor, Heartbeat, HeartbeatAck, Leave, MAX_LISTED_VIEWERS, ModuleCounts,
     ResourceViewers, SessionInfo, SessionObserver, SessionPage, SessionStore, StoreError,
@@ -210,6 +212,8 @@ pub struct RedisStore {
     clock: Arc<dyn Clock>,
     day_window: Arc<Mutex<DayWindow>>,
     observer: Arc<dyn SessionObserver>,
+    /// This instance's presence streams, fed by [`changes::run`].
+    watchers: Arc<Watchers>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -281,7 +285,13 @@ impl RedisStore {
             clock,
             day_window: Arc::default(),
             observer,
+            watchers: Arc::default(),
         })
+    }
+
+    /// The registry of this instance's presence streams.
+    pub fn watchers(&self) -> &Arc<Watchers> {
+        &self.watchers
     }
 
     /// Calls a script whose reply is two integers followed by the sessions

@@ -101,6 +101,9 @@ fn demo_mode_prints_a_token_and_curl_lines_that_work_as_printed() {
     let users = next_line_matching(&stdout, &mut out, |l| {
         l.contains("curl") && l.contains("/api/presence/users")
     });
+    let live = next_line_matching(&stdout, &mut out, |l| {
+        l.contains("curl") && l.contains("/api/presence/stream")
+    });
     let token = out[1].trim().to_owned();
     assert_eq!(
         token.matches('.').count(),
@@ -129,6 +132,20 @@ fn demo_mode_prints_a_token_and_curl_lines_that_work_as_printed() {
     );
     let users = run(&users);
     assert_eq!(users["users"]["demo"]["state"], "active", "{users}");
+    // The presence stream: one event per resource, then curl gives up
+    // (--max-time: exit 28) on a stream that stays open.
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(live.trim())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(28), "{live}");
+    let events = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(events.matches("event: presence").count(), 2, "{events}");
+    assert!(
+        events.contains(r#""resource":"request:1","count":1"#),
+        "{events}"
+    );
     assert_eq!(users["users"]["demo"]["modules"][0], "pms", "{users}");
     // A token from an earlier run was signed with that run's random key.
     let stale = run(&get.replace(&token, &token_for("an-earlier-run", "demo")));

@@ -17,6 +17,7 @@ mod http;
 mod layers;
 mod limits;
 mod presence;
+mod presence_stream;
 mod redis;
 mod redis_server;
 mod snapshot;

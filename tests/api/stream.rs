@@ -16,12 +16,12 @@ use super::redis_server::{RedisServer, unique_prefix};
 
 /// One SSE event or comment, as a client sees it.
 #[derive(Debug, Clone, PartialEq)]
-enum Sse {
+pub(super) enum Sse {
     Event { name: String, data: Value },
     Comment(String),
 }
 
-fn parse_block(block: &str) -> Sse {
+pub(super) fn parse_block(block: &str) -> Sse {
     let mut name = String::new();
     let mut data = String::new();
     for line in block.lines() {
@@ -40,7 +40,7 @@ fn parse_block(block: &str) -> Sse {
 }
 
 /// An open stream over HTTP, read block by block.
-struct Listener {
+pub(super) struct Listener {
     bytes:
         std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
     buffer: String,
@@ -48,9 +48,14 @@ struct Listener {
 
 impl Listener {
     async fn open(app: &TestApp, token: &str) -> Self {
+        Self::open_at(app, &format!("/api/stats/stream?access_token={token}")).await
+    }
+
+    /// An open stream at `path` (with its query), which must answer 200.
+    pub(super) async fn open_at(app: &TestApp, path: &str) -> Self {
         let response = app
             .client
-            .get(app.url(&format!("/api/stats/stream?access_token={token}")))
+            .get(app.url(path))
             .timeout(Duration::from_secs(60))
             .send()
             .await
@@ -64,7 +69,7 @@ impl Listener {
     }
 
     /// The next event or comment, waiting at most `within`.
-    async fn next(&mut self, within: Duration) -> Option<Sse> {
+    pub(super) async fn next(&mut self, within: Duration) -> Option<Sse> {
         tokio::time::timeout(within, async {
             loop {
                 if let Some(end) = self.buffer.find("\n\n") {

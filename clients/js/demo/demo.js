@@ -3,8 +3,8 @@
 //
 // Module cards with live counts (subscribeModuleStats), and requests: opening
 // one calls setResource, and the page lists the request's viewers with their
-// name and state, polling GET /api/presence/resources/{resource} every 2.5 s
-// while the page is visible.
+// name and state, live through subscribePresence (one presence stream for the
+// page, falling back to polling the viewers).
 import { createHeartbeatService } from '/demo/presence-client.js';
 
 // Each window is its own user: the demo keeps the token per tab.
@@ -14,9 +14,6 @@ const MODULES = [
   { code: 'ih', key: 'innovation', title: 'Innovation Hub (ih)' },
 ];
 const RESOURCES = ['request:101', 'request:102', 'request:103'];
-// Reads of viewers count toward the per-user rate limit (default: a burst
-// of 20, then one per 2 s): a poll every 2.5 s leaves room for heartbeats.
-const VIEWERS_POLL_MS = 2500;
 const $ = (id) => document.getElementById(id);
 // `?idleAfterMs=5000` shows the idle state without waiting a minute.
 const idleAfterMs = Number(new URLSearchParams(location.search).get('idleAfterMs')) || undefined;
@@ -83,35 +80,18 @@ close.className = 'secondary';
 close.textContent = 'Close request';
 $('picker').append(close);
 
-// The viewers of the open request, polled while this page is visible.
-let viewersTimer = null;
-let viewersRun = 0; // bumps on every poll, so an older answer is dropped
+// The viewers of the open request, live: one subscription, replaced when
+// another request is opened.
+let stopViewers = () => {};
 
-async function pollViewers() {
-  clearTimeout(viewersTimer);
-  viewersTimer = null;
-  const run = ++viewersRun;
+function watchViewers() {
+  stopViewers();
+  stopViewers = () => {};
   const resource = service.getResource();
-  if (resource === null) { showViewers(null); return; }
-  let delay = VIEWERS_POLL_MS;
-  try {
-    const response = await fetch(`/api/presence/resources/${encodeURIComponent(resource)}`, {
-      headers: { Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY)}` },
-    });
-    const body = await response.json().catch(() => ({}));
-    if (run !== viewersRun) return;
-    if (response.ok) {
-      showViewers(body);
-    } else {
-      $('status').textContent = `Viewers: ${body.error ?? response.status}`;
-      const retryAfter = Number(response.headers.get('Retry-After'));
-      if (response.status === 429 && retryAfter > 0) delay = retryAfter * 1000;
-    }
-  } catch (error) {
-    if (run !== viewersRun) return;
-    $('status').textContent = `Viewers: ${error.message}`;
-  }
-  if (!document.hidden) viewersTimer = setTimeout(pollViewers, delay);
+  if (resource === null || sessionStorage.getItem(TOKEN_KEY) === null) { showViewers(null); return; }
+  stopViewers = service.subscribePresence([resource], (body) => {
+    if (body.resource === service.getResource()) showViewers(body);
+  });
 }
 
 function showViewers(body) {
@@ -155,7 +135,7 @@ function openResource(resource) {
   // A request lives in Procurement: opening one from outside any module enters it.
   if (resource !== null && service.getCurrentModule() === null) service.startHeartbeat('pms');
   showHere();
-  pollViewers();
+  watchViewers();
 }
 
 let unsubscribe = () => {};
@@ -170,6 +150,8 @@ async function signIn(name) {
   unsubscribe();
   unsubscribe = service.subscribeModuleStats(show);
   showHere();
+  // The new token's subscription: the stream reopens with it.
+  watchViewers();
 }
 
 $('signin').addEventListener('click', () => signIn($('name').value.trim() || 'guest'));
@@ -182,10 +164,7 @@ $('picker').addEventListener('click', (e) => {
   if (e.target?.dataset?.resource) openResource(e.target.dataset.resource);
   else if (e.target?.id === 'close') openResource(null);
 });
-document.addEventListener('visibilitychange', () => {
-  showMyState();
-  if (!document.hidden) pollViewers();
-});
+document.addEventListener('visibilitychange', showMyState);
 // The client has no state callback: the demo looks every second.
 setInterval(showMyState, 1000);
 

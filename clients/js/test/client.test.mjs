@@ -617,6 +617,23 @@ class FakeEventSource {
   close() { this.closed = true; this.readyState = 2; }
 }
 
+/**
+ * The open stream fails; it reconnects after 1 s with a fresh token, fails
+ * again, reconnects after 2 s, and fails a third time in a row.
+ */
+function failStreamThreeTimes() {
+  const first = FakeEventSource.last;
+  first.emit('error');
+  assert.equal(first.closed, true);
+  mock.timers.tick(1000);
+  const second = FakeEventSource.last;
+  assert.notEqual(second, first, 'reconnected after 1 s');
+  assert.notEqual(second.url, first.url, 'with a fresh token');
+  second.emit('error');
+  mock.timers.tick(2000);
+  FakeEventSource.last.emit('error');
+}
+
 test('subscribeModuleStats delivers stream events and unsubscribes', async () => {
   const s = service({ EventSource: FakeEventSource });
   const seen = [];
@@ -637,16 +654,7 @@ test('a failed stream reconnects with a fresh token, then polls every 30 s, then
   const s = service({ EventSource: FakeEventSource, getToken: () => `tok${++tokenNo}` });
   const seen = [];
   const unsubscribe = s.subscribeModuleStats((stats) => seen.push(stats.procurement.activeNow));
-  const first = FakeEventSource.last;
-  first.emit('error');
-  assert.equal(first.closed, true);
-  mock.timers.tick(1000);
-  const second = FakeEventSource.last;
-  assert.notEqual(second, first, 'reconnected after 1 s');
-  assert.notEqual(second.url, first.url, 'with a fresh token');
-  second.emit('error');
-  mock.timers.tick(2000);
-  FakeEventSource.last.emit('error'); // the third failure in a row
+  failStreamThreeTimes();
   await settle();
   assert.deepEqual(seen, [2], 'polled at once');
   assert.equal(net.calls[0].url, 'https://presence.test/api/stats/modules');
@@ -666,4 +674,119 @@ test('a failed stream reconnects with a fresh token, then polls every 30 s, then
   unsubscribe();
   assert.equal(FakeEventSource.last.closed, true);
   assert.equal(pending.size, 0, 'nothing left running after unsubscribe');
+});
+
+const viewers = (resource, ...users) => ({
+  resource,
+  count: users.length,
+  viewers: users.map((userId) => ({ userId, state: 'active', since: 't', lastSeen: 't' })),
+  timestamp: 't',
+});
+const presenceEvent = (doc) => ({ data: JSON.stringify(doc) });
+
+test('subscribePresence: one EventSource for every subscription of the page, reopened when the set changes', async () => {
+  let opened = 0;
+  class Counting extends FakeEventSource {
+    constructor(url) { super(url); opened += 1; }
+  }
+  const s = service({ EventSource: Counting });
+  const one = [];
+  const both = [];
+  const offOne = s.subscribePresence(['request:1'], (doc) => one.push(doc));
+  const offBoth = s.subscribePresence(['request:1', 'a,b'], (doc) => both.push(doc));
+  await settle();
+  assert.equal(opened, 1, 'two subscriptions in one task open one stream');
+  const es = FakeEventSource.last;
+  assert.equal(es.url,
+    'https://presence.test/api/presence/stream?resources=request%3A1,a%2Cb&access_token=tok');
+  es.emit('presence', presenceEvent(viewers('request:1', 'ann')));
+  es.emit('presence', presenceEvent(viewers('a,b', 'bob')));
+  assert.deepEqual(one.map((d) => d.viewers[0].userId), ['ann']);
+  assert.deepEqual(both.map((d) => d.resource), ['request:1', 'a,b']);
+
+  // A later subscriber gets what is known at once, on the same stream.
+  const late = [];
+  const offLate = s.subscribePresence(['a,b'], (doc) => late.push(doc));
+  await settle();
+  assert.equal(opened, 1, 'the set did not change');
+  assert.deepEqual(late.map((d) => d.viewers[0].userId), ['bob']);
+
+  offBoth();
+  await settle();
+  assert.equal(opened, 1, 'a,b is still wanted');
+  offLate();
+  await settle();
+  assert.equal(es.closed, true, 'the set changed: reopened');
+  assert.equal(FakeEventSource.last.url,
+    'https://presence.test/api/presence/stream?resources=request%3A1&access_token=tok');
+  offOne();
+  await settle();
+  assert.equal(FakeEventSource.last.closed, true, 'nothing wanted: closed');
+  assert.equal(pending.size, 0, 'nothing left running');
+});
+
+test('subscribePresence reconnects with a fresh token, falls back to polling the GET, then tries the stream again', async () => {
+  let tokenNo = 0;
+  net.answers.push(reply(200, viewers('request:1', 'ann')), reply(200, viewers('request:1')));
+  const s = service({ EventSource: FakeEventSource, getToken: () => `tok${++tokenNo}` });
+  const seen = [];
+  const off = s.subscribePresence(['request:1'], (doc) => seen.push(doc.count));
+  await settle();
+  failStreamThreeTimes();
+  mock.timers.tick(0);
+  await settle();
+  assert.deepEqual(seen, [1], 'polled at once');
+  assert.match(net.calls[0].url, /\/api\/presence\/resources\/request%3A1$/);
+  mock.timers.tick(30000);
+  await settle();
+  assert.deepEqual(seen, [1, 0], 'and every 30 s');
+  mock.timers.tick(5 * 60 * 1000 - 30000);
+  await settle();
+  FakeEventSource.last.emit('presence', presenceEvent(viewers('request:1', 'cy')));
+  assert.deepEqual(seen, [1, 0, 1], 'the stream is back after 5 min');
+  const calls = net.calls.length;
+  mock.timers.tick(120000);
+  await settle();
+  assert.equal(net.calls.length, calls, 'no polling once the stream is back');
+  off();
+  await settle();
+  assert.equal(pending.size, 0, 'nothing left running after unsubscribe');
+});
+
+test('subscribePresence polls what one stream cannot carry, and refuses bad ids', async () => {
+  const s = service({ EventSource: FakeEventSource });
+  const ids = Array.from({ length: 21 }, (_, i) => `r${i}`);
+  net.answers.push(reply(200, viewers('r20', 'ann')));
+  const seen = [];
+  const off = s.subscribePresence(ids, (doc) => seen.push(doc.resource));
+  await settle();
+  mock.timers.tick(0);
+  await settle();
+  assert.equal(new URL(FakeEventSource.last.url).searchParams.get('resources').split(',').length, 20);
+  assert.deepEqual(net.calls.map((c) => c.url), ['https://presence.test/api/presence/resources/r20']);
+  assert.deepEqual(seen, ['r20']);
+  off();
+  await settle();
+  assert.equal(pending.size, 0);
+  for (const bad of [[''], ['a\nb'], 'request:1', [1]]) {
+    assert.throws(() => s.subscribePresence(bad, () => {}), TypeError, String(bad));
+  }
+  assert.throws(() => s.subscribePresence(['r'], null), TypeError);
+});
+
+test('without an EventSource, subscribePresence polls the viewers every pollMs', async () => {
+  const s = service({ pollMs: 10000 });
+  net.answers.push(reply(200, viewers('r', 'ann')), reply(200, viewers('r')));
+  const seen = [];
+  const off = s.subscribePresence(['r'], (doc) => seen.push(doc.count));
+  await settle();
+  mock.timers.tick(0);
+  await settle();
+  assert.deepEqual(seen, [1]);
+  mock.timers.tick(10000);
+  await settle();
+  assert.deepEqual(seen, [1, 0]);
+  off();
+  await settle();
+  assert.equal(pending.size, 0);
 });

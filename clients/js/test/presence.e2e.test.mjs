@@ -27,7 +27,8 @@ const HEARTBEAT_MS = 2000;
 const WITHIN_MS = HEARTBEAT_MS * 1.1 + 2000;
 // A change less than 5 s after the previous change's beat waits for the
 // next regular beat (or the end of those 5 s): one heartbeat, then up to
-// 2.5 s for the demo page's next poll, and 1 s of slack for a timer set
+// 2.5 s for the change to reach the demo page (its presence stream; it
+// polled every 2.5 s before), and 1 s of slack for a timer set
 // while the page was hidden (Chromium throttles those to wake-ups once a
 // second).
 const NEXT_CHANGE_WITHIN_MS = HEARTBEAT_MS * 1.1 + 2500 + 1000;

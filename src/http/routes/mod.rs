@@ -27,6 +27,7 @@ mod history;
 pub(crate) mod metrics;
 pub mod modules;
 pub(crate) mod presence;
+pub(crate) mod presence_stream;
 pub mod stream;
 
 /// How long any store call may take before the request answers 503.
@@ -72,6 +73,7 @@ pub fn api(modules: &Modules) -> (Router<AppState>, OpenApiDoc) {
         .merge(heartbeat::router())
         .merge(modules::router())
         .merge(presence::router())
+        .merge(presence_stream::router())
         .merge(stream::router())
         .merge(admin::router())
         .merge(history::router())

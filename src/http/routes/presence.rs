@@ -23,7 +23,7 @@ use crate::domain::{Profile, ResourceId, UserId};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{ApiPath, LimitedUser};
 use crate::http::state::AppState;
-use crate::store::SessionStore;
+use crate::store::{ResourceViewers, SessionStore};
 
 /// The path of user status, whose body may be larger than a heartbeat's.
 pub(crate) const USERS_PATH: &str = "/api/presence/users";
@@ -44,7 +44,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 ///
 /// # Errors
 /// 403 `forbidden`, saying which rule refused.
-fn may_read(
+pub(super) fn may_read(
     state: &AppState,
     caller: &Caller,
     resource: Option<&ResourceId>,
@@ -91,7 +91,7 @@ struct ViewerBody {
 /// The live viewers of a resource.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct ResourceViewersResponse {
+pub(super) struct ResourceViewersResponse {
     /// As requested.
     #[schema(example = "request:123")]
     resource: String,
@@ -134,22 +134,30 @@ async fn resource_viewers_get(
         state.store.resource_viewers(&resource),
     )
     .await?;
-    Ok(Json(ResourceViewersResponse {
-        resource: resource.to_string(),
-        count: found.count,
-        viewers: found
-            .viewers
-            .into_iter()
-            .map(|v| ViewerBody {
-                user_id: v.user.to_string(),
-                state: v.state.as_str(),
-                since: rfc3339(v.since),
-                last_seen: rfc3339(v.last_seen),
-                profile: profile_body(v.profile.as_ref()),
-            })
-            .collect(),
-        timestamp: rfc3339(found.at),
-    }))
+    Ok(Json(ResourceViewersResponse::new(&resource, found)))
+}
+
+impl ResourceViewersResponse {
+    /// The answer for `resource` from what the store `found`: the body of
+    /// the GET and of each presence stream event.
+    pub(super) fn new(resource: &ResourceId, found: ResourceViewers) -> Self {
+        Self {
+            resource: resource.to_string(),
+            count: found.count,
+            viewers: found
+                .viewers
+                .into_iter()
+                .map(|v| ViewerBody {
+                    user_id: v.user.to_string(),
+                    state: v.state.as_str(),
+                    since: rfc3339(v.since),
+                    last_seen: rfc3339(v.last_seen),
+                    profile: profile_body(v.profile.as_ref()),
+                })
+                .collect(),
+            timestamp: rfc3339(found.at),
+        }
+    }
 }
 
 /// The users asked about, as documented; parsing goes through [`UserIds`].

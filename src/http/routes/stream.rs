@@ -106,7 +106,7 @@ async fn stream_get(
 /// [`MAX_STREAM_LIFETIME`] (EventSource reconnects by itself, with a fresh
 /// token from the client), so a stream never outlives its credentials and a
 /// client that stops reading cannot hold its place for ever.
-fn lifetime(state: &AppState, caller: &Caller) -> Duration {
+pub(super) fn lifetime(state: &AppState, caller: &Caller) -> Duration {
     let until_expiry = caller.expires_at.map_or(MAX_STREAM_LIFETIME, |exp| {
         let left = exp.saturating_sub(state.clock.now_ms());
         Duration::from_millis(u64::try_from(left).unwrap_or(0))

@@ -25,6 +25,7 @@ use chrono_tz::Tz;
 
 use super::history::{HISTORY_MINUTES, History};
 use super::users::{Uid, UserSet};
+use super::watch::Watchers;
 use super::{
     CountsAt, Cursor, Heartbeat, HeartbeatAck, Leave, MAX_LISTED_VIEWERS, ModuleCounts,
     ResourceViewers, SessionObserver, SessionPage, SessionStore, StoreError, UserStatus,
@@ -85,6 +86,8 @@ pub struct MemoryStore {
 struct Shared {
     state: Mutex<State>,
     observer: Arc<dyn SessionObserver>,
+    /// The presence streams' registry, told of each resource that changed.
+    watchers: Arc<Watchers>,
     modules: Modules,
     clock: Arc<dyn Clock>,
     ttl: Millis,
@@ -117,6 +120,7 @@ impl MemoryStore {
             shared: Arc::new(Shared {
                 state: Mutex::new(state),
                 observer,
+                watchers: Arc::default(),
                 modules: config.modules.clone(),
                 clock,
                 ttl: duration_ms(config.session_ttl),
@@ -309,10 +313,22 @@ impl MemoryStore {
         ack
     }
 
-    /// Releases the lock, then tells the observer of the sessions that ended.
+    /// The registry of presence streams this store notifies.
+    pub fn watchers(&self) -> &Arc<Watchers> {
+        &self.shared.watchers
+    }
+
+    /// Releases the lock, then tells the observer of the sessions that
+    /// ended and the watchers of the resources that changed.
     fn notify(&self, mut state: MutexGuard<'_, State>) {
         let mut ended = std::mem::take(&mut state.ended);
+        let mut touched = std::mem::take(&mut state.touched);
         drop(state);
+        touched.sort_unstable();
+        touched.dedup();
+        for resource in &touched {
+            self.shared.watchers.touch(resource);
+        }
         ended.sort_unstable_by_key(|&(module, _, expired)| (module.index(), expired));
         for group in ended.chunk_by(|a, b| (a.0, a.2) == (b.0, b.2)) {
             let (module, _, expired) = group[0];

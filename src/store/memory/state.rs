@@ -115,6 +115,9 @@ pub(super) struct State {
     ttl: Millis,
     /// Sessions ended under the lock, told to the observer after it.
     pub(super) ended: Vec<(ModuleId, Millis, bool)>,
+    /// Resources whose viewers changed under the lock (a join, a leave, a
+    /// state or profile change), told to their watchers after it.
+    pub(super) touched: Vec<ResourceId>,
 }
 
 impl State {
@@ -142,6 +145,7 @@ impl State {
             history: HistoryRing::new(modules),
             ttl,
             ended: Vec::new(),
+            touched: Vec::new(),
         }
     }
 
@@ -334,18 +338,27 @@ impl State {
         hidden: bool,
     ) {
         self.remember_seen(uid, now);
-        match profile {
-            Some(p) => {
-                self.profiles.insert(uid, p);
-            }
-            None => {
-                self.profiles.remove(&uid);
-            }
-        }
+        let was_hidden = self.hidden.contains(uid);
+        let changed = match profile {
+            Some(p) => self
+                .profiles
+                .insert(uid, p.clone())
+                .is_none_or(|old| old != p),
+            None => self.profiles.remove(&uid).is_some(),
+        };
         if hidden {
             self.hidden.insert(uid);
         } else {
             self.hidden.remove(uid);
+        }
+        if changed || was_hidden != hidden {
+            // The user shows (or stops showing) as someone else wherever
+            // they are.
+            let resources: Vec<ResourceId> = self
+                .sessions_of(uid)
+                .filter_map(|sid| self.sessions[sid as usize].resource().cloned())
+                .collect();
+            self.touched.extend(resources);
         }
     }
 
@@ -402,6 +415,7 @@ impl State {
         self.by_time.insert((last_seen, uid, sid));
         self.held[module.index()] += 1;
         if let Some(r) = resource {
+            self.touched.push(r.clone());
             self.resources.entry(r).or_default().insert(sid);
         }
         sid
@@ -555,6 +569,12 @@ impl State {
         };
         s.set_extras(beat.client, beat.page, beat.resource.clone(), since);
         s.last_seen = now;
+        if s.state != beat.state
+            && old_resource == beat.resource
+            && let Some(r) = &old_resource
+        {
+            self.touched.push(r.clone());
+        }
         s.state = beat.state;
         self.by_time.remove(&(old_seen, uid, sid));
         self.by_time.insert((now, uid, sid));
@@ -569,6 +589,7 @@ impl State {
                 self.unindex_resource(&r, sid);
             }
             if let Some(r) = beat.resource {
+                self.touched.push(r.clone());
                 self.resources.entry(r).or_default().insert(sid);
             }
         }
@@ -581,6 +602,7 @@ impl State {
     }
 
     fn unindex_resource(&mut self, resource: &ResourceId, sid: Sid) {
+        self.touched.push(resource.clone());
         if let Some(sids) = self.resources.get_mut(resource) {
             sids.remove(&sid);
             if sids.is_empty() {

@@ -46,6 +46,7 @@ if not s then
   s = { m = code, st = NOW, rs = NOW, ls = NOW, p = page, r = resource, i = idle }
   record_start(code)
   if resource ~= '' then redis.call('SADD', res_key(resource), member(field, user)) end
+  changed(resource)
 else
   if s.m ~= code then
     touched[s.m] = true
@@ -58,9 +59,12 @@ else
   if s.r ~= resource then
     if s.r ~= '' then redis.call('SREM', res_key(s.r), member(field, user)) end
     if resource ~= '' then redis.call('SADD', res_key(resource), member(field, user)) end
+    changed(s.r)
+    changed(resource)
     s.r = resource
     s.rs = NOW
   end
+  if s.i ~= idle then changed(s.r) end
   s.p = page
   s.ls = NOW
   s.i = idle
@@ -80,6 +84,12 @@ redis.call('EXPIRE', today_key(code), DAY_KEEP_S)
 redis.call('SADD', total_key(code), user)
 -- Per user: when, the latest token's profile, and whether it hides them.
 redis.call('ZADD', SEEN_KEY, NOW, user)
+-- A new profile, or hiding, changes how the user shows wherever they are.
+local old_profile = redis.call('HGET', PROFILE_KEY, user) or ''
+local was_hidden = redis.call('SISMEMBER', HIDDEN_KEY, user) == 1
+if old_profile ~= profile or was_hidden ~= hidden then
+  for _, o in pairs(sessions) do changed(o.r) end
+end
 if profile ~= '' then
   redis.call('HSET', PROFILE_KEY, user, profile)
 else
@@ -91,4 +101,5 @@ else
   redis.call('SREM', HIDDEN_KEY, user)
 end
 see_peak(code, live_count(pres_key(code)))
+publish_changes()
 return { live_count(ANY_KEY), NOW, unpack(ENDED) }

@@ -14,4 +14,5 @@ for f, s in pairs(sessions) do
   end
 end
 if next(touched) then refresh_presence(user, sessions, touched) end
+publish_changes()
 return { ended, NOW, unpack(ENDED) }

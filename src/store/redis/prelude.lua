@@ -44,6 +44,16 @@ local function awake_key(code) return P .. ':awake:' .. code end
 local function sess_key(user) return P .. ':sess:' .. user end
 local function msess_key(code) return P .. ':msess:' .. code end
 local function res_key(resource) return P .. ':res:' .. resource end
+-- Resources whose viewers this script changed (a join, a leave, a state or
+-- profile change), published on P..':presence' when it ends, so that every
+-- instance's presence streams re-read them.
+local CHANGED = {}
+local function changed(resource)
+  if resource and resource ~= '' then CHANGED[resource] = true end
+end
+local function publish_changes()
+  for r in pairs(CHANGED) do redis.call('PUBLISH', P .. ':presence', r) end
+end
 local TIME_KEY = P .. ':time'
 local ANY_KEY = P .. ':any'
 -- Per user, not per session: latest heartbeat (sorted set), profile JSON
@@ -187,6 +197,7 @@ local function remove_session(user, field, s)
   redis.call('ZREM', TIME_KEY, member(field, user))
   redis.call('ZREM', msess_key(s.m), member(field, user))
   if s.r ~= '' then redis.call('SREM', res_key(s.r), member(field, user)) end
+  changed(s.r)
   if s.ls <= CUTOFF then
     record_end(s.m, s.ls + TTL, s.ls - s.st, true)
   else

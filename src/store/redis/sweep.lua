@@ -22,4 +22,5 @@ for _, code in ipairs(CODES) do
   redis.call('ZREMRANGEBYSCORE', msess_key(code), '-inf', CUTOFF)
 end
 redis.call('ZREMRANGEBYSCORE', ANY_KEY, '-inf', CUTOFF)
+publish_changes()
 return { #expired, NOW, unpack(ENDED) }
