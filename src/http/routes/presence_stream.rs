@@ -85,7 +85,7 @@ struct PresenceEvent {
     path = "/api/presence/stream",
     tag = "presence",
     params(
-        ("resources" = String, Query, description = "1 to 20 resource ids, comma-separated, each percent-encoded", example = "request:1,request:2"),
+        ("resources" = String, Query, description = "1 to 20 resource ids, comma-separated, each percent-encoded", example = "request:1,request:2", pattern = "^[^,\\u0000-\\u001F\\u007F-\\u009F]{1,128}(,[^,\\u0000-\\u001F\\u007F-\\u009F]{1,128}){0,19}$"),
         ("access_token" = Option<String>, Query, description = "The JWT, when no `Authorization` header is sent"),
     ),
     security(("bearer" = [])),
