@@ -124,38 +124,30 @@ impl Shared {
         S: Service<Request, Response = Response, Error = Infallible>,
     {
         let id = self.ids.assign(&mut request);
-        let mut response = if tracing::enabled!(Level::DEBUG) {
-            let span = tracing::debug_span!(
+        let debug = tracing::enabled!(Level::DEBUG);
+        // `Span::none()` when nothing would record the span: nothing built.
+        let span = if debug {
+            tracing::debug_span!(
                 "request",
                 method = %request.method(),
                 path = %request.uri().path(),
                 request_id = id.to_str().unwrap_or("-"),
-            );
-            let started = Instant::now();
-            let response = self.guard(inner, request).instrument(span.clone()).await;
-            let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            let _entered = span.enter();
-            let status = response.status().as_u16();
-            match response.extensions().get::<InternalDetail>() {
-                Some(InternalDetail(detail)) => {
-                    tracing::error!(status, latency_us, %detail, "internal error");
-                }
-                None => tracing::debug!(status, latency_us, "answered"),
-            }
-            response
+            )
         } else {
-            let response = self.guard(inner, request).await;
-            if let Some(InternalDetail(detail)) = response.extensions().get::<InternalDetail>() {
-                tracing::error!(
-                    request_id = id.to_str().unwrap_or("-"),
-                    status = response.status().as_u16(),
-                    %detail,
-                    "internal error"
-                );
-            }
-            response
+            tracing::Span::none()
         };
-        self.metrics.response(response.status().as_u16());
+        let started = debug.then(Instant::now);
+        let mut response = self.guard(inner, request).instrument(span.clone()).await;
+        let status = response.status().as_u16();
+        let _entered = span.enter();
+        if let Some(InternalDetail(detail)) = response.extensions().get::<InternalDetail>() {
+            let request_id = id.to_str().unwrap_or("-");
+            tracing::error!(request_id, status, %detail, "internal error");
+        } else if let Some(started) = started {
+            let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            tracing::debug!(status, latency_us, "answered");
+        }
+        self.metrics.response(status);
         response.headers_mut().insert(REQUEST_ID, id);
         response
     }
@@ -255,25 +247,18 @@ impl RequestIds {
     fn make(&self) -> HeaderValue {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let mut text = [0_u8; 33];
-        let prefix = hex(self.prefix, &mut text[..16]);
+        let prefix = hex(self.prefix, 16, &mut text);
         text[prefix] = b'-';
-        let end = prefix + 1 + hex_trimmed(n, &mut text[prefix + 1..]);
+        // Without leading zeros, at least one digit.
+        let digits = (16 - n.leading_zeros() as usize / 4).max(1);
+        let end = prefix + 1 + hex(n, digits, &mut text[prefix + 1..]);
         HeaderValue::from_bytes(&text[..end]).unwrap_or_else(|_| HeaderValue::from_static("-"))
     }
 }
 
-/// Writes `value` as 16 lowercase hex digits; returns how many (16).
-fn hex(value: u64, out: &mut [u8]) -> usize {
-    for (i, slot) in out[..16].iter_mut().enumerate() {
-        *slot = digit(value >> (60 - 4 * i));
-    }
-    16
-}
-
-/// Writes `value` in lowercase hex without leading zeros; returns how many
-/// digits.
-fn hex_trimmed(value: u64, out: &mut [u8]) -> usize {
-    let digits = (16 - value.leading_zeros() as usize / 4).max(1);
+/// Writes the last `digits` hex digits of `value`, lowercase; returns
+/// `digits`.
+fn hex(value: u64, digits: usize, out: &mut [u8]) -> usize {
     for (i, slot) in out[..digits].iter_mut().enumerate() {
         *slot = digit(value >> (4 * (digits - 1 - i)));
     }

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event, Sse};
 use futures_util::stream::{Stream, StreamExt as _};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -35,7 +35,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::presence::{ResourceViewersResponse, may_read};
-use super::stream::{KEEP_ALIVE, lifetime};
+use super::stream::answer;
 use super::within_deadline;
 use crate::clock::{Millis, duration_ms};
 use crate::domain::{Activity, Profile, ResourceId, UserId};
@@ -127,16 +127,10 @@ async fn presence_stream_get(
         let _registered = registration;
         feed.run(&sender).await;
     });
-    let events = ReceiverStream::new(receiver)
-        // The guard lives as long as the stream: dropped when the client
-        // goes, or when the task drops a slow reader.
-        .map(move |event| {
-            let _open = &guard;
-            Ok(event)
-        })
-        .take_until(state.shutdown.clone().cancelled_owned())
-        .take_until(tokio::time::sleep(lifetime(&state, &caller)));
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")))
+    // The stream (and its guard) also ends when the task drops a slow
+    // reader's sender.
+    let events = ReceiverStream::new(receiver).map(Ok);
+    Ok(answer(&state, &caller, guard, events))
 }
 
 /// The `resources` of a raw query string: split on literal commas, each

@@ -17,6 +17,7 @@ use super::within_deadline;
 use crate::auth::Caller;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::StreamUser;
+use crate::http::live::StreamGuard;
 use crate::http::state::AppState;
 use crate::store::SessionStore;
 
@@ -91,15 +92,31 @@ async fn stream_get(
     let events = stream::once(std::future::ready(Ok(Event::default()
         .event("modules")
         .data(first))))
-    .chain(changes)
-    // The guard lives as long as the stream: dropped when the client goes.
-    .map(move |event| {
-        let _open = &guard;
-        event
-    })
-    .take_until(state.shutdown.clone().cancelled_owned())
-    .take_until(tokio::time::sleep(lifetime(&state, &caller)));
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")))
+    .chain(changes);
+    Ok(answer(&state, &caller, guard, events))
+}
+
+/// `events` as every stream answers: holding `guard`, its place under the
+/// stream caps, for as long as it is open (dropped when the client goes);
+/// ending at shutdown and at the end of its [`lifetime`]; a keep-alive
+/// comment every [`KEEP_ALIVE`].
+pub(super) fn answer<S>(
+    state: &AppState,
+    caller: &Caller,
+    guard: StreamGuard,
+    events: S,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<S>>
+where
+    S: Stream<Item = Result<Event, Infallible>> + Send + 'static,
+{
+    let events = events
+        .map(move |event| {
+            let _open = &guard;
+            event
+        })
+        .take_until(state.shutdown.clone().cancelled_owned())
+        .take_until(tokio::time::sleep(lifetime(state, caller)));
+    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
 }
 
 /// How long a stream may stay open: until its token expires, and at most
