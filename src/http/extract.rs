@@ -1,10 +1,13 @@
 //! Every extractor a handler names in its arguments: who the caller is
 //! ([`AuthUser`], [`AdminUser`], [`LimitedUser`], [`StreamUser`]), and
 //! query and path parameters whose rejection is the contract's error body
-//! ([`ApiQuery`], [`ApiPath`]).
+//! ([`ApiQuery`], [`ApiPath`]), and the JSON bodies that body extractors
+//! parse ([`json_body`]).
 
-use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
+use axum::body::Bytes;
+use axum::extract::{FromRequest as _, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 
 use crate::auth::{AuthError, Caller};
@@ -133,3 +136,34 @@ pub(crate) struct ApiQuery<T>(pub T);
 #[derive(Debug, FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub(crate) struct ApiPath<T>(pub T);
+
+/// The bytes of a JSON body of at most `limit` bytes (the route's
+/// `DefaultBodyLimit`): 415 when it is not sent as JSON, 413 when larger.
+///
+/// # Errors
+/// [`ApiError::UnsupportedMediaType`], [`ApiError::PayloadTooLarge`], or
+/// [`ApiError::InvalidBody`] when it cannot be read.
+pub(crate) async fn json_body(
+    req: Request,
+    state: &AppState,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    if !is_json(req.headers().get(CONTENT_TYPE)) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(limit)
+        } else {
+            ApiError::InvalidBody(format!("cannot read body: {}", e.body_text()))
+        }
+    })
+}
+
+fn is_json(content_type: Option<&axum::http::HeaderValue>) -> bool {
+    let Some(value) = content_type.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let mime = value.split(';').next().unwrap_or("").trim();
+    mime.eq_ignore_ascii_case("application/json")
+}

@@ -1,9 +1,7 @@
 //! `POST` and `DELETE /api/stats/heartbeat`: record activity, end sessions.
 
-use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
-use axum::http::header::CONTENT_TYPE;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -19,7 +17,7 @@ use crate::domain::{
     Activity, ClientId, MAX_PAGE_LEN, MAX_RESOURCE_LEN, ModuleId, Page, ResourceId,
 };
 use crate::http::error::{ApiError, ErrorBody};
-use crate::http::extract::{ApiQuery, AuthUser, LimitedUser};
+use crate::http::extract::{ApiQuery, AuthUser, LimitedUser, json_body};
 use crate::http::state::AppState;
 use crate::store::{Heartbeat, Leave, SessionStore};
 
@@ -226,37 +224,6 @@ impl FromRequest<AppState> for HeartbeatBody {
         let bytes = json_body(req, state, MAX_BODY_BYTES).await?;
         parse_body(&bytes, state).map(Self)
     }
-}
-
-/// The bytes of a JSON body of at most `limit` bytes (the route's
-/// `DefaultBodyLimit`): 415 when it is not sent as JSON, 413 when larger.
-///
-/// # Errors
-/// [`ApiError::UnsupportedMediaType`], [`ApiError::PayloadTooLarge`], or
-/// [`ApiError::InvalidBody`] when it cannot be read.
-pub(super) async fn json_body(
-    req: Request,
-    state: &AppState,
-    limit: usize,
-) -> Result<Bytes, ApiError> {
-    if !is_json(req.headers().get(CONTENT_TYPE)) {
-        return Err(ApiError::UnsupportedMediaType);
-    }
-    Bytes::from_request(req, state).await.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(limit)
-        } else {
-            ApiError::InvalidBody(format!("cannot read body: {}", e.body_text()))
-        }
-    })
-}
-
-fn is_json(content_type: Option<&axum::http::HeaderValue>) -> bool {
-    let Some(value) = content_type.and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let mime = value.split(';').next().unwrap_or("").trim();
-    mime.eq_ignore_ascii_case("application/json")
 }
 
 fn parse_body(bytes: &[u8], state: &AppState) -> Result<ValidBody, ApiError> {

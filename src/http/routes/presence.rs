@@ -14,14 +14,13 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::heartbeat::json_body;
 use super::within_deadline;
 use crate::auth::Caller;
 use crate::clock::rfc3339;
 use crate::config::Visibility;
 use crate::domain::{Profile, ResourceId, UserId};
 use crate::http::error::{ApiError, ErrorBody};
-use crate::http::extract::{ApiPath, LimitedUser};
+use crate::http::extract::{ApiPath, LimitedUser, json_body};
 use crate::http::state::AppState;
 use crate::store::{ResourceViewers, SessionStore};
 
@@ -62,11 +61,6 @@ pub(super) fn may_read(
             "this resource is outside the token's presence scope",
         )),
     }
-}
-
-/// A user's profile as a response shows it: absent when none.
-fn profile_body(profile: Option<&Profile>) -> Option<Value> {
-    profile.map(Profile::to_value)
 }
 
 /// One user viewing the resource.
@@ -152,7 +146,7 @@ impl ResourceViewersResponse {
                     state: v.state.as_str(),
                     since: rfc3339(v.since),
                     last_seen: rfc3339(v.last_seen),
-                    profile: profile_body(v.profile.as_ref()),
+                    profile: v.profile.as_ref().map(Profile::to_value),
                 })
                 .collect(),
             timestamp: rfc3339(found.at),
@@ -249,7 +243,7 @@ async fn users_status(
                     .map(|&m| state.modules.get(m).code.clone())
                     .collect(),
                 last_seen: s.last_seen.map(rfc3339),
-                profile: profile_body(s.profile.as_ref()),
+                profile: s.profile.as_ref().map(Profile::to_value),
             };
             (user.to_string(), body)
         })
