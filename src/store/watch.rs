@@ -10,7 +10,7 @@
 //! the messages its scripts publish, on every instance.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::Notify;
@@ -62,6 +62,10 @@ type Entries = HashMap<ResourceId, Vec<(Arc<Inbox>, u32)>>;
 #[derive(Debug, Default)]
 pub struct Watchers {
     by_resource: Mutex<Entries>,
+    /// How many resources are watched, kept beside the map so a store can
+    /// skip noting changes (a resource id copied per heartbeat) while
+    /// nobody watches anything.
+    watched: AtomicUsize,
 }
 
 impl Watchers {
@@ -83,6 +87,7 @@ impl Watchers {
                 .or_default()
                 .push((Arc::clone(inbox), 1 << i));
         }
+        self.watched.store(map.len(), Ordering::Relaxed);
         Registration {
             watchers: Arc::clone(self),
             resources: resources.iter().take(MAX_WATCHED).cloned().collect(),
@@ -115,6 +120,13 @@ impl Watchers {
     pub fn watched(&self) -> usize {
         self.lock().len()
     }
+
+    /// Whether no resource is watched. A store that reads this under its
+    /// own lock misses no change a new watcher cares about: the watcher
+    /// registers before its first read, which takes the same lock.
+    pub fn is_empty(&self) -> bool {
+        self.watched.load(Ordering::Relaxed) == 0
+    }
 }
 
 /// A watcher's place in the registry; leaves it when dropped.
@@ -136,6 +148,7 @@ impl Drop for Registration {
                 }
             }
         }
+        self.watchers.watched.store(map.len(), Ordering::Relaxed);
     }
 }
 
@@ -160,6 +173,7 @@ mod tests {
         assert_eq!(a.take(), 0);
         drop(rb);
         assert_eq!(watchers.watched(), 2);
+        assert!(!watchers.is_empty());
         watchers.touch_all();
         assert_eq!(a.take(), 0b11);
         assert_eq!(b.take(), 0);

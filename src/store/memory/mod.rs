@@ -206,6 +206,7 @@ impl MemoryStore {
             now,
             self.shared.ttl,
         );
+        fresh.tracking = !self.shared.watchers.is_empty();
         let restored = fresh.restore(image, now, self.shared.max_sessions_per_user);
         let mut state = self
             .shared
@@ -230,6 +231,7 @@ impl MemoryStore {
             .unwrap_or_else(PoisonError::into_inner);
         let now = self.shared.clock.now_ms();
         let ttl = self.shared.ttl;
+        state.tracking = !self.shared.watchers.is_empty();
         // Only forward: a wall clock stepping back must not undo today.
         if now >= state.next_day_start {
             state.roll_day(self.shared.timezone, now, ttl);

@@ -116,8 +116,11 @@ pub(super) struct State {
     /// Sessions ended under the lock, told to the observer after it.
     pub(super) ended: Vec<(ModuleId, Millis, bool)>,
     /// Resources whose viewers changed under the lock (a join, a leave, a
-    /// state or profile change), told to their watchers after it.
+    /// state or profile change), told to their watchers after it; noted
+    /// only while `tracking`.
     pub(super) touched: Vec<ResourceId>,
+    /// Whether any presence stream watches anything (set at each lock).
+    pub(super) tracking: bool,
 }
 
 impl State {
@@ -146,6 +149,7 @@ impl State {
             ttl,
             ended: Vec::new(),
             touched: Vec::new(),
+            tracking: false,
         }
     }
 
@@ -351,7 +355,7 @@ impl State {
         } else {
             self.hidden.remove(uid);
         }
-        if changed || was_hidden != hidden {
+        if self.tracking && (changed || was_hidden != hidden) {
             // The user shows (or stops showing) as someone else wherever
             // they are.
             let resources: Vec<ResourceId> = self
@@ -415,7 +419,7 @@ impl State {
         self.by_time.insert((last_seen, uid, sid));
         self.held[module.index()] += 1;
         if let Some(r) = resource {
-            self.touched.push(r.clone());
+            self.touch(&r);
             self.resources.entry(r).or_default().insert(sid);
         }
         sid
@@ -569,13 +573,14 @@ impl State {
         };
         s.set_extras(beat.client, beat.page, beat.resource.clone(), since);
         s.last_seen = now;
-        if s.state != beat.state
+        let state_changed = s.state != beat.state;
+        s.state = beat.state;
+        if state_changed
             && old_resource == beat.resource
             && let Some(r) = &old_resource
         {
-            self.touched.push(r.clone());
+            self.touch(r);
         }
-        s.state = beat.state;
         self.by_time.remove(&(old_seen, uid, sid));
         self.by_time.insert((now, uid, sid));
         if let Some((old, length)) = moved_from {
@@ -589,7 +594,7 @@ impl State {
                 self.unindex_resource(&r, sid);
             }
             if let Some(r) = beat.resource {
-                self.touched.push(r.clone());
+                self.touch(&r);
                 self.resources.entry(r).or_default().insert(sid);
             }
         }
@@ -601,8 +606,15 @@ impl State {
         self.ended.push((module, length, expired));
     }
 
+    /// Notes that the viewers of `resource` changed, while anyone watches.
+    fn touch(&mut self, resource: &ResourceId) {
+        if self.tracking {
+            self.touched.push(resource.clone());
+        }
+    }
+
     fn unindex_resource(&mut self, resource: &ResourceId, sid: Sid) {
-        self.touched.push(resource.clone());
+        self.touch(resource);
         if let Some(sids) = self.resources.get_mut(resource) {
             sids.remove(&sid);
             if sids.is_empty() {
