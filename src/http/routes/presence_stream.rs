@@ -54,6 +54,25 @@ pub(crate) const COALESCE: Duration = Duration::from_millis(250);
 const QUEUE: usize = 64;
 /// How often, at most, the task looks at the clock for an expiry.
 const EXPIRY_CHECK: Duration = Duration::from_secs(1);
+/// When to look again for the expiry a read showed: at it, or, when it has
+/// already passed (the store still listed the viewer: its clock is behind
+/// ours, or the read was shared from before the expiry), after
+/// [`EXPIRY_CHECK`], so the stream does not re-read every [`COALESCE`].
+fn recheck_at(expires: Option<Millis>, now: Millis) -> Option<Millis> {
+    expires.map(|at| {
+        if at > now {
+            at
+        } else {
+            now + duration_ms(EXPIRY_CHECK)
+        }
+    })
+}
+
+const _: () = assert!(
+    MAX_RESOURCES <= crate::store::watch::MAX_WATCHED,
+    "a stream's resources must fit an inbox's bits"
+);
+
 /// How long after a failed read the task tries that resource again.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -313,7 +332,7 @@ impl Feed {
         let w = &mut self.watched[i];
         w.last = Some(read.seen.clone());
         w.not_before = now + COALESCE;
-        w.expires = read.expires;
+        w.expires = recheck_at(read.expires, self.state.clock.now_ms());
         Event::default().event("presence").data(read.json.as_str())
     }
 
@@ -362,7 +381,7 @@ impl Feed {
                     // Nothing a viewer can see changed; reads of this
                     // resource are spaced like events.
                     self.watched[i].not_before = now + COALESCE;
-                    self.watched[i].expires = read.expires;
+                    self.watched[i].expires = recheck_at(read.expires, self.state.clock.now_ms());
                     continue;
                 }
                 let event = self.event(i, &read, now);
