@@ -34,10 +34,9 @@ use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
-use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::{Millis, rfc3339};
+use crate::clock::{First, Millis, every, rfc3339};
 use crate::config::directory_of;
 use crate::domain::{Activity, ClientId, ModuleId, Modules, Page, Profile, ResourceId, UserId};
 use crate::metrics::Metrics;
@@ -222,17 +221,11 @@ impl Snapshots {
 /// in progress is finished first, so `serve` can take the last one after
 /// this task ends without the two writing at once.
 pub async fn run(snapshots: Snapshots, cancel: CancellationToken) {
-    let first = tokio::time::Instant::now() + SNAPSHOT_INTERVAL;
-    let mut ticks = tokio::time::interval_at(first, SNAPSHOT_INTERVAL);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
+    every(SNAPSHOT_INTERVAL, First::AfterPeriod, &cancel, || async {
         // The outcome is logged by `save`; the next tick tries again.
         let _ = snapshots.save().await;
-    }
+    })
+    .await;
 }
 
 impl StateFile {

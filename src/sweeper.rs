@@ -9,10 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, First, every};
 use crate::limiter::UserRateLimiter;
 use crate::store::{SessionStore, Store, StoreError};
 
@@ -24,13 +23,7 @@ pub async fn run(
     interval: Duration,
     cancel: CancellationToken,
 ) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
+    every(interval, First::Now, &cancel, || async {
         match store.sweep().await {
             Ok(0) => {}
             Ok(removed) => tracing::debug!(removed, "swept expired sessions"),
@@ -41,7 +34,8 @@ pub async fn run(
             Err(e) => tracing::warn!(error = %e, "sweep failed; will retry"),
         }
         limiter.forget_idle();
-    }
+    })
+    .await;
 }
 
 /// Samples every module's `activeNow` into the history once a minute, a

@@ -19,10 +19,10 @@ use std::io::IsTerminal as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+use crate::clock::{First, every};
 use crate::config::LogFormat;
 use crate::metrics::Metrics;
 use crate::store::{SessionStore as _, Store};
@@ -50,18 +50,11 @@ pub fn init(format: LogFormat) {
 /// answered: requests by status class, heartbeats recorded, and the live
 /// sessions now; until `cancel` fires.
 pub async fn summarise(metrics: Arc<Metrics>, store: Store, cancel: CancellationToken) {
-    let mut ticks =
-        tokio::time::interval_at(tokio::time::Instant::now() + SUMMARY_PERIOD, SUMMARY_PERIOD);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
+    every(SUMMARY_PERIOD, First::AfterPeriod, &cancel, || async {
         let ([_, ok, redirect, client, server], heartbeats) = metrics.take_summary();
         let requests = ok + redirect + client + server;
         if requests == 0 {
-            continue;
+            return;
         }
         let live = match tokio::time::timeout(Duration::from_secs(1), store.live_sessions()).await {
             Ok(Ok(per_module)) => per_module.iter().sum::<u64>().to_string(),
@@ -76,5 +69,6 @@ pub async fn summarise(metrics: Arc<Metrics>, store: Store, cancel: Cancellation
             live_sessions = %live,
             "summary of the last minute"
         );
-    }
+    })
+    .await;
 }

@@ -3,7 +3,8 @@
 //! Every decision that depends on time (is a session live, has `today` rolled
 //! over, is a token expired) reads a [`Clock`] held in the application state,
 //! never the system clock directly, so tests move time instead of sleeping
-//! through a TTL. [`day`] says where a local day starts.
+//! through a TTL. [`day`] says where a local day starts; [`every`] is the
+//! loop behind every periodic task.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -11,6 +12,9 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 pub(crate) mod day;
+mod every;
+
+pub use every::{First, every};
 
 /// Milliseconds since the Unix epoch, UTC: the one time unit used inside the
 /// service. Converted to RFC 3339 only at the edge ([`rfc3339`]).

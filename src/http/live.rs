@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::{First, every};
 use crate::domain::{Modules, UserId};
 use crate::http::routes::STORE_DEADLINE;
 use crate::http::routes::modules::ModulesResponse;
@@ -159,23 +159,17 @@ impl Drop for StreamGuard {
 /// last sent itself (streams start from their own reading of the store, so
 /// the publisher cannot know what each has seen), and sends only changes.
 pub async fn run(live: Arc<Live>, store: Store, modules: Modules, cancel: CancellationToken) {
-    let mut ticks = tokio::time::interval(PUBLISH_PERIOD);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
+    every(PUBLISH_PERIOD, First::Now, &cancel, || async {
         if live.sender.receiver_count() == 0 {
-            continue;
+            return;
         }
         let counts = match tokio::time::timeout(STORE_DEADLINE, store.module_counts()).await {
             Ok(Ok(counts)) => counts,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "live counts unavailable");
-                continue;
+                return;
             }
-            Err(_) => continue,
+            Err(_) => return,
         };
         let body = ModulesResponse::new(&modules, &counts);
         match serde_json::to_string(&body) {
@@ -188,5 +182,6 @@ pub async fn run(live: Arc<Live>, store: Store, modules: Modules, cancel: Cancel
             }
             Err(e) => tracing::error!(error = %e, "cannot serialise counts"),
         }
-    }
+    })
+    .await;
 }
