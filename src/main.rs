@@ -4,10 +4,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use presence::auth::{KeySource, mint};
+use presence::auth::{DemoKeys, KeySource, mint};
 use presence::clock::{Clock, SystemClock};
 use presence::config::{Cli, Command, Config, ConfigError, ServeArgs, TokenArgs, one_line};
-use presence::http::routes::demo::DemoKeys;
 use presence::store::TimeSource;
 use presence::{AppState, telemetry};
 
