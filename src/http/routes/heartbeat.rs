@@ -102,12 +102,14 @@ async fn heartbeat_create(
     body: Result<HeartbeatBody, ApiError>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     // Both extractors' refusals are taken as values, so that every outcome
-    // is counted here, by the module the body named (none when it named
-    // none); the caller's refusal comes first, as the contract orders them.
-    let module = body.as_ref().ok().map(|HeartbeatBody(b)| b.module);
-    let answer = match (caller, body) {
-        (Err(e), _) | (_, Err(e)) => Err(e),
-        (Ok(LimitedUser(caller)), Ok(HeartbeatBody(body))) => record(&state, caller, body).await,
+    // is counted here, labelled with the module only once the request was
+    // accepted; the caller's refusal comes first, as the contract orders
+    // them.
+    let (module, answer) = match (caller, body) {
+        (Err(e), _) | (_, Err(e)) => (None, Err(e)),
+        (Ok(LimitedUser(caller)), Ok(HeartbeatBody(body))) => {
+            (Some(body.module), record(&state, caller, body).await)
+        }
     };
     let code = module.map_or("", |m| state.modules.get(m).code.as_str());
     let status = answer
