@@ -99,9 +99,9 @@ const SWEEP_BATCH: i64 = 1000;
 macro_rules! script {
     ($file:literal) => {
         Script::new(concat!(
-            include_str!("redis/prelude.lua"),
+            include_str!("prelude.lua"),
             "\n",
-            include_str!(concat!("redis/", $file))
+            include_str!($file)
         ))
     };
 }
@@ -273,7 +273,7 @@ impl RedisStore {
                 history: script!("history.lua"),
                 live_sessions: script!("live_sessions.lua"),
                 users: script!("users.lua"),
-                layout: Script::new(include_str!("redis/layout.lua")),
+                layout: Script::new(include_str!("layout.lua")),
             }),
             anywhere: shards.iter().map(|_| AtomicU64::new(0)).collect(),
             shards,
