@@ -66,6 +66,7 @@
 pub mod changes;
 mod conn;
 mod decode;
+mod scripts;
 mod shards;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,11 +75,12 @@ use std::time::Duration;
 
 use chrono_tz::Tz;
 use futures_util::future::try_join_all;
-use redis::{FromRedisValue, Script, ScriptInvocation, Value};
+use redis::Value;
 
 use conn::Conn;
 pub use conn::Topology;
 use decode::{Packed, activity, field, int, malformed, ms, profile, store_error, text};
+use scripts::{DayWindow, Scripts};
 use shards::{Shard, ShardPage, merge_history};
 
 use super::history::History;
@@ -88,8 +90,7 @@ use super::{
     ResourceViewers, SessionInfo, SessionObserver, SessionPage, SessionStore, StoreError,
     UserStatus, UsersStatus, Viewer,
 };
-use crate::clock::day::{day_bounds, local_date};
-use crate::clock::{Clock, Millis, duration_ms};
+use crate::clock::{Clock, Millis};
 use crate::domain::{Activity, ClientId, Modules, Page, Profile, ResourceId, UserId};
 
 /// Connection and response timeout for Redis calls.
@@ -97,16 +98,6 @@ pub(crate) const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How many expired sessions one sweep script removes.
 const SWEEP_BATCH: i64 = 1000;
-
-macro_rules! script {
-    ($file:literal) => {
-        Script::new(concat!(
-            include_str!("prelude.lua"),
-            "\n",
-            include_str!($file)
-        ))
-    };
-}
 
 /// What the Redis store needs to know.
 #[derive(Debug, Clone)]
@@ -163,28 +154,6 @@ pub enum TimeSource {
     Redis,
     /// The given clock (tests).
     Clock(Arc<dyn Clock>),
-}
-
-/// The day window sent to the scripts, valid for one local day.
-#[derive(Debug, Default)]
-struct DayWindow {
-    from: Millis,
-    until: Millis,
-    text: Arc<str>,
-}
-
-struct Scripts {
-    heartbeat: Script,
-    leave: Script,
-    counts: Script,
-    viewers: Script,
-    sessions: Script,
-    sweep: Script,
-    sample: Script,
-    history: Script,
-    live_sessions: Script,
-    users: Script,
-    layout: Script,
 }
 
 /// Sessions in Redis. Cheap to clone: clones share the connection.
@@ -244,19 +213,7 @@ impl RedisStore {
             .join(",");
         Ok(Self {
             conn,
-            scripts: Arc::new(Scripts {
-                heartbeat: script!("heartbeat.lua"),
-                leave: script!("leave.lua"),
-                counts: script!("counts.lua"),
-                viewers: script!("viewers.lua"),
-                sessions: script!("sessions.lua"),
-                sweep: script!("sweep.lua"),
-                sample: script!("sample.lua"),
-                history: script!("history.lua"),
-                live_sessions: script!("live_sessions.lua"),
-                users: script!("users.lua"),
-                layout: Script::new(include_str!("layout.lua")),
-            }),
+            scripts: Arc::new(Scripts::load()),
             anywhere: shards.iter().map(|_| AtomicU64::new(0)).collect(),
             shards,
             base_tag,
@@ -274,76 +231,6 @@ impl RedisStore {
     /// The registry of this instance's presence streams.
     pub fn watchers(&self) -> &Arc<Watchers> {
         &self.watchers
-    }
-
-    /// Calls a script whose reply is two integers followed by the sessions
-    /// it ended (code, length ms, expired), tells the observer of those, and
-    /// returns the two integers.
-    async fn call_ending(&self, inv: &ScriptInvocation<'_>) -> Result<(i64, Millis), StoreError> {
-        let flat: Vec<Value> = self.call(inv).await?;
-        self.ending(flat)
-    }
-
-    /// Reads a reply of two integers followed by ended sessions; see
-    /// [`call_ending`](Self::call_ending).
-    fn ending(&self, flat: Vec<Value>) -> Result<(i64, Millis), StoreError> {
-        let mut it = flat.into_iter();
-        let (Some(first), Some(at)) = (it.next(), it.next()) else {
-            return Err(malformed("short reply"));
-        };
-        while let (Some(code), Some(length), Some(expired)) = (it.next(), it.next(), it.next()) {
-            #[allow(
-                clippy::cast_precision_loss,
-                reason = "session lengths are far below 2^52 ms"
-            )]
-            let seconds = int(&length)? as f64 / 1000.0;
-            self.observer
-                .sessions_ended(&text(code)?, int(&expired)? == 1, &[seconds]);
-        }
-        Ok((int(&first)?, int(&at)?))
-    }
-
-    /// Yesterday's, today's and tomorrow's local start as the instance's
-    /// clock sees them, as `start:date,...`. Computed once a day, not on
-    /// every call: every heartbeat sends it.
-    fn day_window(&self) -> Arc<str> {
-        let now = self.clock.now_ms();
-        let mut cached = self
-            .day_window
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !(cached.from..cached.until).contains(&now) {
-            let tz = self.config.timezone;
-            let (today, tomorrow) = day_bounds(tz, now);
-            let (yesterday, _) = day_bounds(tz, today - 1);
-            let text = [yesterday, today, tomorrow]
-                .iter()
-                .map(|start| format!("{start}:{}", local_date(tz, *start)))
-                .collect::<Vec<_>>()
-                .join(",");
-            *cached = DayWindow {
-                from: today,
-                until: tomorrow,
-                text: text.into(),
-            };
-        }
-        Arc::clone(&cached.text)
-    }
-
-    /// Prepares `script` on `shard` with the prelude's arguments.
-    fn invocation<'a>(&self, script: &'a Script, shard: usize) -> ScriptInvocation<'a> {
-        let now = match &self.time {
-            TimeSource::Redis => String::new(),
-            TimeSource::Clock(clock) => clock.now_ms().to_string(),
-        };
-        let shard = &self.shards[shard];
-        let mut inv = script.key(&shard.time_key);
-        inv.arg(&shard.tag)
-            .arg(duration_ms(self.config.session_ttl))
-            .arg(now)
-            .arg(&*self.day_window())
-            .arg(&self.codes);
-        inv
     }
 
     /// Warns when Redis may evict keys: the store needs them all (an
@@ -380,12 +267,6 @@ impl RedisStore {
                 "cannot read Redis's maxmemory-policy (CONFIG disabled?); make sure it is noeviction"
             ),
         }
-    }
-
-    async fn call<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> Result<T, StoreError> {
-        self.check_layout().await?;
-        let mut conn = self.conn.clone();
-        inv.invoke_async(&mut conn).await.map_err(store_error)
     }
 }
 
