@@ -97,6 +97,15 @@ pub(super) fn int(v: &Value) -> Result<i64, StoreError> {
     }
 }
 
+/// The next integer of a reply walked by `it`; `what` says which reply
+/// ended early.
+pub(super) fn next_int(
+    it: &mut impl Iterator<Item = Value>,
+    what: &str,
+) -> Result<i64, StoreError> {
+    int(&it.next().ok_or_else(|| malformed(what))?)
+}
+
 pub(super) fn text(v: Value) -> Result<String, StoreError> {
     redis::from_redis_value(v).map_err(|_| malformed("expected a string"))
 }
@@ -107,7 +116,7 @@ pub(super) fn parse_history(
     modules: &Modules,
 ) -> Result<(Millis, Vec<MinuteBucket>), StoreError> {
     let mut it = flat.into_iter();
-    let at = int(&it.next().ok_or_else(|| malformed("empty history"))?)?;
+    let at = next_int(&mut it, "empty history")?;
     let mut buckets = Vec::new();
     while let (Some(start), Some(fields)) = (it.next(), it.next()) {
         let mut bucket = MinuteBucket {

@@ -8,7 +8,9 @@ use futures_util::future::try_join_all;
 use redis::Value;
 
 use super::RedisStore;
-use super::decode::{Packed, activity, field, int, malformed, ms, profile, store_error, text};
+use super::decode::{
+    Packed, activity, field, int, malformed, ms, next_int, profile, store_error, text,
+};
 use super::shards::{ShardPage, merge_history};
 use crate::clock::Millis;
 use crate::domain::{Activity, ClientId, Page, Profile, ResourceId, UserId};
@@ -107,8 +109,8 @@ impl SessionStore for RedisStore {
         let mut count = 0;
         for flat in replies {
             let mut it = flat.into_iter();
-            at = int(&it.next().ok_or_else(|| malformed("empty viewers"))?)?.max(at);
-            count += int(&it.next().ok_or_else(|| malformed("no viewer count"))?)?;
+            at = next_int(&mut it, "empty viewers")?.max(at);
+            count += next_int(&mut it, "no viewer count")?;
             while let (Some(user), Some(since), Some(last), Some(idle), Some(prof)) =
                 (it.next(), it.next(), it.next(), it.next(), it.next())
             {
@@ -159,7 +161,7 @@ impl SessionStore for RedisStore {
         let mut found = std::collections::HashMap::with_capacity(users.len());
         for (shard_users, flat) in replies {
             let mut it = flat.into_iter();
-            at = int(&it.next().ok_or_else(|| malformed("empty user status"))?)?.max(at);
+            at = next_int(&mut it, "empty user status")?.max(at);
             for user in shard_users {
                 let (Some(state), Some(modules), Some(seen), Some(prof)) =
                     (it.next(), it.next(), it.next(), it.next())

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use futures_util::future::try_join_all;
 use redis::{FromRedisValue, Script, Value};
 
-use super::decode::{int, malformed, ms, parse_history, store_error, text};
+use super::decode::{malformed, ms, next_int, parse_history, store_error, text};
 use super::{RedisConfig, RedisStore};
 use crate::clock::Millis;
 use crate::domain::{Modules, UserId};
@@ -157,8 +157,8 @@ pub(super) struct ShardPage {
 impl ShardPage {
     fn parse(flat: Vec<Value>) -> Result<Self, StoreError> {
         let mut it = flat.into_iter();
-        let at = int(&it.next().ok_or_else(|| malformed("empty page"))?)?;
-        let more = int(&it.next().ok_or_else(|| malformed("empty page"))?)? == 1;
+        let at = next_int(&mut it, "empty page")?;
+        let more = next_int(&mut it, "empty page")? == 1;
         let mut rows = Vec::new();
         while let (Some(member), Some(score), Some(raw)) = (it.next(), it.next(), it.next()) {
             let score: Millis = text(score)?
