@@ -15,7 +15,7 @@
 //!   small values they hold ([`StoreKind`], [`LogFormat`], [`RateLimit`]).
 //! - `jwt.rs`: [`JwtArgs`], how tokens are checked, with [`ProfileClaims`]
 //!   and [`Visibility`].
-//! - `redis.rs`: the Redis settings and their checks.
+//! - `redis.rs`: the Redis settings, checked into one [`RedisTopology`].
 //! - `state_file.rs`: `STATE_FILE`, checked against the store and the disk.
 //! - `parse.rs`: the parsers of single values, and [`one_line`], which
 //!   turns clap's errors about them into the contract's one line.
@@ -32,7 +32,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub use jwt::{JwtArgs, ProfileClaims, Visibility};
 pub use parse::{one_line, parse_duration};
-pub use redis::DEFAULT_REDIS_URL;
+pub use redis::{DEFAULT_REDIS_URL, RedisTopology};
 pub use serve::{LogFormat, RateLimit, ServeArgs, StoreKind};
 use state_file::check_state_file;
 pub(crate) use state_file::directory_of;
@@ -91,6 +91,8 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// `SWEEP_INTERVAL`, or its default for the TTL.
     pub sweep_interval: Duration,
+    /// Where Redis is, with `STORE=redis`; `None` with the memory store.
+    pub redis: Option<RedisTopology>,
 }
 
 /// How long a session lasts without a heartbeat when `SESSION_TTL` is not
@@ -180,9 +182,10 @@ impl ServeArgs {
                 )
             })?;
         }
-        if self.store == StoreKind::Redis {
-            self.check_redis()?;
-        }
+        let redis = match self.store {
+            StoreKind::Memory => None,
+            StoreKind::Redis => Some(self.redis_topology()?),
+        };
         if let Some(path) = &self.state_file {
             check_state_file(path, self.store)?;
         }
@@ -191,6 +194,7 @@ impl ServeArgs {
             args: self,
             heartbeat_interval,
             sweep_interval,
+            redis,
         })
     }
 

@@ -1,11 +1,68 @@
-//! The Redis settings: one node (`REDIS_URL`), the master Sentinel names
-//! (`REDIS_SENTINELS` + `REDIS_SENTINEL_MASTER`) or a Redis Cluster
-//! (`REDIS_CLUSTER_NODES`), checked to be one of them and complete.
+//! The Redis settings, checked once into a [`RedisTopology`]: one node
+//! (`REDIS_URL`), the master Sentinel names (`REDIS_SENTINELS` +
+//! `REDIS_SENTINEL_MASTER`) or a Redis Cluster (`REDIS_CLUSTER_NODES`).
+//! That value is the only place the topology is decided: the store
+//! connects to it and the start-up log line describes it.
 
 use super::{ConfigError, ServeArgs};
 
 /// `REDIS_URL` when it is not set.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// Where Redis is, as the settings say. Decided once, when the settings
+/// are checked ([`ServeArgs::into_config`]), from `REDIS_URL`,
+/// `REDIS_SENTINELS` + `REDIS_SENTINEL_MASTER` or `REDIS_CLUSTER_NODES`,
+/// at most one of which is set; the store connects to it as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTopology {
+    /// One node (`REDIS_URL`).
+    Single {
+        /// Its URL.
+        url: String,
+    },
+    /// The master that Sentinel names (`REDIS_SENTINELS`,
+    /// `REDIS_SENTINEL_MASTER`).
+    Sentinel {
+        /// The sentinels, as `redis://host:port` URLs.
+        sentinels: Vec<String>,
+        /// The master's name in the sentinels' configuration.
+        master: String,
+    },
+    /// A Redis Cluster (`REDIS_CLUSTER_NODES`).
+    Cluster {
+        /// Seed nodes, as `redis://host:port` URLs.
+        nodes: Vec<String>,
+    },
+}
+
+impl RedisTopology {
+    /// The variable that says where Redis is, for an error about it.
+    pub fn variable(&self) -> &'static str {
+        match self {
+            Self::Single { .. } => "REDIS_URL",
+            Self::Sentinel { .. } => "REDIS_SENTINELS",
+            Self::Cluster { .. } => "REDIS_CLUSTER_NODES",
+        }
+    }
+
+    /// Which Redis, for a log line, without passwords: the URL, the
+    /// sentinels and master, or the cluster's seeds.
+    pub fn for_logs(&self) -> String {
+        let list = |urls: &[String]| {
+            urls.iter()
+                .map(|u| hide_password(u))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match self {
+            Self::Single { url } => hide_password(url),
+            Self::Sentinel { sentinels, master } => {
+                format!("master {master} of sentinels {}", list(sentinels))
+            }
+            Self::Cluster { nodes } => format!("cluster with seeds {}", list(nodes)),
+        }
+    }
+}
 
 impl ServeArgs {
     /// `REDIS_URL`, or its default.
@@ -18,37 +75,15 @@ impl ServeArgs {
         hide_password(self.redis_url())
     }
 
-    /// Which Redis, for a log line, without passwords: the URL, the
-    /// sentinels and master, or the cluster's seeds.
-    pub fn redis_for_logs(&self) -> String {
-        let list = |urls: &[String]| {
-            urls.iter()
-                .map(|u| hide_password(u))
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        if !self.redis_sentinels.is_empty() {
-            format!(
-                "master {} of sentinels {}",
-                self.redis_sentinel_master.as_deref().unwrap_or_default(),
-                list(&self.redis_sentinels)
-            )
-        } else if !self.redis_cluster_nodes.is_empty() {
-            format!("cluster with seeds {}", list(&self.redis_cluster_nodes))
-        } else {
-            self.redis_url_for_logs()
-        }
-    }
-
     /// Checks that at most one Redis topology is set, and each completely;
     /// turns `host:port` entries into URLs.
-    pub(super) fn check_redis(&mut self) -> Result<(), ConfigError> {
-        self.redis_sentinels.retain(|s| !s.trim().is_empty());
-        self.redis_cluster_nodes.retain(|s| !s.trim().is_empty());
+    pub(super) fn redis_topology(&self) -> Result<RedisTopology, ConfigError> {
+        let sentinels = listed(&self.redis_sentinels);
+        let nodes = listed(&self.redis_cluster_nodes);
         let set: Vec<&'static str> = [
             ("REDIS_URL", self.redis_url.is_some()),
-            ("REDIS_SENTINELS", !self.redis_sentinels.is_empty()),
-            ("REDIS_CLUSTER_NODES", !self.redis_cluster_nodes.is_empty()),
+            ("REDIS_SENTINELS", !sentinels.is_empty()),
+            ("REDIS_CLUSTER_NODES", !nodes.is_empty()),
         ]
         .into_iter()
         .filter_map(|(name, set)| set.then_some(name))
@@ -62,52 +97,65 @@ impl ServeArgs {
                 ),
             ));
         }
-        match (&self.redis_sentinel_master, self.redis_sentinels.is_empty()) {
-            (None, false) => {
-                return Err(ConfigError::new(
-                    "REDIS_SENTINEL_MASTER",
-                    "required with REDIS_SENTINELS: the master's name in the sentinels' \
-                     configuration (as in `sentinel monitor <name> ...`)",
-                ));
-            }
-            (Some(_), true) => {
-                return Err(ConfigError::new(
-                    "REDIS_SENTINELS",
-                    "required with REDIS_SENTINEL_MASTER: the sentinels, as host:port,host:port",
-                ));
-            }
-            (Some(name), false) if name.trim().is_empty() => {
-                return Err(ConfigError::new(
-                    "REDIS_SENTINEL_MASTER",
-                    "must not be empty with REDIS_SENTINELS",
-                ));
-            }
-            _ => {}
-        }
-        for (variable, list) in [
-            ("REDIS_SENTINELS", &mut self.redis_sentinels),
-            ("REDIS_CLUSTER_NODES", &mut self.redis_cluster_nodes),
-        ] {
-            for entry in list.iter_mut() {
-                *entry = node_url(entry).ok_or_else(|| {
-                    ConfigError::new(
-                        variable,
-                        format!(
-                            "`{entry}` is not host:port (like 127.0.0.1:26379) or a redis:// URL"
-                        ),
-                    )
-                })?;
+        match (&self.redis_sentinel_master, sentinels.is_empty()) {
+            (None, false) => Err(ConfigError::new(
+                "REDIS_SENTINEL_MASTER",
+                "required with REDIS_SENTINELS: the master's name in the sentinels' \
+                 configuration (as in `sentinel monitor <name> ...`)",
+            )),
+            (Some(_), true) => Err(ConfigError::new(
+                "REDIS_SENTINELS",
+                "required with REDIS_SENTINEL_MASTER: the sentinels, as host:port,host:port",
+            )),
+            (Some(name), false) if name.trim().is_empty() => Err(ConfigError::new(
+                "REDIS_SENTINEL_MASTER",
+                "must not be empty with REDIS_SENTINELS",
+            )),
+            (Some(master), false) => Ok(RedisTopology::Sentinel {
+                sentinels: node_urls("REDIS_SENTINELS", &sentinels)?,
+                master: master.clone(),
+            }),
+            (None, true) if !nodes.is_empty() => Ok(RedisTopology::Cluster {
+                nodes: node_urls("REDIS_CLUSTER_NODES", &nodes)?,
+            }),
+            (None, true) => {
+                let url = self.redis_url();
+                if let Err(e) = ::redis::IntoConnectionInfo::into_connection_info(url) {
+                    return Err(ConfigError::new(
+                        "REDIS_URL",
+                        format!("expected a URL like redis://127.0.0.1:6379 ({e})"),
+                    ));
+                }
+                Ok(RedisTopology::Single {
+                    url: url.to_owned(),
+                })
             }
         }
-        let url = ::redis::IntoConnectionInfo::into_connection_info(self.redis_url());
-        if let Err(e) = url {
-            return Err(ConfigError::new(
-                "REDIS_URL",
-                format!("expected a URL like redis://127.0.0.1:6379 ({e})"),
-            ));
-        }
-        Ok(())
     }
+}
+
+/// The entries of a comma-separated list that are not blank.
+fn listed(list: &[String]) -> Vec<&str> {
+    list.iter()
+        .map(String::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .collect()
+}
+
+/// Every entry of `variable` as a URL ([`node_url`]), or the error naming
+/// the first that is not one.
+fn node_urls(variable: &'static str, entries: &[&str]) -> Result<Vec<String>, ConfigError> {
+    entries
+        .iter()
+        .map(|entry| {
+            node_url(entry).ok_or_else(|| {
+                ConfigError::new(
+                    variable,
+                    format!("`{entry}` is not host:port (like 127.0.0.1:26379) or a redis:// URL"),
+                )
+            })
+        })
+        .collect()
 }
 
 /// A URL fit for a log line: any user and password replaced.
@@ -141,7 +189,17 @@ fn node_url(entry: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::config::Config;
     use crate::config::tests::serve;
+
+    /// The start-up log line's description of Redis.
+    fn for_logs(cfg: &Config) -> String {
+        cfg.redis
+            .as_ref()
+            .map(RedisTopology::for_logs)
+            .unwrap_or_default()
+    }
 
     #[test]
     fn a_bad_redis_url_names_the_variable() {
@@ -186,17 +244,26 @@ mod tests {
             "m",
         ])
         .unwrap();
-        assert_eq!(cfg.args.redis_sentinels, ["redis://b:2", "redis://c:3"]);
+        let Some(RedisTopology::Sentinel { sentinels, .. }) = &cfg.redis else {
+            panic!("not Sentinel: {:?}", cfg.redis);
+        };
+        assert_eq!(sentinels, &["redis://b:2", "redis://c:3"]);
         assert_eq!(
-            cfg.args.redis_for_logs(),
+            for_logs(&cfg),
             "master m of sentinels redis://b:2,redis://c:3"
         );
         let cfg = redis(&["--redis-cluster-nodes", "c:3,redis://:pw@d:4"]).unwrap();
         assert_eq!(
-            cfg.args.redis_for_logs(),
+            for_logs(&cfg),
             "cluster with seeds redis://c:3,redis://***@d:4"
         );
         let cfg = redis(&[]).unwrap();
-        assert_eq!(cfg.args.redis_for_logs(), "redis://127.0.0.1:6379");
+        assert_eq!(for_logs(&cfg), "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn the_memory_store_has_no_redis_topology() {
+        let cfg = serve(&["--redis-sentinels", "b:2"]).unwrap();
+        assert_eq!(cfg.redis, None);
     }
 }
