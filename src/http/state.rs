@@ -92,7 +92,7 @@ impl AppState {
             );
         }
         let metrics = Arc::new(Metrics::new());
-        let store = Store::open(&config.args, clock.clone(), redis_time, metrics.clone())?;
+        let store = Store::open(config, clock.clone(), redis_time, metrics.clone())?;
         let snapshots = match (&store, &config.args.state_file) {
             (Store::Memory(memory), Some(path)) => Some(Snapshots::open(
                 memory.clone(),

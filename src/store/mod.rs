@@ -15,7 +15,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::clock::{Clock, Millis};
-use crate::config::{ConfigError, ServeArgs, StoreKind};
+use crate::config::{Config, ConfigError};
 use crate::domain::{Activity, ClientId, ModuleId, Page, Profile, ResourceId, UserId};
 
 pub mod history;
@@ -307,26 +307,33 @@ pub enum Store {
 }
 
 impl Store {
-    /// The store the settings ask for. With `STORE=redis`, `redis_time`
-    /// says whose clock decides liveness (Redis's own in production).
+    /// The store the settings ask for: Redis where [`Config::redis`]
+    /// says, or memory. With `STORE=redis`, `redis_time` says whose clock
+    /// decides liveness (Redis's own in production).
     ///
     /// # Errors
     /// An unusable `REDIS_URL`.
     pub(crate) fn open(
-        args: &ServeArgs,
+        config: &Config,
         clock: Arc<dyn Clock>,
         redis_time: TimeSource,
         observer: Arc<dyn SessionObserver>,
     ) -> Result<Self, ConfigError> {
-        Ok(match args.store {
-            StoreKind::Memory => Self::Memory(MemoryStore::new(
+        let args = &config.args;
+        Ok(match &config.redis {
+            None => Self::Memory(MemoryStore::new(
                 &MemoryConfig::from_args(args),
                 clock,
                 observer,
             )),
-            StoreKind::Redis => Self::Redis(
-                RedisStore::new(RedisConfig::from_args(args), clock, redis_time, observer)
-                    .map_err(|e| ConfigError::new(redis_variable(args), e.to_string()))?,
+            Some(topology) => Self::Redis(
+                RedisStore::new(
+                    RedisConfig::from_args(args, topology),
+                    clock,
+                    redis_time,
+                    observer,
+                )
+                .map_err(|e| ConfigError::new(topology.variable(), e.to_string()))?,
             ),
         })
     }
@@ -346,17 +353,6 @@ impl Store {
             Self::Memory(_) => "memory",
             Self::Redis(_) => "redis",
         }
-    }
-}
-
-/// The variable that says where Redis is, for an error about it.
-fn redis_variable(args: &ServeArgs) -> &'static str {
-    if !args.redis_sentinels.is_empty() {
-        "REDIS_SENTINELS"
-    } else if !args.redis_cluster_nodes.is_empty() {
-        "REDIS_CLUSTER_NODES"
-    } else {
-        "REDIS_URL"
     }
 }
 

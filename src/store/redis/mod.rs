@@ -125,23 +125,9 @@ pub struct RedisConfig {
 }
 
 impl RedisConfig {
-    pub(crate) fn from_args(args: &crate::config::ServeArgs) -> Self {
-        let topology = if !args.redis_sentinels.is_empty() {
-            Topology::Sentinel {
-                sentinels: args.redis_sentinels.clone(),
-                master: args.redis_sentinel_master.clone().unwrap_or_default(),
-            }
-        } else if !args.redis_cluster_nodes.is_empty() {
-            Topology::Cluster {
-                nodes: args.redis_cluster_nodes.clone(),
-            }
-        } else {
-            Topology::Single {
-                url: args.redis_url().to_owned(),
-            }
-        };
+    pub(crate) fn from_args(args: &crate::config::ServeArgs, topology: &Topology) -> Self {
         Self {
-            topology,
+            topology: topology.clone(),
             key_prefix: args.redis_key_prefix.clone(),
             shards: args.redis_shards,
             modules: args.modules.clone(),
