@@ -512,7 +512,7 @@ async fn a_snapshot_is_saved_every_minute_while_serving() {
     let clock = new_clock();
     let (state, _, _) = build_state_on(&args, clock.clone());
     let cancel = CancellationToken::new();
-    let task = tokio::spawn(presence::snapshot::run(
+    let task = tokio::spawn(presence::store::memory::snapshot::run(
         state.snapshots.clone().unwrap(),
         cancel.clone(),
     ));

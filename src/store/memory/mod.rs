@@ -6,6 +6,8 @@
 //! - `state`: the locked `State`, its indexes and every operation on them.
 //! - `slot`: one session's slot in the state's slab.
 //! - `image`: `MemoryImage`, the state as plain values for a snapshot.
+//! - [`snapshot`]: those images saved to a file and restored at start-up
+//!   (`STATE_FILE`).
 //!
 //! # Locking
 //! One `std::sync::Mutex`: every operation is short and synchronous, and
@@ -36,6 +38,7 @@ use crate::domain::{Activity, Modules, ResourceId, UserId};
 
 mod image;
 mod slot;
+pub mod snapshot;
 mod state;
 
 pub(crate) use image::{MemoryImage, Restored, SessionImage, UserImage};
