@@ -21,6 +21,7 @@ use crate::domain::{Activity, ClientId, ModuleId, Page, Profile, ResourceId, Use
 pub mod history;
 pub mod memory;
 pub mod redis;
+mod ttl;
 pub(crate) mod users;
 pub mod watch;
 
@@ -28,6 +29,7 @@ pub use history::History;
 use memory::MemoryConfig;
 pub use memory::MemoryStore;
 pub use redis::{RedisConfig, RedisStore, TimeSource, Topology};
+pub use ttl::Ttl;
 
 /// Told of every session that ends, for the session-length metric.
 pub trait SessionObserver: Send + Sync + std::fmt::Debug + 'static {
@@ -238,8 +240,8 @@ pub struct SessionPage {
 
 /// The behaviour every session store has.
 ///
-/// A session is live while `now - last_seen < SESSION_TTL`; every read
-/// applies that rule itself, so nothing past its TTL is ever counted or
+/// A session is live while `now - last_seen < SESSION_TTL` (the rule is
+/// [`Ttl`]'s); every read applies that rule itself, so nothing past its TTL is ever counted or
 /// listed, whenever the sweeper last ran.
 pub trait SessionStore: Send + Sync + 'static {
     /// Records a heartbeat: creates or refreshes the session keyed by
