@@ -81,6 +81,25 @@ pub struct Heartbeat {
     pub hidden: bool,
 }
 
+impl Heartbeat {
+    /// A heartbeat of `user` in `module` that says nothing more: the
+    /// user's default session, no page or resource, active, no profile,
+    /// not hidden. The rest is set with struct update syntax:
+    /// `Heartbeat { resource: Some(r), ..Heartbeat::new(user, module) }`.
+    pub fn new(user: UserId, module: ModuleId) -> Self {
+        Self {
+            user,
+            client: None,
+            module,
+            page: None,
+            resource: None,
+            state: Activity::Active,
+            profile: None,
+            hidden: false,
+        }
+    }
+}
+
 /// What a heartbeat tells the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeartbeatAck {
