@@ -11,6 +11,7 @@
 //!   that turn it back into a `MemoryImage`.
 //! - `dropped`: what those checks left out, and the warnings saying so.
 //!
+//! # Behaviour
 //! - **When.** `Snapshots::open` restores the store at start-up, before
 //!   anything is served; [`run`] saves every minute while serving, and
 //!   `serve` saves once more after the shutdown drain.
