@@ -20,9 +20,10 @@
 //!
 //! **core**: what the service does, with no HTTP types.
 //! - [`auth`]: keys, token verification and its cache, minting.
-//! - [`store`]: the session store trait and its backends.
+//! - [`store`]: the session store trait and its backends; the memory
+//!   store's snapshots, kept across restarts (`STATE_FILE`), are
+//!   [`store::memory::snapshot`].
 //! - [`limiter`]: the per-user rate limit.
-//! - [`snapshot`]: the memory store kept across restarts (`STATE_FILE`).
 //! - [`metrics`]: the Prometheus registry and what updates it.
 //! - [`sweeper`]: the store's background tasks (expiry, history samples).
 //!
@@ -48,7 +49,6 @@ pub mod domain;
 pub mod http;
 pub mod limiter;
 pub mod metrics;
-pub mod snapshot;
 pub mod store;
 pub mod sweeper;
 pub mod telemetry;
@@ -151,7 +151,7 @@ pub async fn serve(
     let snapshots = state.snapshots.clone();
     let snapshotter = snapshots
         .clone()
-        .map(|s| tokio::spawn(snapshot::run(s, cancel.clone())));
+        .map(|s| tokio::spawn(store::memory::snapshot::run(s, cancel.clone())));
     let summary = tokio::spawn(telemetry::summarise(
         state.metrics.clone(),
         state.store.clone(),

@@ -16,7 +16,7 @@ use crate::http::server::Limits;
 use crate::http::sse::Streams;
 use crate::limiter::UserRateLimiter;
 use crate::metrics::Metrics;
-use crate::snapshot::Snapshots;
+use crate::store::memory::snapshot::Snapshots;
 use crate::store::{Store, TimeSource};
 
 /// Shared by every request. One `Arc`: axum's extractors and middleware

@@ -21,6 +21,7 @@ use crate::domain::{Activity, ClientId, ModuleId, Page, Profile, ResourceId, Use
 pub mod history;
 pub mod memory;
 pub mod redis;
+mod ttl;
 pub(crate) mod users;
 pub mod watch;
 
@@ -28,6 +29,7 @@ pub use history::History;
 use memory::MemoryConfig;
 pub use memory::MemoryStore;
 pub use redis::{RedisConfig, RedisStore, TimeSource, Topology};
+pub use ttl::Ttl;
 
 /// Told of every session that ends, for the session-length metric.
 pub trait SessionObserver: Send + Sync + std::fmt::Debug + 'static {
@@ -77,6 +79,25 @@ pub struct Heartbeat {
     /// Whether the user's token hides them from viewers and user status
     /// (they still count); kept per user, latest heartbeat wins.
     pub hidden: bool,
+}
+
+impl Heartbeat {
+    /// A heartbeat of `user` in `module` that says nothing more: the
+    /// user's default session, no page or resource, active, no profile,
+    /// not hidden. The rest is set with struct update syntax:
+    /// `Heartbeat { resource: Some(r), ..Heartbeat::new(user, module) }`.
+    pub fn new(user: UserId, module: ModuleId) -> Self {
+        Self {
+            user,
+            client: None,
+            module,
+            page: None,
+            resource: None,
+            state: Activity::Active,
+            profile: None,
+            hidden: false,
+        }
+    }
 }
 
 /// What a heartbeat tells the caller.
@@ -238,8 +259,8 @@ pub struct SessionPage {
 
 /// The behaviour every session store has.
 ///
-/// A session is live while `now - last_seen < SESSION_TTL`; every read
-/// applies that rule itself, so nothing past its TTL is ever counted or
+/// A session is live while `now - last_seen < SESSION_TTL` (the rule is
+/// [`Ttl`]'s); every read applies that rule itself, so nothing past its TTL is ever counted or
 /// listed, whenever the sweeper last ran.
 pub trait SessionStore: Send + Sync + 'static {
     /// Records a heartbeat: creates or refreshes the session keyed by
