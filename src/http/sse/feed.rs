@@ -38,7 +38,7 @@ use crate::http::deadline::within_deadline;
 use crate::http::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::watch::Inbox;
-use crate::store::{ResourceViewers, SessionStore, Store};
+use crate::store::{ResourceViewers, SessionStore, Store, Ttl};
 
 /// The most resources one stream may ask for.
 pub(crate) const MAX_RESOURCES: usize = 20;
@@ -130,14 +130,18 @@ pub(crate) struct Read {
 }
 
 impl Read {
-    fn new(resource: &ResourceId, found: ResourceViewers, ttl: Millis, started: Instant) -> Self {
+    fn new(resource: &ResourceId, found: ResourceViewers, ttl: Ttl, started: Instant) -> Self {
         let listed = found
             .viewers
             .iter()
             .map(|v| (v.user.clone(), v.state, v.since, v.profile.clone()))
             .collect();
         let seen = (found.count, listed);
-        let expires = found.viewers.iter().map(|v| v.last_seen + ttl).min();
+        let expires = found
+            .viewers
+            .iter()
+            .map(|v| ttl.expires_at(v.last_seen))
+            .min();
         let body = ResourceViewersResponse::new(resource, found);
         // A struct of strings and numbers always serialises.
         let json = serde_json::to_string(&body).unwrap_or_default();
@@ -208,7 +212,7 @@ struct Feed {
     resources: Vec<ResourceId>,
     watched: Vec<Watched>,
     inbox: Arc<Inbox>,
-    ttl: Millis,
+    ttl: Ttl,
 }
 
 impl Feed {
@@ -223,7 +227,7 @@ impl Feed {
                 expires: None,
             })
             .collect();
-        let ttl = duration_ms(sources.session_ttl);
+        let ttl = Ttl::from(sources.session_ttl);
         Self {
             sources,
             resources,
