@@ -12,21 +12,18 @@
 //!   with their own clock and keys.
 //! - [`telemetry`]: log set-up and the summary line.
 //!
-//! **http**: everything that speaks HTTP, in [`http`].
-//! - [`http::state`]: the [`AppState`] every handler shares.
-//! - [`http::error`]: the API's one error type and its JSON body.
-//! - [`http::extract`]: who is calling, query and path parameters.
-//! - [`http::server`]: the HTTP/1.1 loop and the limits on each client.
-//! - [`http::edge`]: around the router: request ids, load shedding, the
-//!   request timeout, panics, the per-request log.
-//! - [`http::live`]: the counts published to the SSE streams.
-//! - [`http::routes`]: the API, one file per resource, and its OpenAPI.
+//! **http**: everything that speaks HTTP, in [`http`], whose own page
+//! tours its files: the shared state, errors and extractors, the server
+//! and its edge, the route metrics, the event streams ([`http::sse`]), and
+//! the routes ([`http::routes`]), leaves that import nothing from each
+//! other.
 //!
 //! **core**: what the service does, with no HTTP types.
 //! - [`auth`]: keys, token verification and its cache, minting.
-//! - [`store`]: the session store trait and its backends.
+//! - [`store`]: the session store trait and its backends; the memory
+//!   store's snapshots, kept across restarts (`STATE_FILE`), are
+//!   [`store::memory::snapshot`].
 //! - [`limiter`]: the per-user rate limit.
-//! - [`snapshot`]: the memory store kept across restarts (`STATE_FILE`).
 //! - [`metrics`]: the Prometheus registry and what updates it.
 //! - [`sweeper`]: the store's background tasks (expiry, history samples).
 //!
@@ -52,32 +49,29 @@ pub mod domain;
 pub mod http;
 pub mod limiter;
 pub mod metrics;
-pub mod snapshot;
 pub mod store;
 pub mod sweeper;
 pub mod telemetry;
 
 pub use http::state::AppState;
 
-use http::edge::{EdgeLayer, REQUEST_ID};
-use http::{error, live, routes, server};
+use http::edge::{EdgeLayer, MAX_BODY_BYTES, REQUEST_ID};
+use http::track::TrackLayer;
+use http::{error, routes, server, sse};
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The whole HTTP service for `state`. `cors_origins` empty: no CORS headers.
 pub fn app(state: AppState, cors_origins: &[String]) -> Router {
-    let (mut api, _doc) = routes::api(&state.modules);
-    api = api.merge(routes::dashboard::router());
-    if state.demo.is_some() {
-        api = api.merge(routes::demo::router());
-    }
-    let edge = EdgeLayer::new(&state);
+    let (api, _doc) = routes::api(&state.modules);
+    let edge = EdgeLayer::new(state.limits.clone(), state.metrics.clone());
     let router = api
-        .route_layer(routes::metrics::TrackLayer(state.clone()))
+        .merge(routes::pages(state.demo.is_some()))
+        .route_layer(TrackLayer(state.metrics.clone()))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(DefaultBodyLimit::max(routes::heartbeat::MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
         .layer(edge);
     // CORS wraps the edge, so a browser can read its 503, 408 or 500 too.
@@ -157,14 +151,14 @@ pub async fn serve(
     let snapshots = state.snapshots.clone();
     let snapshotter = snapshots
         .clone()
-        .map(|s| tokio::spawn(snapshot::run(s, cancel.clone())));
+        .map(|s| tokio::spawn(store::memory::snapshot::run(s, cancel.clone())));
     let summary = tokio::spawn(telemetry::summarise(
         state.metrics.clone(),
         state.store.clone(),
         cancel.clone(),
     ));
-    let publisher = tokio::spawn(live::run(
-        state.live.clone(),
+    let publisher = tokio::spawn(sse::counts::run(
+        state.streams.clone(),
         state.store.clone(),
         state.modules.clone(),
         cancel.clone(),

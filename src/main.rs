@@ -4,10 +4,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use presence::auth::{KeySource, mint};
+use presence::auth::{DemoKeys, KeySource, mint};
 use presence::clock::{Clock, SystemClock};
 use presence::config::{Cli, Command, Config, ConfigError, ServeArgs, TokenArgs, one_line};
-use presence::http::routes::demo::DemoKeys;
 use presence::store::TimeSource;
 use presence::{AppState, telemetry};
 
@@ -106,10 +105,10 @@ async fn run(mut config: Config) -> ExitCode {
     };
     let addr = listener.local_addr().unwrap_or(args.listen_addr);
     tracing::info!(%addr, store = state.store.kind(), "presence listening");
-    if let presence::store::Store::Redis(redis) = &state.store {
+    if let (presence::store::Store::Redis(redis), Some(topology)) = (&state.store, &config.redis) {
         tokio::spawn(report_redis(
             redis.clone(),
-            args.redis_for_logs(),
+            topology.for_logs(),
             args.redis_key_prefix.clone(),
         ));
     }

@@ -98,6 +98,9 @@ pub struct Metrics {
     /// recorded, since the last summary.
     responses: [AtomicU64; 5],
     heartbeats_ok: AtomicU64,
+    /// `heartbeats`' handles by (module, outcome), as [`RouteHandles`]
+    /// keeps a route's.
+    heartbeat_handles: RwLock<Vec<((String, &'static str), Counter)>>,
 }
 
 fn latency_family<L: Clone + std::hash::Hash + Eq>() -> Family<L, Histogram> {
@@ -141,6 +144,7 @@ impl Metrics {
             store_down: AtomicBool::new(false),
             responses: Default::default(),
             heartbeats_ok: AtomicU64::new(0),
+            heartbeat_handles: RwLock::default(),
         };
         m.store_up.set(1);
         let r = &mut m.registry;
@@ -251,22 +255,24 @@ impl Metrics {
         self.snapshot_saved_at.set(seconds);
     }
 
-    /// The counter of heartbeats with `outcome` in `module`, to keep and
-    /// pass to [`Metrics::count_heartbeat`].
-    pub(crate) fn heartbeat_counter(&self, module: &str, outcome: &str) -> Counter {
-        self.heartbeats
-            .get_or_create(&HeartbeatLabels {
-                module: module.to_owned(),
-                outcome: outcome.to_owned(),
-            })
-            .clone()
-    }
-
-    /// Counts a heartbeat on its `counter`, and for the summary line.
-    pub(crate) fn count_heartbeat(&self, counter: &Counter, outcome: &str) {
+    /// Counts one heartbeat answered with `outcome` for `module` (empty
+    /// when the body named none), and the successes for the summary line.
+    pub(crate) fn heartbeat(&self, module: &str, outcome: &'static str) {
         if outcome == "ok" {
             self.heartbeats_ok.fetch_add(1, Ordering::Relaxed);
         }
+        let counter = cached(
+            &self.heartbeat_handles,
+            |(m, o)| m == module && *o == outcome,
+            || {
+                let labels = HeartbeatLabels {
+                    module: module.to_owned(),
+                    outcome: outcome.to_owned(),
+                };
+                let counter = self.heartbeats.get_or_create(&labels).clone();
+                ((labels.module, outcome), counter)
+            },
+        );
         counter.inc();
     }
 
@@ -399,8 +405,6 @@ impl Metrics {
 pub(crate) struct RouteHandles {
     /// By (method, status).
     latency: RwLock<Vec<((String, u16), Histogram)>>,
-    /// By (module, outcome), on the heartbeat route.
-    heartbeats: RwLock<Vec<((String, &'static str), Counter)>>,
 }
 
 /// The most handles of either kind one route keeps; past it (a route
@@ -428,21 +432,6 @@ impl RouteHandles {
             },
         )
         .observe(took.as_secs_f64());
-    }
-
-    /// Counts one heartbeat of this route.
-    pub(crate) fn heartbeat(&self, metrics: &Metrics, module: &str, outcome: &'static str) {
-        let counter = cached(
-            &self.heartbeats,
-            |(m, o)| m == module && *o == outcome,
-            || {
-                (
-                    (module.to_owned(), outcome),
-                    metrics.heartbeat_counter(module, outcome),
-                )
-            },
-        );
-        metrics.count_heartbeat(&counter, outcome);
     }
 }
 

@@ -60,7 +60,7 @@ fuzz_target!(|data: &[u8]| {
 
 /// The contract's answer to `data`: `Ok` or the error code.
 fn expected(data: &[u8]) -> Result<(), &'static str> {
-    if data.len() > presence::http::routes::heartbeat::MAX_BODY_BYTES {
+    if data.len() > presence::http::edge::MAX_BODY_BYTES {
         return Err("payload_too_large");
     }
     let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(data) else {

@@ -73,3 +73,35 @@ pub fn mint(
         &key,
     )?)
 }
+
+/// What demo mode needs to mint tokens: the random key it signs with and
+/// the claims the service expects. Exists only when no key is configured.
+#[derive(Debug)]
+pub struct DemoKeys {
+    /// The random demo key.
+    pub keys: KeySource,
+    /// Issuer, audience and user claim to put in tokens.
+    pub jwt: JwtArgs,
+}
+
+impl DemoKeys {
+    /// How long a demo token lasts.
+    pub const TOKEN_TTL: Duration = Duration::from_secs(8 * 3600);
+
+    /// A token for `user`, named after them, valid for
+    /// [`Self::TOKEN_TTL`] from `now_ms`.
+    ///
+    /// # Errors
+    /// The signing library's.
+    pub fn mint(&self, user: &str, now_ms: i64) -> Result<String, MintError> {
+        mint(
+            &self.keys,
+            &self.jwt,
+            user,
+            None,
+            Some(user),
+            Self::TOKEN_TTL,
+            now_ms,
+        )
+    }
+}

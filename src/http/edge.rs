@@ -45,11 +45,15 @@ use tower::{Layer, Service};
 use tracing::{Instrument as _, Level};
 
 use crate::http::error::{ApiError, InternalDetail};
-use crate::http::routes::heartbeat::MAX_BODY_BYTES;
-use crate::http::routes::presence::{USERS_MAX_BODY_BYTES, USERS_PATH};
 use crate::http::server::{Limits, MAX_HEADERS};
-use crate::http::state::AppState;
 use crate::metrics::Metrics;
+
+/// The largest body accepted: a heartbeat's, and every route's but one.
+pub const MAX_BODY_BYTES: usize = 4096;
+/// The largest user status body: 100 ids of up to 128 bytes, quoted.
+pub(crate) const USERS_MAX_BODY_BYTES: usize = 16 * 1024;
+/// The one route whose body may be larger than [`MAX_BODY_BYTES`].
+const USERS_PATH: &str = "/api/presence/users";
 
 /// The request id header, read from callers and set on every answer.
 pub(crate) const REQUEST_ID: axum::http::HeaderName =
@@ -68,11 +72,11 @@ struct Shared {
 }
 
 impl EdgeLayer {
-    /// The edge of `state`'s limits and metrics.
-    pub(crate) fn new(state: &AppState) -> Self {
+    /// The edge of these limits, counting into `metrics`.
+    pub(crate) fn new(limits: Arc<Limits>, metrics: Arc<Metrics>) -> Self {
         Self(Arc::new(Shared {
-            metrics: state.metrics.clone(),
-            limits: state.limits.clone(),
+            metrics,
+            limits,
             ids: RequestIds::new(),
         }))
     }

@@ -63,7 +63,7 @@ pub enum ApiError {
     RateLimited(Duration),
     /// 429 `too_many_streams`: an SSE stream limit is reached.
     #[error("{0}; close another stream first")]
-    TooManyStreams(crate::http::live::StreamRefused),
+    TooManyStreams(crate::http::sse::StreamRefused),
     /// 503 `overloaded`, with `Retry-After`: `MAX_CONCURRENT_REQUESTS` are
     /// already in flight.
     #[error("the service is at capacity; retry in a moment")]
@@ -204,6 +204,15 @@ pub async fn not_found(OriginalUri(uri): OriginalUri) -> ApiError {
 /// A JSON 405 for a known path with another method.
 pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+/// Client input as an error message echoes it: at most 64 characters.
+pub(crate) fn truncate(s: &str) -> String {
+    let mut out: String = s.chars().take(64).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
 }
 
 #[cfg(test)]

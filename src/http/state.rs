@@ -8,16 +8,15 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{KeySource, Verifier};
+use crate::auth::{DemoKeys, KeySource, Verifier};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, Visibility};
 use crate::domain::Modules;
-use crate::http::live::Live;
-use crate::http::routes::demo::DemoKeys;
 use crate::http::server::Limits;
+use crate::http::sse::Streams;
 use crate::limiter::UserRateLimiter;
 use crate::metrics::Metrics;
-use crate::snapshot::Snapshots;
+use crate::store::memory::snapshot::Snapshots;
 use crate::store::{Store, TimeSource};
 
 /// Shared by every request. One `Arc`: axum's extractors and middleware
@@ -52,8 +51,9 @@ pub struct Shared {
     pub heartbeat_interval: Duration,
     /// `SESSION_TTL`: when a presence stream looks again for an expiry.
     pub session_ttl: Duration,
-    /// Live counts for the SSE streams, and their limits.
-    pub live: Arc<Live>,
+    /// What the SSE streams share: their caps, the published counts, the
+    /// presence streams' shared reads.
+    pub streams: Arc<Streams>,
     /// Fired when the service shuts down, so open streams end and the
     /// drain is not held up by them.
     pub shutdown: CancellationToken,
@@ -92,7 +92,7 @@ impl AppState {
             );
         }
         let metrics = Arc::new(Metrics::new());
-        let store = Store::open(&config.args, clock.clone(), redis_time, metrics.clone())?;
+        let store = Store::open(config, clock.clone(), redis_time, metrics.clone())?;
         let snapshots = match (&store, &config.args.state_file) {
             (Store::Memory(memory), Some(path)) => Some(Snapshots::open(
                 memory.clone(),
@@ -121,7 +121,7 @@ impl AppState {
             modules: config.args.modules.clone(),
             heartbeat_interval: config.heartbeat_interval,
             session_ttl: config.args.session_ttl,
-            live: Arc::new(Live::new(
+            streams: Arc::new(Streams::new(
                 usize::from(config.args.max_streams_per_user),
                 usize::try_from(config.args.max_streams).unwrap_or(usize::MAX),
             )),

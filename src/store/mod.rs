@@ -15,12 +15,13 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::clock::{Clock, Millis};
-use crate::config::{ConfigError, ServeArgs, StoreKind};
+use crate::config::{Config, ConfigError};
 use crate::domain::{Activity, ClientId, ModuleId, Page, Profile, ResourceId, UserId};
 
 pub mod history;
 pub mod memory;
 pub mod redis;
+mod ttl;
 pub(crate) mod users;
 pub mod watch;
 
@@ -28,6 +29,7 @@ pub use history::History;
 use memory::MemoryConfig;
 pub use memory::MemoryStore;
 pub use redis::{RedisConfig, RedisStore, TimeSource, Topology};
+pub use ttl::Ttl;
 
 /// Told of every session that ends, for the session-length metric.
 pub trait SessionObserver: Send + Sync + std::fmt::Debug + 'static {
@@ -77,6 +79,25 @@ pub struct Heartbeat {
     /// Whether the user's token hides them from viewers and user status
     /// (they still count); kept per user, latest heartbeat wins.
     pub hidden: bool,
+}
+
+impl Heartbeat {
+    /// A heartbeat of `user` in `module` that says nothing more: the
+    /// user's default session, no page or resource, active, no profile,
+    /// not hidden. The rest is set with struct update syntax:
+    /// `Heartbeat { resource: Some(r), ..Heartbeat::new(user, module) }`.
+    pub fn new(user: UserId, module: ModuleId) -> Self {
+        Self {
+            user,
+            client: None,
+            module,
+            page: None,
+            resource: None,
+            state: Activity::Active,
+            profile: None,
+            hidden: false,
+        }
+    }
 }
 
 /// What a heartbeat tells the caller.
@@ -238,8 +259,8 @@ pub struct SessionPage {
 
 /// The behaviour every session store has.
 ///
-/// A session is live while `now - last_seen < SESSION_TTL`; every read
-/// applies that rule itself, so nothing past its TTL is ever counted or
+/// A session is live while `now - last_seen < SESSION_TTL` (the rule is
+/// [`Ttl`]'s); every read applies that rule itself, so nothing past its TTL is ever counted or
 /// listed, whenever the sweeper last ran.
 pub trait SessionStore: Send + Sync + 'static {
     /// Records a heartbeat: creates or refreshes the session keyed by
@@ -307,26 +328,33 @@ pub enum Store {
 }
 
 impl Store {
-    /// The store the settings ask for. With `STORE=redis`, `redis_time`
-    /// says whose clock decides liveness (Redis's own in production).
+    /// The store the settings ask for: Redis where [`Config::redis`]
+    /// says, or memory. With `STORE=redis`, `redis_time` says whose clock
+    /// decides liveness (Redis's own in production).
     ///
     /// # Errors
     /// An unusable `REDIS_URL`.
     pub(crate) fn open(
-        args: &ServeArgs,
+        config: &Config,
         clock: Arc<dyn Clock>,
         redis_time: TimeSource,
         observer: Arc<dyn SessionObserver>,
     ) -> Result<Self, ConfigError> {
-        Ok(match args.store {
-            StoreKind::Memory => Self::Memory(MemoryStore::new(
+        let args = &config.args;
+        Ok(match &config.redis {
+            None => Self::Memory(MemoryStore::new(
                 &MemoryConfig::from_args(args),
                 clock,
                 observer,
             )),
-            StoreKind::Redis => Self::Redis(
-                RedisStore::new(RedisConfig::from_args(args), clock, redis_time, observer)
-                    .map_err(|e| ConfigError::new(redis_variable(args), e.to_string()))?,
+            Some(topology) => Self::Redis(
+                RedisStore::new(
+                    RedisConfig::from_args(args, topology),
+                    clock,
+                    redis_time,
+                    observer,
+                )
+                .map_err(|e| ConfigError::new(topology.variable(), e.to_string()))?,
             ),
         })
     }
@@ -346,17 +374,6 @@ impl Store {
             Self::Memory(_) => "memory",
             Self::Redis(_) => "redis",
         }
-    }
-}
-
-/// The variable that says where Redis is, for an error about it.
-fn redis_variable(args: &ServeArgs) -> &'static str {
-    if !args.redis_sentinels.is_empty() {
-        "REDIS_SENTINELS"
-    } else if !args.redis_cluster_nodes.is_empty() {
-        "REDIS_CLUSTER_NODES"
-    } else {
-        "REDIS_URL"
     }
 }
 

@@ -14,8 +14,12 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
-    /// Where a durable server keeps its append-only file.
-    durable: Option<tempfile::TempDir>,
+    /// Whether every write goes to an append-only file, synced at once.
+    durable: bool,
+    /// Its `--dir`: whatever it writes (a durable server's append-only
+    /// file; an RDB, should it ever save or be made a replica) lands here,
+    /// not in its working directory, which is the repository's root.
+    dir: tempfile::TempDir,
 }
 
 /// Whether Redis tests can run here; panics under CI when they cannot.
@@ -68,7 +72,8 @@ impl RedisServer {
         let mut server = Self {
             port: free_port(),
             child: None,
-            durable: durable.then(|| tempfile::tempdir().unwrap()),
+            durable,
+            dir: tempfile::tempdir().unwrap(),
         };
         server.restart();
         Some(server)
@@ -90,12 +95,12 @@ impl RedisServer {
             "--save",
             "",
         ]);
-        match &self.durable {
-            Some(dir) => command
-                .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
-                .arg(dir.path()),
-            None => command.args(["--appendonly", "no"]),
-        };
+        command.arg("--dir").arg(self.dir.path());
+        if self.durable {
+            command.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            command.args(["--appendonly", "no"]);
+        }
         let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -130,7 +135,9 @@ impl Drop for RedisServer {
 
 /// One server shared by the store-contract tests, each using its own key
 /// prefix. It lives as long as the test process: a watchdog shell ends it
-/// when this process is gone, since statics are never dropped.
+/// when this process is gone, since statics are never dropped, and then
+/// removes the temporary directory it ran in (as [`RedisServer`]'s, so
+/// nothing it writes lands in the repository).
 pub fn shared_url() -> Option<String> {
     static SHARED: OnceLock<Option<String>> = OnceLock::new();
     SHARED
@@ -140,8 +147,9 @@ pub fn shared_url() -> Option<String> {
             }
             let port = free_port();
             let script = format!(
-                "redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 & r=$!; \
-                 while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill $r",
+                "d=$(mktemp -d) || exit 1; \
+                 redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no --dir \"$d\" >/dev/null 2>&1 & r=$!; \
+                 while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill $r; wait $r; rm -rf \"$d\"",
                 parent = std::process::id()
             );
             #[allow(clippy::zombie_processes, reason = "the watchdog ends itself after this process")]

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use presence::clock::{Clock, ManualClock};
-use presence::domain::{Activity, UserId};
+use presence::domain::UserId;
 use presence::store::{Heartbeat, SessionStore};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -393,16 +393,10 @@ async fn fill(app: &TestApp, n: usize) {
     for i in 0..n {
         app.state
             .store
-            .heartbeat(Heartbeat {
-                user: UserId::parse(&format!("user-{i}")).unwrap(),
-                client: None,
-                module: pms,
-                page: None,
-                resource: None,
-                state: Activity::Active,
-                profile: None,
-                hidden: false,
-            })
+            .heartbeat(Heartbeat::new(
+                UserId::parse(&format!("user-{i}")).unwrap(),
+                pms,
+            ))
             .await
             .unwrap();
     }
@@ -512,23 +506,14 @@ async fn a_snapshot_is_saved_every_minute_while_serving() {
     let clock = new_clock();
     let (state, _, _) = build_state_on(&args, clock.clone());
     let cancel = CancellationToken::new();
-    let task = tokio::spawn(presence::snapshot::run(
+    let task = tokio::spawn(presence::store::memory::snapshot::run(
         state.snapshots.clone().unwrap(),
         cancel.clone(),
     ));
     let pms = state.modules.by_code("pms").unwrap();
     state
         .store
-        .heartbeat(Heartbeat {
-            user: UserId::parse("1").unwrap(),
-            client: None,
-            module: pms,
-            page: None,
-            resource: None,
-            state: Activity::Active,
-            profile: None,
-            hidden: false,
-        })
+        .heartbeat(Heartbeat::new(UserId::parse("1").unwrap(), pms))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(59)).await;

@@ -1159,16 +1159,7 @@ async fn the_sweeper_frees_expired_sessions_every_interval() {
     };
     let pms = state.modules.by_code("pms").unwrap();
     for who in ["A", "B"] {
-        let beat = Heartbeat {
-            user: user(who),
-            client: None,
-            module: pms,
-            page: None,
-            resource: None,
-            state: Activity::Active,
-            profile: None,
-            hidden: false,
-        };
+        let beat = Heartbeat::new(user(who), pms);
         state.store.heartbeat(beat).await.unwrap();
     }
     assert_eq!(memory.sessions_in_memory(), 2);
@@ -1209,14 +1200,8 @@ async fn a_mass_expiry_is_removed_in_batches_and_counted_exactly() {
     }
     f.advance(TTL);
     let late = || Heartbeat {
-        user: user("late"),
         client: Some(ClientId::parse("tab").unwrap()),
-        module: f.modules.by_code("ih").unwrap(),
-        page: None,
-        resource: None,
-        state: Activity::Active,
-        profile: None,
-        hidden: false,
+        ..Heartbeat::new(user("late"), f.modules.by_code("ih").unwrap())
     };
     let ack = f.store.heartbeat(late()).await.unwrap();
     assert!(

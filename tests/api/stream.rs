@@ -183,7 +183,7 @@ async fn streams_per_user_are_capped_and_freed_when_a_client_leaves() {
     drop(first);
     // The server notices the closed connection at its next write at the latest.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while app.state.live.open_streams() > 2 {
+    while app.state.streams.open() > 2 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the closed stream was released"
@@ -214,8 +214,8 @@ async fn streams_are_capped_in_total() {
 async fn changes_are_coalesced_to_one_event_a_second_with_keep_alives_between() {
     let (state, _clock, _) = build_state(&["--jwt-secret", SECRET]);
     let cancel = CancellationToken::new();
-    let publisher = tokio::spawn(presence::http::live::run(
-        state.live.clone(),
+    let publisher = tokio::spawn(presence::http::sse::counts::run(
+        state.streams.clone(),
         state.store.clone(),
         state.modules.clone(),
         cancel.clone(),
@@ -350,7 +350,7 @@ async fn a_stream_ends_when_its_token_expires() {
     }
     assert_eq!(started.elapsed().as_secs(), 120, "ended at exp + leeway");
     drop(body); // as hyper does with a finished body
-    assert_eq!(state.live.open_streams(), 0, "and released its place");
+    assert_eq!(state.streams.open(), 0, "and released its place");
 }
 
 /// A stream whose client reads is never cut off for being quiet: the

@@ -9,9 +9,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::within_deadline;
 use crate::clock::{Millis, rfc3339};
 use crate::domain::{ClientId, UserId};
+use crate::http::deadline::within_deadline;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::AdminUser;
 use crate::http::extract::ApiQuery;

@@ -6,14 +6,10 @@
 //! admin token.
 
 use axum::Router;
-use axum::http::HeaderValue;
-use axum::http::header::{
-    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
-    X_FRAME_OPTIONS,
-};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Redirect;
 use axum::routing::get;
 
+use crate::http::pages::{asset, with_page_headers};
 use crate::http::state::AppState;
 
 const PAGE: &str = include_str!("../../../dashboard/index.html");
@@ -29,43 +25,25 @@ const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      style-src-attr 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; \
      base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// The headers every response of a page for browsers carries: the
-/// page's `policy`, no framing (clickjacking), no type sniffing, and no
-/// referrer (the page's URL is nobody else's business).
-pub(crate) fn with_page_headers(policy: &'static str, mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(policy));
-    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    response
-}
-
 /// The dashboard's routes.
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/admin", get(|| asset("text/html; charset=utf-8", PAGE)))
+pub(super) fn router() -> Router<AppState> {
+    let pages = Router::new()
+        .route(
+            "/admin",
+            get(|| async { asset("text/html; charset=utf-8", PAGE) }),
+        )
         .route("/admin/", get(|| async { Redirect::permanent("/admin") }))
         .route(
             "/admin/dashboard.js",
-            get(|| asset("text/javascript; charset=utf-8", SCRIPT)),
+            get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
         )
         .route(
             "/admin/dashboard.css",
-            get(|| asset("text/css; charset=utf-8", STYLES)),
+            get(|| async { asset("text/css; charset=utf-8", STYLES) }),
         )
         .route(
             "/admin/presence-client.js",
-            get(|| asset("text/javascript; charset=utf-8", CLIENT)),
-        )
-        .layer(axum::middleware::map_response(|r: Response| async move {
-            with_page_headers(POLICY, r)
-        }))
-}
-
-async fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
-    (
-        [(CONTENT_TYPE, content_type), (CACHE_CONTROL, "no-cache")],
-        body,
-    )
+            get(|| async { asset("text/javascript; charset=utf-8", CLIENT) }),
+        );
+    with_page_headers(pages, POLICY)
 }

@@ -7,22 +7,17 @@
 //! token for any name so that two windows can be two users: that is why
 //! these routes exist only when tokens are signed with a random demo key.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Redirect;
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{KeySource, mint};
-use crate::config::JwtArgs;
 use crate::domain::UserId;
 use crate::http::error::ApiError;
 use crate::http::extract::ApiQuery;
-use crate::http::routes::dashboard::with_page_headers;
+use crate::http::pages::{asset, with_page_headers};
 use crate::http::state::AppState;
 
 const PAGE: &str = include_str!("../../../clients/js/demo/index.html");
@@ -36,51 +31,28 @@ const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; \
      frame-ancestors 'none'";
 
-/// How long a demo token lasts.
-const DEMO_TOKEN_TTL: Duration = Duration::from_secs(8 * 3600);
-
-/// What demo mode needs to mint tokens.
-#[derive(Debug)]
-pub struct DemoKeys {
-    /// The random demo key.
-    pub keys: KeySource,
-    /// Issuer, audience and user claim to put in tokens.
-    pub jwt: JwtArgs,
-}
-
 /// The demo routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub(super) fn router() -> Router<AppState> {
+    let pages = Router::new()
         .route("/demo", get(|| async { Redirect::permanent("/demo/") }))
-        .route("/demo/", get(page))
+        .route(
+            "/demo/",
+            get(|| async { asset("text/html; charset=utf-8", PAGE) }),
+        )
         .route(
             "/demo/demo.js",
-            get(|| asset("text/javascript; charset=utf-8", SCRIPT)),
+            get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
         )
         .route(
             "/demo/demo.css",
-            get(|| asset("text/css; charset=utf-8", STYLES)),
+            get(|| async { asset("text/css; charset=utf-8", STYLES) }),
         )
-        .route("/demo/presence-client.js", get(client))
-        .route("/demo/token", get(token))
-        .layer(axum::middleware::map_response(|r: Response| async move {
-            with_page_headers(POLICY, r)
-        }))
-}
-
-async fn page() -> impl IntoResponse {
-    asset("text/html; charset=utf-8", PAGE).await
-}
-
-async fn client() -> impl IntoResponse {
-    asset("text/javascript; charset=utf-8", CLIENT).await
-}
-
-async fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
-    (
-        [(CONTENT_TYPE, content_type), (CACHE_CONTROL, "no-cache")],
-        body,
-    )
+        .route(
+            "/demo/presence-client.js",
+            get(|| async { asset("text/javascript; charset=utf-8", CLIENT) }),
+        )
+        .route("/demo/token", get(token));
+    with_page_headers(pages, POLICY)
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,15 +75,8 @@ async fn token(
         .ok_or_else(|| ApiError::NotFound("/demo/token".into()))?;
     let user = UserId::parse(&query.user)
         .ok_or_else(|| ApiError::InvalidQuery("user must be 1 to 128 bytes".into()))?;
-    let token = mint(
-        &demo.keys,
-        &demo.jwt,
-        user.as_str(),
-        None,
-        Some(user.as_str()),
-        DEMO_TOKEN_TTL,
-        state.clock.now_ms(),
-    )
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let token = demo
+        .mint(user.as_str(), state.clock.now_ms())
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Json(TokenBody { token }))
 }

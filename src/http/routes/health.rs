@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::within_deadline;
+use crate::http::deadline::within_deadline;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::state::AppState;
 use crate::store::SessionStore;

@@ -1,28 +1,25 @@
 //! `POST` and `DELETE /api/stats/heartbeat`: record activity, end sessions.
 
+use axum::Json;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
-use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::metrics::HeartbeatModule;
-use super::{truncate, within_deadline};
 use crate::auth::Caller;
 use crate::clock::rfc3339;
 use crate::domain::{
     Activity, ClientId, MAX_PAGE_LEN, MAX_RESOURCE_LEN, ModuleId, Page, ResourceId,
 };
-use crate::http::error::{ApiError, ErrorBody};
+use crate::http::deadline::within_deadline;
+use crate::http::edge::MAX_BODY_BYTES;
+use crate::http::error::{ApiError, ErrorBody, truncate};
 use crate::http::extract::{ApiQuery, AuthUser, LimitedUser, json_body};
 use crate::http::state::AppState;
 use crate::store::{Heartbeat, Leave, SessionStore};
-
-/// The largest heartbeat body accepted.
-pub const MAX_BODY_BYTES: usize = 4096;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(heartbeat_create, heartbeat_delete))
@@ -101,14 +98,39 @@ struct HeartbeatResponse {
 )]
 async fn heartbeat_create(
     State(state): State<AppState>,
-    LimitedUser(caller): LimitedUser,
-    HeartbeatBody(body): HeartbeatBody,
-) -> (
-    Extension<HeartbeatModule>,
-    Result<Json<HeartbeatResponse>, ApiError>,
-) {
-    let module = HeartbeatModule(body.module);
-    (Extension(module), record(&state, caller, body).await)
+    caller: Result<LimitedUser, ApiError>,
+    body: Result<HeartbeatBody, ApiError>,
+) -> Result<Json<HeartbeatResponse>, ApiError> {
+    // Both extractors' refusals are taken as values, so that every outcome
+    // is counted here, labelled with the module only once the request was
+    // accepted; the caller's refusal comes first, as the contract orders
+    // them.
+    let (module, answer) = match (caller, body) {
+        (Err(e), _) | (_, Err(e)) => (None, Err(e)),
+        (Ok(LimitedUser(caller)), Ok(HeartbeatBody(body))) => {
+            (Some(body.module), record(&state, caller, body).await)
+        }
+    };
+    let code = module.map_or("", |m| state.modules.get(m).code.as_str());
+    let status = answer
+        .as_ref()
+        .map_or_else(ApiError::status, |_| StatusCode::OK);
+    state.metrics.heartbeat(code, outcome(status));
+    answer
+}
+
+/// The outcome label of a heartbeat's status.
+fn outcome(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::OK => "ok",
+        StatusCode::BAD_REQUEST
+        | StatusCode::PAYLOAD_TOO_LARGE
+        | StatusCode::UNSUPPORTED_MEDIA_TYPE => "invalid",
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "unauthorized",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        StatusCode::SERVICE_UNAVAILABLE => "store_unavailable",
+        _ => "error",
+    }
 }
 
 async fn record(

@@ -10,9 +10,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::within_deadline;
 use crate::clock::rfc3339;
-use crate::http::error::{ApiError, ErrorBody};
+use crate::http::deadline::within_deadline;
+use crate::http::error::{ApiError, ErrorBody, truncate};
 use crate::http::extract::AdminUser;
 use crate::http::extract::ApiQuery;
 use crate::http::state::AppState;
@@ -126,7 +126,7 @@ fn parse_window(window: &str) -> Result<i64, ApiError> {
     let bad = || {
         ApiError::InvalidQuery(format!(
             "window must be a duration from 1m to 24h, like 1h or 30m, not `{}`",
-            super::truncate(window)
+            truncate(window)
         ))
     };
     let d = humantime::parse_duration(window.trim()).map_err(|_| bad())?;

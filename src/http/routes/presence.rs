@@ -14,20 +14,17 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::within_deadline;
-use crate::auth::Caller;
 use crate::clock::rfc3339;
-use crate::config::Visibility;
 use crate::domain::{Profile, ResourceId, UserId};
-use crate::http::error::{ApiError, ErrorBody};
+use crate::http::bodies::ResourceViewersResponse;
+use crate::http::deadline::within_deadline;
+use crate::http::edge::USERS_MAX_BODY_BYTES;
+use crate::http::error::{ApiError, ErrorBody, truncate};
 use crate::http::extract::{ApiPath, LimitedUser, json_body};
 use crate::http::state::AppState;
-use crate::store::{ResourceViewers, SessionStore};
+use crate::http::visibility::may_read;
+use crate::store::SessionStore;
 
-/// The path of user status, whose body may be larger than a heartbeat's.
-pub(crate) const USERS_PATH: &str = "/api/presence/users";
-/// The largest user status body: 100 ids of up to 128 bytes, quoted.
-pub(crate) const USERS_MAX_BODY_BYTES: usize = 16 * 1024;
 /// The most ids one user status request may name.
 const MAX_USER_IDS: usize = 100;
 
@@ -36,65 +33,6 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(resource_viewers_get))
         .routes(routes!(users_status))
         .layer(axum::extract::DefaultBodyLimit::max(USERS_MAX_BODY_BYTES))
-}
-
-/// Whether `caller` may read presence under `PRESENCE_VISIBILITY`: the
-/// viewers of `resource`, or (with `None`) user status.
-///
-/// # Errors
-/// 403 `forbidden`, saying which rule refused.
-pub(super) fn may_read(
-    state: &AppState,
-    caller: &Caller,
-    resource: Option<&ResourceId>,
-) -> Result<(), ApiError> {
-    if caller.admin {
-        return Ok(());
-    }
-    match (state.visibility, resource) {
-        (Visibility::Users, _) | (Visibility::Scoped, None) => Ok(()),
-        (Visibility::Admins, _) => Err(ApiError::NotVisible(
-            "presence is visible to admins only here (PRESENCE_VISIBILITY=admins)",
-        )),
-        (Visibility::Scoped, Some(resource)) if caller.scope.allows(resource) => Ok(()),
-        (Visibility::Scoped, Some(_)) => Err(ApiError::NotVisible(
-            "this resource is outside the token's presence scope",
-        )),
-    }
-}
-
-/// One user viewing the resource.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-struct ViewerBody {
-    /// Who.
-    user_id: String,
-    /// `active` if any of the user's live sessions on it is, else `idle`.
-    #[schema(example = "active")]
-    state: &'static str,
-    /// Since when (earliest of the user's sessions on it).
-    since: String,
-    /// Latest heartbeat naming it.
-    last_seen: String,
-    /// The `PROFILE_CLAIMS` of the user's latest token; absent when none.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>, example = json!({"name": "Ann Lee"}))]
-    profile: Option<Value>,
-}
-
-/// The live viewers of a resource.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct ResourceViewersResponse {
-    /// As requested.
-    #[schema(example = "request:123")]
-    resource: String,
-    /// Every visible viewer, listed or not.
-    count: u64,
-    /// One entry per visible user, earliest `since` first, at most 100.
-    viewers: Vec<ViewerBody>,
-    /// When the list was taken.
-    timestamp: String,
 }
 
 /// Live sessions whose latest heartbeat named this resource, one entry per
@@ -121,7 +59,7 @@ async fn resource_viewers_get(
 ) -> Result<Json<ResourceViewersResponse>, ApiError> {
     let resource = ResourceId::parse(&resource)
         .ok_or_else(|| ApiError::InvalidQuery("resource must be 1 to 128 characters".into()))?;
-    may_read(&state, &caller, Some(&resource))?;
+    may_read(state.visibility, &caller, Some(&resource))?;
     let found = within_deadline(
         &state.metrics,
         "resource_viewers",
@@ -129,29 +67,6 @@ async fn resource_viewers_get(
     )
     .await?;
     Ok(Json(ResourceViewersResponse::new(&resource, found)))
-}
-
-impl ResourceViewersResponse {
-    /// The answer for `resource` from what the store `found`: the body of
-    /// the GET and of each presence stream event.
-    pub(super) fn new(resource: &ResourceId, found: ResourceViewers) -> Self {
-        Self {
-            resource: resource.to_string(),
-            count: found.count,
-            viewers: found
-                .viewers
-                .into_iter()
-                .map(|v| ViewerBody {
-                    user_id: v.user.to_string(),
-                    state: v.state.as_str(),
-                    since: rfc3339(v.since),
-                    last_seen: rfc3339(v.last_seen),
-                    profile: v.profile.as_ref().map(Profile::to_value),
-                })
-                .collect(),
-            timestamp: rfc3339(found.at),
-        }
-    }
 }
 
 /// The users asked about, as documented; parsing goes through [`UserIds`].
@@ -228,7 +143,7 @@ async fn users_status(
     LimitedUser(caller): LimitedUser,
     UserIds(ids): UserIds,
 ) -> Result<Json<UsersResponse>, ApiError> {
-    may_read(&state, &caller, None)?;
+    may_read(state.visibility, &caller, None)?;
     let found =
         within_deadline(&state.metrics, "user_status", state.store.user_status(&ids)).await?;
     let users = found
@@ -291,7 +206,7 @@ fn parse_user_ids(bytes: &[u8]) -> Result<Vec<UserId>, ApiError> {
         .ok_or_else(|| {
             ApiError::InvalidBody(format!(
                 "userIds: `{}` is not a user id (a string of 1 to 128 bytes without control characters, or an integer)",
-                super::truncate(&item.to_string())
+                truncate(&item.to_string())
             ))
         })?;
         if seen.insert(id.clone()) {

@@ -3,7 +3,7 @@
 //! [`MemoryStore::image`] copies what must outlive a restart (sessions,
 //! `today`, `total`, history) into a plain [`MemoryImage`], and
 //! [`MemoryStore::restore`] rebuilds the state from one; the derived
-//! indexes are never saved, only rebuilt. `crate::snapshot` turns images
+//! indexes are never saved, only rebuilt. [`super::snapshot`] turns images
 //! into files.
 //!
 //! [`MemoryStore::image`]: super::MemoryStore::image

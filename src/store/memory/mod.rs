@@ -6,6 +6,8 @@
 //! - `state`: the locked `State`, its indexes and every operation on them.
 //! - `slot`: one session's slot in the state's slab.
 //! - `image`: `MemoryImage`, the state as plain values for a snapshot.
+//! - [`snapshot`]: those images saved to a file and restored at start-up
+//!   (`STATE_FILE`).
 //!
 //! # Locking
 //! One `std::sync::Mutex`: every operation is short and synchronous, and
@@ -28,14 +30,15 @@ use super::users::{Uid, UserSet};
 use super::watch::Watchers;
 use super::{
     CountsAt, Cursor, Heartbeat, HeartbeatAck, Leave, MAX_LISTED_VIEWERS, ModuleCounts,
-    ResourceViewers, SessionObserver, SessionPage, SessionStore, StoreError, UserStatus,
+    ResourceViewers, SessionObserver, SessionPage, SessionStore, StoreError, Ttl, UserStatus,
     UsersStatus, Viewer,
 };
-use crate::clock::{Clock, Millis, duration_ms};
+use crate::clock::{Clock, Millis};
 use crate::domain::{Activity, Modules, ResourceId, UserId};
 
 mod image;
 mod slot;
+pub mod snapshot;
 mod state;
 
 pub(crate) use image::{MemoryImage, Restored, SessionImage, UserImage};
@@ -90,7 +93,7 @@ struct Shared {
     watchers: Arc<Watchers>,
     modules: Modules,
     clock: Arc<dyn Clock>,
-    ttl: Millis,
+    ttl: Ttl,
     timezone: Tz,
     max_sessions_per_user: usize,
 }
@@ -99,7 +102,8 @@ struct Shared {
 struct Locked<'a> {
     state: MutexGuard<'a, State>,
     now: Millis,
-    /// `now - TTL`: a session last seen at or before it has expired.
+    /// [`Ttl::cutoff`] of `now`: a session last seen at or before it has
+    /// expired.
     cutoff: Millis,
 }
 
@@ -114,7 +118,7 @@ impl MemoryStore {
             config.modules.len(),
             config.timezone,
             clock.now_ms(),
-            duration_ms(config.session_ttl),
+            Ttl::from(config.session_ttl),
         );
         Self {
             shared: Arc::new(Shared {
@@ -123,7 +127,7 @@ impl MemoryStore {
                 watchers: Arc::default(),
                 modules: config.modules.clone(),
                 clock,
-                ttl: duration_ms(config.session_ttl),
+                ttl: Ttl::from(config.session_ttl),
                 timezone: config.timezone,
                 max_sessions_per_user: config.max_sessions_per_user.max(1),
             }),
@@ -230,16 +234,15 @@ impl MemoryStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let now = self.shared.clock.now_ms();
-        let ttl = self.shared.ttl;
         state.tracking = !self.shared.watchers.is_empty();
         // Only forward: a wall clock stepping back must not undo today.
         if now >= state.next_day_start {
-            state.roll_day(self.shared.timezone, now, ttl);
+            state.roll_day(self.shared.timezone, now);
         }
         Locked {
             state,
             now,
-            cutoff: now - ttl,
+            cutoff: self.shared.ttl.cutoff(now),
         }
     }
 

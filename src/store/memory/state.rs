@@ -41,7 +41,7 @@ use crate::clock::day::day_bounds;
 use crate::domain::{ClientId, ModuleId, Profile, ResourceId};
 use crate::store::history::HistoryRing;
 use crate::store::users::{Uid, UserSet, Users};
-use crate::store::{Cursor, Heartbeat};
+use crate::store::{Cursor, Heartbeat, Ttl};
 
 /// The modules a user holds sessions in, as bits (module ids are `u8`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -112,7 +112,7 @@ pub(super) struct State {
     pub(super) day_start: Millis,
     pub(super) next_day_start: Millis,
     pub(super) history: HistoryRing,
-    ttl: Millis,
+    ttl: Ttl,
     /// Sessions ended under the lock, told to the observer after it.
     pub(super) ended: Vec<(ModuleId, Millis, bool)>,
     /// Resources whose viewers changed under the lock (a join, a leave, a
@@ -125,7 +125,7 @@ pub(super) struct State {
 
 impl State {
     /// An empty state for `modules` modules, on the local day of `now`.
-    pub(super) fn new(modules: usize, timezone: Tz, now: Millis, ttl: Millis) -> Self {
+    pub(super) fn new(modules: usize, timezone: Tz, now: Millis, ttl: Ttl) -> Self {
         let (day_start, next_day_start) = day_bounds(timezone, now);
         Self {
             users: Users::default(),
@@ -155,7 +155,7 @@ impl State {
 
     /// Fills an empty state from `image` (see [`super::MemoryStore::restore`]).
     pub(super) fn restore(&mut self, image: MemoryImage, now: Millis, cap: usize) -> Restored {
-        let cutoff = now - self.ttl;
+        let cutoff = self.ttl.cutoff(now);
         let modules = self.today.len();
         let mut restored = Restored::default();
         // History first: the ends filed below add to the restored minutes.
@@ -177,7 +177,7 @@ impl State {
             let started_at = s.started_at.min(last_seen);
             if last_seen <= cutoff {
                 let length = last_seen - started_at;
-                self.record_end(s.module, last_seen + self.ttl, length, true);
+                self.record_end(s.module, self.ttl.expires_at(last_seen), length, true);
                 restored.expired += 1;
                 continue;
             }
@@ -468,9 +468,9 @@ impl State {
         if let Some(r) = extras.and_then(|e| e.resource) {
             self.unindex_resource(&r, sid);
         }
-        let expired = last_seen <= now - self.ttl;
+        let expired = self.ttl.is_expired(last_seen, now);
         let (end, length) = if expired {
-            (last_seen + self.ttl, last_seen - started_at)
+            (self.ttl.expires_at(last_seen), last_seen - started_at)
         } else {
             (now, now - started_at)
         };
@@ -624,11 +624,11 @@ impl State {
     }
 
     /// Starts a new day: `today` becomes the users live at its midnight.
-    pub(super) fn roll_day(&mut self, timezone: Tz, now: Millis, ttl: Millis) {
+    pub(super) fn roll_day(&mut self, timezone: Tz, now: Millis) {
         let (start, next) = day_bounds(timezone, now);
         self.day_start = start;
         self.next_day_start = next;
-        let live_at_midnight = start - ttl;
+        let live_at_midnight = self.ttl.cutoff(start);
         for today in &mut self.today {
             today.clear();
         }

@@ -28,28 +28,9 @@ use redis::{AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFu
 
 use super::REDIS_TIMEOUT;
 
-/// Where Redis is, as the settings say.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Topology {
-    /// One node (`REDIS_URL`).
-    Single {
-        /// Its URL.
-        url: String,
-    },
-    /// The master that Sentinel names (`REDIS_SENTINELS`,
-    /// `REDIS_SENTINEL_MASTER`).
-    Sentinel {
-        /// The sentinels, as `redis://host:port` URLs.
-        sentinels: Vec<String>,
-        /// The master's name in the sentinels' configuration.
-        master: String,
-    },
-    /// A Redis Cluster (`REDIS_CLUSTER_NODES`).
-    Cluster {
-        /// Seed nodes, as `redis://host:port` URLs.
-        nodes: Vec<String>,
-    },
-}
+/// Where Redis is: the settings' [`crate::config::RedisTopology`], decided
+/// once when they are checked; the store connects to it as it is.
+pub use crate::config::RedisTopology as Topology;
 
 /// A connection to Redis in any topology. Cheap to clone: clones share it.
 #[derive(Clone)]
