@@ -26,6 +26,9 @@
 //! - [`limiter`]: the per-user rate limit.
 //! - [`metrics`]: the Prometheus registry and what updates it.
 //! - [`sweeper`]: the store's background tasks (expiry, history samples).
+//! - [`events`]: presence events (who came, left, went idle), computed from
+//!   each change to a user's sessions.
+//! - [`webhooks`]: those events delivered to the product's backend.
 //!
 //! **base**: plain values every layer uses.
 //! - [`config`]: every setting as a flag and an environment variable.
@@ -46,12 +49,14 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod events;
 pub mod http;
 pub mod limiter;
 pub mod metrics;
 pub mod store;
 pub mod sweeper;
 pub mod telemetry;
+pub mod webhooks;
 
 pub use http::state::AppState;
 
