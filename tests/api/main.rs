@@ -9,6 +9,7 @@
 mod admin;
 mod auth;
 mod binary;
+mod events;
 mod failover;
 mod faults;
 mod heartbeat;

@@ -35,7 +35,10 @@ use super::{
 };
 use crate::clock::{Clock, Millis};
 use crate::domain::{Activity, Modules, ResourceId, UserId};
+use crate::events::Reason;
+use crate::webhooks::MemoryOutbox;
 
+mod events;
 mod image;
 mod slot;
 pub mod snapshot;
@@ -290,6 +293,15 @@ impl MemoryStore {
         let module = beat.module;
         let uid = state.users.intern(beat.user.as_str());
         let before = state.modules_of(uid);
+        let quiet = state.events.is_none()
+            || state.beat_is_quiet(
+                uid,
+                beat.client.as_ref(),
+                module,
+                beat.resource.as_ref(),
+                beat.state.is_idle(),
+                cutoff,
+            );
         state.make_room(
             uid,
             beat.client.as_ref(),
@@ -297,10 +309,16 @@ impl MemoryStore {
             cutoff,
             self.shared.max_sessions_per_user,
         );
+        let view = if quiet {
+            None
+        } else {
+            state.view_for_events(uid)
+        };
         let (profile, hidden) = (beat.profile.take(), beat.hidden);
         state.upsert(uid, beat, now);
         state.recount_user(uid, before);
         state.remember_user(uid, now, profile, hidden);
+        state.emit(uid, view, now, Reason::Moved);
         state.seen(uid, module);
         // Counts include sessions expired but not yet removed only while a
         // mass expiry is being worked off; such counts set no peak.
@@ -316,6 +334,24 @@ impl MemoryStore {
         };
         self.notify(state);
         ack
+    }
+
+    /// From now on, appends the events of every change to `outbox`
+    /// (webhooks).
+    pub fn send_events_to(&self, outbox: Arc<MemoryOutbox>) {
+        let codes = self
+            .shared
+            .modules
+            .ids()
+            .map(|id| self.shared.modules.get(id).code.clone())
+            .collect();
+        self.lock_without_expiry().state.events = Some(events::EventSink { codes, outbox });
+    }
+
+    /// The outbox events go to, if any.
+    pub fn outbox(&self) -> Option<Arc<MemoryOutbox>> {
+        let locked = self.lock_without_expiry();
+        locked.state.events.as_ref().map(|e| e.outbox.clone())
     }
 
     /// The registry of presence streams this store notifies.
@@ -366,6 +402,7 @@ impl MemoryStore {
             Leave::All => state.sessions_of(uid).collect(),
         };
         let before = state.modules_of(uid);
+        let view = state.view_for_events(uid);
         let mut ended = 0;
         for sid in doomed {
             if let Some(last_seen) = state.remove(sid, now) {
@@ -373,6 +410,7 @@ impl MemoryStore {
             }
         }
         state.recount_user(uid, before);
+        state.emit(uid, view, now, Reason::Left);
         self.notify(state);
         ended
     }
