@@ -165,6 +165,7 @@ impl MemoryStore {
         let last_seen = state.last_seen.clone();
         let profiles = state.profiles.clone();
         let hidden = state.hidden.clone();
+        let webhooks = state.events.as_ref().map(|e| e.outbox.lock().clone());
         drop(state);
         let name = |uid: Uid| UserId::known(names.get(uid));
         let users = |sets: &[UserSet]| -> Vec<Vec<UserId>> {
@@ -196,6 +197,7 @@ impl MemoryStore {
                     })
                 })
                 .collect(),
+            webhooks,
         }
     }
 
@@ -214,12 +216,19 @@ impl MemoryStore {
             self.shared.ttl,
         );
         fresh.tracking = !self.shared.watchers.is_empty();
+        let webhooks = image.webhooks.clone();
         let restored = fresh.restore(image, now, self.shared.max_sessions_per_user);
         let mut state = self
             .shared
             .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        // The events sink is the process's, not the image's; what waited
+        // in the image goes back into it.
+        fresh.events = state.events.take();
+        if let (Some(sink), Some(log)) = (&fresh.events, webhooks) {
+            sink.outbox.restore(log);
+        }
         *state = fresh;
         self.notify(state);
         restored
