@@ -8,6 +8,7 @@
 
 mod admin;
 mod auth;
+mod receiver;
 mod binary;
 mod events;
 mod failover;
@@ -25,3 +26,4 @@ mod snapshot;
 mod startup;
 mod store_contract;
 mod stream;
+mod webhooks;
