@@ -30,7 +30,7 @@ use super::status::{EndpointStatus, Failure};
 use crate::clock::{Clock, Millis, duration_ms, rfc3339};
 use crate::config::{WebhookEndpoint, WebhookSecret, Webhooks};
 use crate::metrics::Metrics;
-use crate::webhooks::outbox::{Entry, Outbox};
+use crate::webhooks::outbox::{Cursor, Entry, Outbox};
 
 /// How the deliverers run: the settings of `WEBHOOK_*`, and timings the
 /// contract fixes (tests shorten them).
@@ -132,6 +132,7 @@ pub async fn run(
         cancel,
         claimed_at: None,
         queue: None,
+        committed: None,
         reported_at: None,
     };
     while !d.cancel.is_cancelled() {
@@ -178,6 +179,9 @@ struct Deliverer {
     claimed_at: Option<Instant>,
     /// The buffer, while the claim is held.
     queue: Option<Queue>,
+    /// What this deliverer last committed, so an unchanged cursor is not
+    /// written again.
+    committed: Option<Cursor>,
     /// When the backlog was last counted.
     reported_at: Option<Instant>,
 }
@@ -224,6 +228,7 @@ impl Deliverer {
                     claim = Claim::Won;
                     match self.outbox.committed(key).await {
                         Ok(from) => {
+                            self.committed = Some(from.clone());
                             let grace = duration_ms(s.leave_grace);
                             let linger = duration_ms(s.linger);
                             self.queue = Some(Queue::new(from, s.filter, grace, linger));
@@ -264,6 +269,7 @@ impl Deliverer {
     fn let_go(&mut self) {
         self.claimed_at = None;
         self.queue = None;
+        self.committed = None;
         self.status.set_delivering(false);
     }
 
@@ -289,9 +295,16 @@ impl Deliverer {
         let Some(queue) = &self.queue else {
             return;
         };
-        let done = queue.done_cursor().clone();
-        if let Err(e) = self.outbox.commit(&self.endpoint.key, &done).await {
-            tracing::debug!(endpoint = %self.endpoint.display, error = %e, "webhook cursor not committed; will retry");
+        let done = queue.done_cursor();
+        if self.committed.as_ref() == Some(done) {
+            return;
+        }
+        let done = done.clone();
+        match self.outbox.commit(&self.endpoint.key, &done).await {
+            Ok(()) => self.committed = Some(done),
+            Err(e) => {
+                tracing::debug!(endpoint = %self.endpoint.display, error = %e, "webhook cursor not committed; will retry");
+            }
         }
     }
 

@@ -213,24 +213,11 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::Reason;
     use crate::webhooks::outbox::StreamId;
+    use crate::webhooks::tests::event;
 
     const GRACE: Millis = 5_000;
     const LINGER: Millis = 1_000;
-
-    fn event(kind: Kind, user: &str, at: Millis) -> Event {
-        Event {
-            kind,
-            at,
-            user: user.into(),
-            module: Some("pms".into()),
-            resource: None,
-            reason: kind.counterpart().map(|_| Reason::Left),
-            state: None,
-            hidden: false,
-        }
-    }
 
     fn entries(events: &[(Kind, &str, Millis)], first_seq: u64) -> Vec<Entry> {
         events

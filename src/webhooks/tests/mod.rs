@@ -17,12 +17,27 @@ mod receiver;
 use receiver::{Received, Receiver};
 
 use super::*;
-use crate::clock::ManualClock;
+use crate::clock::{ManualClock, Millis};
 use crate::config::{WebhookEndpoint, WebhookSecret, Webhooks};
 use crate::events::{Event, Kind, Reason};
 use crate::metrics::Present;
 
 const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+/// An event of `kind` by `user` at `at`, in module `pms` (a leave with
+/// reason `left`).
+pub(super) fn event(kind: Kind, user: &str, at: Millis) -> Event {
+    Event {
+        kind,
+        at,
+        user: user.into(),
+        module: Some("pms".into()),
+        resource: None,
+        reason: kind.counterpart().map(|_| Reason::Left),
+        state: None,
+        hidden: false,
+    }
+}
 
 /// A deliverer running against `url`.
 struct Fixture {
@@ -88,19 +103,8 @@ fn start(url: &str, tune: impl FnOnce(&mut Webhooks)) -> Fixture {
 impl Fixture {
     fn append(&self, events: &[(Kind, &str)]) {
         let at = self.clock.now_ms();
-        self.outbox.append(
-            at,
-            events.iter().map(|&(kind, user)| Event {
-                kind,
-                at,
-                user: user.into(),
-                module: Some("pms".into()),
-                resource: None,
-                reason: kind.counterpart().map(|_| Reason::Left),
-                state: None,
-                hidden: false,
-            }),
-        );
+        self.outbox
+            .append(at, events.iter().map(|&(kind, user)| event(kind, user, at)));
     }
 
     fn advance(&self, by: Duration) {
