@@ -177,6 +177,21 @@ pub async fn serve(
         ))),
         store::Store::Memory(_) => None,
     };
+    let deliverers = match &state.webhooks {
+        Some(w) => webhooks::spawn_all(
+            &w.settings,
+            &w.outbox,
+            &w.board,
+            &state.clock,
+            &state.metrics,
+            &cancel,
+        )
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot start webhook delivery: no HTTP client");
+            Vec::new()
+        }),
+        None => Vec::new(),
+    };
     let signal = cancel.clone();
     let shutdown = async move {
         tokio::select! {
@@ -189,6 +204,10 @@ pub async fn serve(
     server::run(listener, router, &limits, DRAIN_TIMEOUT, shutdown).await;
     cancel.cancel();
     let _ = tokio::join!(sweeper, sampler, summary, publisher);
+    // Before the last snapshot, so it holds what they did not send.
+    for deliverer in deliverers {
+        let _ = deliverer.await;
+    }
     if let Some(changes) = changes {
         let _ = changes.await;
     }

@@ -76,9 +76,11 @@ async fn webhooks_get(
     AdminUser(_admin): AdminUser,
 ) -> Result<Json<WebhooksResponse>, ApiError> {
     let now = state.clock.now_ms();
-    let endpoints = state
+    let statuses = state
         .webhooks
-        .snapshot()
+        .as_ref()
+        .map_or_else(Vec::new, |w| w.board.snapshot());
+    let endpoints = statuses
         .into_iter()
         .map(|s: WebhookStatus| EndpointBody {
             oldest_event_age_seconds: s
