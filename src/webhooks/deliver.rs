@@ -131,6 +131,7 @@ pub async fn run(
         status,
         cancel,
         claimed_at: None,
+        started: Instant::now(),
         queue: None,
         committed: None,
         reported_at: None,
@@ -143,8 +144,9 @@ pub async fn run(
         }
         d.fill().await;
         let now = d.clock.now_ms();
-        let next = match &d.queue {
-            Some(queue) => queue.next(now),
+        let real = duration_ms(d.started.elapsed());
+        let next = match &mut d.queue {
+            Some(queue) => queue.next(now, real),
             None => Next::Idle,
         };
         match next {
@@ -155,8 +157,8 @@ pub async fn run(
                     queue.finish(slots);
                 }
             }
-            Next::WaitUntil(at) => {
-                let wait = Duration::from_millis(u64::try_from(at - now).unwrap_or(0));
+            Next::Wait(ms) => {
+                let wait = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
                 d.pause(wait.min(d.settings.poll)).await;
             }
             Next::Idle => d.pause(d.settings.poll).await,
@@ -177,6 +179,8 @@ struct Deliverer {
     cancel: CancellationToken,
     /// When the claim was last taken or renewed; `None`: not held.
     claimed_at: Option<Instant>,
+    /// The deliverer's own monotonic clock starts here (batch lingers).
+    started: Instant,
     /// The buffer, while the claim is held.
     queue: Option<Queue>,
     /// What this deliverer last committed, so an unchanged cursor is not
@@ -347,7 +351,8 @@ impl Deliverer {
                 self.endpoint.url.clone(),
                 self.settings.secret.clone(),
                 message.clone(),
-                self.clock.now_ms().div_euclid(1000),
+                // The receiver checks it against its own wall clock.
+                chrono::Utc::now().timestamp(),
             );
             let attempt_started = Instant::now();
             let Some(answer) = self.while_held(attempt).await else {

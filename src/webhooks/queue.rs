@@ -53,6 +53,9 @@ struct Slot {
     send: bool,
     /// Paired with a leave or its counterpart (each pairs once).
     paired: bool,
+    /// When the deliverer first saw it due, on its own monotonic clock
+    /// (the batch's linger is real time, whatever the service clock does).
+    due_seen: Option<Millis>,
 }
 
 impl Slot {
@@ -76,8 +79,9 @@ impl Slot {
 pub(super) enum Next {
     /// Send the first `slots` slots' events (`entries`).
     Send(Vec<Entry>, usize),
-    /// Nothing to send before this time (a batch filling, a held leave).
-    WaitUntil(Millis),
+    /// Nothing to send for this many milliseconds (a batch filling, a held
+    /// leave).
+    Wait(Millis),
     /// Nothing to send until more is read.
     Idle,
 }
@@ -132,6 +136,7 @@ impl Queue {
                 send: self.filter.sends(entry.event.kind),
                 read_at: now,
                 paired: false,
+                due_seen: None,
                 entry,
             };
             if self.grace > 0 {
@@ -153,41 +158,44 @@ impl Queue {
         self.pop_done();
     }
 
-    /// What to do at `now`: the next batch when it is full or has waited
-    /// its linger, else when to look again.
-    pub(super) fn next(&self, now: Millis) -> Next {
+    /// What to do at `now` on the service clock (which decides when a
+    /// held leave is due) and `real` on the deliverer's monotonic clock
+    /// (which times the linger from when an event was first seen due): the
+    /// next batch when it is full or has waited its linger, else how long
+    /// to wait before looking again.
+    pub(super) fn next(&mut self, now: Millis, real: Millis) -> Next {
         let mut batch = Vec::new();
-        let mut first_due = None;
+        let mut first_seen = None;
         let mut slots = 0;
         let mut held = None;
-        for (i, slot) in self.slots.iter().enumerate() {
+        for (i, slot) in self.slots.iter_mut().enumerate() {
             if !slot.send {
                 continue;
             }
             let due = slot.due(self.grace);
             if due > now {
-                held = Some(due);
+                held = Some(due - now);
                 break;
             }
-            first_due.get_or_insert(due);
+            first_seen.get_or_insert(*slot.due_seen.get_or_insert(real));
             batch.push(slot.entry.clone());
             slots = i + 1;
             if batch.len() == MAX_BATCH {
                 break;
             }
         }
-        match first_due {
+        match first_seen {
             Some(_) if batch.len() == MAX_BATCH => Next::Send(batch, slots),
             Some(first) => {
-                let goes_at = first.saturating_add(self.linger);
-                if now >= goes_at {
+                let left = first.saturating_add(self.linger) - real;
+                if left <= 0 {
                     Next::Send(batch, slots)
                 } else {
                     // A held leave that comes due first may join the batch.
-                    Next::WaitUntil(held.map_or(goes_at, |h| h.min(goes_at)))
+                    Next::Wait(held.map_or(left, |h| h.min(left)))
                 }
             }
-            None => held.map_or(Next::Idle, Next::WaitUntil),
+            None => held.map_or(Next::Idle, Next::Wait),
         }
     }
 
@@ -249,11 +257,13 @@ mod tests {
     fn a_batch_waits_its_linger_unless_full() {
         let mut q = queue();
         q.push(entries(&[(Kind::UserOnline, "a", 0)], 0), 0);
-        assert_eq!(q.next(500), Next::WaitUntil(1_000));
-        assert_eq!(sent(&q.next(1_000)).len(), 1);
+        // Seen due at 500 on the deliverer's clock: it goes at 1,500.
+        assert_eq!(q.next(500, 500), Next::Wait(1_000));
+        assert_eq!(q.next(1_000, 1_000), Next::Wait(500));
+        assert_eq!(sent(&q.next(1_000, 1_500)).len(), 1);
         let many: Vec<_> = (0..150).map(|_| (Kind::UserState, "b", 0)).collect();
         q.push(entries(&many, 1), 0);
-        match q.next(0) {
+        match q.next(0, 0) {
             Next::Send(batch, slots) => assert_eq!((batch.len(), slots), (100, 100)),
             other => panic!("{other:?}"),
         }
@@ -270,7 +280,7 @@ mod tests {
             4_000,
         );
         assert_eq!(q.len(), 0);
-        assert_eq!(q.next(10_000), Next::Idle);
+        assert_eq!(q.next(10_000, 10_000), Next::Idle);
         assert_eq!(q.done_cursor().at(0), StreamId { ms: 1, seq: 1 });
     }
 
@@ -289,8 +299,9 @@ mod tests {
             6_000,
         );
         assert_eq!(q.len(), 3);
+        q.next(6_000, 0);
         assert_eq!(
-            sent(&q.next(6_000)),
+            sent(&q.next(6_000, LINGER)),
             [
                 (Kind::UserOffline, "a".into()),
                 (Kind::UserOnline, "b".into()),
@@ -314,14 +325,19 @@ mod tests {
             0,
         );
         // The event before the leave goes after its linger, alone.
-        assert_eq!(sent(&q.next(1_000)), [(Kind::UserOnline, "b".into())]);
-        let Next::Send(_, slots) = q.next(1_000) else {
+        q.next(0, 0);
+        assert_eq!(
+            sent(&q.next(1_000, 1_000)),
+            [(Kind::UserOnline, "b".into())]
+        );
+        let Next::Send(_, slots) = q.next(1_000, 1_000) else {
             panic!()
         };
         q.finish(slots);
-        assert_eq!(q.next(1_000), Next::WaitUntil(GRACE));
+        assert_eq!(q.next(1_000, 1_000), Next::Wait(GRACE - 1_000));
+        q.next(GRACE, GRACE);
         assert_eq!(
-            sent(&q.next(GRACE + LINGER)),
+            sent(&q.next(GRACE + LINGER, GRACE + LINGER)),
             [
                 (Kind::UserOffline, "a".into()),
                 (Kind::UserOnline, "c".into())
@@ -347,8 +363,9 @@ mod tests {
         );
         assert_eq!(q.len(), 1);
         assert_eq!(q.done_cursor().at(0), StreamId { ms: 1, seq: 2 });
+        q.next(2_000 + GRACE, 0);
         assert_eq!(
-            sent(&q.next(2_000 + GRACE + LINGER)),
+            sent(&q.next(2_000 + GRACE, LINGER)),
             [(Kind::ModuleLeave, "b".into())]
         );
     }
@@ -363,6 +380,7 @@ mod tests {
             ),
             10,
         );
-        assert_eq!(sent(&q.next(1_000)).len(), 2);
+        q.next(10, 0);
+        assert_eq!(sent(&q.next(10, LINGER)).len(), 2);
     }
 }

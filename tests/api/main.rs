@@ -8,7 +8,6 @@
 
 mod admin;
 mod auth;
-mod receiver;
 mod binary;
 mod events;
 mod failover;
@@ -20,6 +19,7 @@ mod layers;
 mod limits;
 mod presence;
 mod presence_stream;
+mod receiver;
 mod redis;
 mod redis_server;
 mod snapshot;

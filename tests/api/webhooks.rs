@@ -49,9 +49,8 @@ async fn a_join_and_a_leave_arrive_signed_with_their_fields() {
         json!({"module": "pms", "resource": "request:123", "clientId": "tab-1"}),
     )
     .await;
-    let events = tokio::task::block_in_place(|| {
-        hook.wait_for(WAIT, |e| has(e, "42", "resource.occupied"))
-    });
+    let events =
+        tokio::task::block_in_place(|| hook.wait_for(WAIT, |e| has(e, "42", "resource.occupied")));
     let join = events
         .iter()
         .find(|e| e["type"] == "resource.join")
@@ -62,7 +61,10 @@ async fn a_join_and_a_leave_arrive_signed_with_their_fields() {
     assert!(join["id"].as_str().unwrap().starts_with("evt_"), "{join}");
     assert!(join["at"].as_str().unwrap().ends_with('Z'), "{join}");
     assert!(join.get("reason").is_none() && join.get("hidden").is_none());
-    assert_eq!(app.leave("42", "?clientId=tab-1").await, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.leave("42", "?clientId=tab-1").await,
+        StatusCode::NO_CONTENT
+    );
     tokio::task::block_in_place(|| hook.wait_for(WAIT, |e| has(e, "42", "user.offline")));
     assert_eq!(
         hook.kinds_of("42"),
@@ -87,9 +89,15 @@ async fn a_second_tab_and_closing_one_of_two_send_nothing() {
         .await;
     app.beat_ok("ann", json!({"module": "pms", "clientId": "b"}))
         .await;
-    assert_eq!(app.leave("ann", "?clientId=b").await, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.leave("ann", "?clientId=b").await,
+        StatusCode::NO_CONTENT
+    );
     settle(&app, &hook, "marker").await;
-    assert_eq!(hook.kinds_of("ann"), ["user.online pms", "module.enter pms"]);
+    assert_eq!(
+        hook.kinds_of("ann"),
+        ["user.online pms", "module.enter pms"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -144,10 +152,7 @@ async fn an_expiry_is_sent_with_reason_expired() {
         .unwrap();
     let events =
         tokio::task::block_in_place(|| hook.wait_for(WAIT, |e| has(e, "ann", "user.offline")));
-    let offline = events
-        .iter()
-        .find(|e| e["type"] == "user.offline")
-        .unwrap();
+    let offline = events.iter().find(|e| e["type"] == "user.offline").unwrap();
     assert_eq!(offline["reason"], "expired");
 }
 
@@ -238,14 +243,22 @@ fn events_waiting_at_a_sigterm_are_sent_after_a_restart_on_the_same_state_file()
         wait_with_timeout(&mut first, Duration::from_secs(15)).code(),
         Some(0)
     );
-    assert!(hook.events().is_empty(), "the receiver accepted nothing yet");
+    assert!(
+        hook.events().is_empty(),
+        "the receiver accepted nothing yet"
+    );
 
     hook.answer(200);
     let (mut second, _, logs) = start_serving(&dir, &vars);
     std::thread::spawn(move || for _ in logs {});
-    let events = hook.wait_for(WAIT, |e| has(e, "ann", "module.enter") && has(e, "bob", "module.enter"));
+    let events = hook.wait_for(WAIT, |e| {
+        has(e, "ann", "module.enter") && has(e, "bob", "module.enter")
+    });
     assert_once(&events);
-    assert_eq!(hook.kinds_of("ann"), ["user.online pms", "module.enter pms"]);
+    assert_eq!(
+        hook.kinds_of("ann"),
+        ["user.online pms", "module.enter pms"]
+    );
     assert_eq!(hook.kinds_of("bob"), ["user.online ih", "module.enter ih"]);
     terminate(&second);
     wait_with_timeout(&mut second, Duration::from_secs(15));
@@ -273,11 +286,15 @@ async fn two_instances_on_one_redis_send_each_event_once() {
     let b = app_for(&hook, &extra).await;
     for i in 0..20 {
         let app = if i % 2 == 0 { &a } else { &b };
-        app.beat_ok(&format!("u{i}"), json!({"module": "pms"})).await;
+        app.beat_ok(&format!("u{i}"), json!({"module": "pms"}))
+            .await;
     }
     for i in 0..10 {
         let app = if i % 2 == 0 { &b } else { &a };
-        assert_eq!(app.leave(&format!("u{i}"), "").await, StatusCode::NO_CONTENT);
+        assert_eq!(
+            app.leave(&format!("u{i}"), "").await,
+            StatusCode::NO_CONTENT
+        );
     }
     let events = tokio::task::block_in_place(|| {
         hook.wait_for(WAIT, |e| {

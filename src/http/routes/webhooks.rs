@@ -83,9 +83,7 @@ async fn webhooks_get(
     let endpoints = statuses
         .into_iter()
         .map(|s: WebhookStatus| EndpointBody {
-            oldest_event_age_seconds: s
-                .oldest_event_age_ms(now)
-                .map(|ms| ms as f64 / 1000.0),
+            oldest_event_age_seconds: s.oldest_event_age_ms(now).map(|ms| ms as f64 / 1000.0),
             url: s.url,
             delivering: s.delivering,
             events_waiting: s.events_waiting,
