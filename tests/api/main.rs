@@ -19,6 +19,8 @@ mod limits;
 mod presence;
 mod presence_stream;
 mod redis;
+mod redis_events;
+mod redis_outbox;
 mod redis_server;
 mod snapshot;
 mod startup;
