@@ -260,6 +260,8 @@ pub struct Rig {
     modules: Modules,
     model: Model,
     seen: Cursor,
+    /// Whether the store writes events.
+    events: bool,
 }
 
 /// A store on the shared test server (`None` without redis-server) with
@@ -315,6 +317,7 @@ pub fn rig_on(
             ..Model::default()
         },
         seen: Cursor::default(),
+        events: events_max > 0,
     }
 }
 
@@ -375,7 +378,10 @@ impl Rig {
             self.seen.advance(e);
         }
         let got: Vec<Event> = entries.into_iter().map(|e| e.event).collect();
-        let want = std::mem::take(&mut self.model.events);
+        let mut want = std::mem::take(&mut self.model.events);
+        if !self.events {
+            want.clear(); // off: none written
+        }
         if self.store.shard_count() == 1 {
             assert_eq!(got, want, "the scripts' events are diff's");
         } else {
@@ -781,4 +787,59 @@ async fn random_operations_on_one_shard_make_diffs_events() {
 #[tokio::test]
 async fn random_operations_on_three_shards_make_diffs_events() {
     random_operations_make_diffs_events(3, 7).await;
+}
+
+/// Redis commands by name (scripts' included) since the last reset.
+fn command_calls(r: &Rig) -> BTreeMap<String, u64> {
+    let info: String = r.cmd(&["INFO", "commandstats"]);
+    let calls = info
+        .lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats.split(',').find_map(|s| s.strip_prefix("calls="))?;
+            Some((name.to_owned(), calls.parse().ok()?))
+        })
+        .collect();
+    let _: String = r.cmd(&["CONFIG", "RESETSTAT"]);
+    calls
+}
+
+/// The commands of `n` heartbeats of one session that change nothing.
+async fn steady_beats(r: &mut Rig, n: usize) -> BTreeMap<String, u64> {
+    let b = beat("1", "pms").on("request:1");
+    r.beat(b.clone()).await;
+    r.take().await;
+    command_calls(r);
+    for _ in 0..n {
+        r.advance(SECOND);
+        r.beat(b.clone()).await;
+    }
+    let calls = command_calls(r);
+    assert!(r.take().await.is_empty());
+    calls
+}
+
+#[tokio::test]
+async fn a_heartbeat_that_changes_nothing_costs_the_same_with_events_on() {
+    let Some(server) = super::redis_server::RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let topology = || Topology::Single { url: url.clone() };
+    let mut off = rig_on(topology(), &url, 1, 0, &[]);
+    let mut on = rig_on(topology(), &url, 1, 1000, &[]);
+    let (calls_off, calls_on) = (
+        steady_beats(&mut off, 10).await,
+        steady_beats(&mut on, 10).await,
+    );
+    assert_eq!(calls_on, calls_off);
+    if std::env::var_os("SHOW_COMMANDS").is_some() {
+        eprintln!("10 steady heartbeats: {calls_on:?}");
+        on.advance(SECOND);
+        on.beat(beat("1", "ih").on("request:2")).await;
+        eprintln!("a move with events on: {:?}", command_calls(&on));
+        off.advance(SECOND);
+        off.beat(beat("1", "ih").on("request:2")).await;
+        eprintln!("a move with events off: {:?}", command_calls(&off));
+    }
 }
