@@ -186,3 +186,17 @@ async fn the_outbox_works_on_a_cluster() {
     );
     outbox_on_three_shards(r).await;
 }
+
+#[tokio::test]
+async fn the_outbox_works_behind_sentinels() {
+    if !super::redis_server::available() {
+        return;
+    }
+    let set = super::redis_server::shared_sentinels().expect("redis-server is available");
+    let topology = presence::store::Topology::Sentinel {
+        sentinels: set.sentinel_urls(),
+        master: super::redis_server::SentinelSet::MASTER.into(),
+    };
+    let url = set.sentinel_urls()[0].clone();
+    outbox_on_three_shards(rig_on(topology, &url, 3, 1000, &["e"])).await;
+}
