@@ -401,6 +401,12 @@ impl Rig {
         got.iter().map(show).collect()
     }
 
+    /// Every event the log holds, as [`show`]s.
+    pub async fn log(&self) -> Vec<String> {
+        let entries = self.outbox.read(&Cursor::default(), 100_000).await.unwrap();
+        entries.iter().map(|e| show(&e.event)).collect()
+    }
+
     /// A raw command on the test server.
     pub fn cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
         let mut conn = redis::Client::open(self.url.as_str())
@@ -656,10 +662,8 @@ async fn a_full_queue_drops_its_oldest_events_and_counts_them() {
     for user in ["1", "2", "3", "4"] {
         r.beat(beat(user, "pms")).await; // two events each
     }
-    let kept = r.outbox.read(&Cursor::default(), 100).await.unwrap();
-    let kept: Vec<String> = kept.iter().map(|e| show(&e.event)).collect();
     assert_eq!(
-        kept,
+        r.log().await,
         [
             "module.enter 2 pms",
             "user.online 3 pms",

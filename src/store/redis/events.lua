@@ -119,6 +119,20 @@ local function ev_step(user, before, sessions, hidden, at, reason)
   return after
 end
 
+-- Removes `user`'s session `f` (and it from `sessions`, its module
+-- touched); with events on (a `view`), one past its TTL ends as a step of
+-- its own, at its expiry. Returns the view after, and the session.
+local function end_session(user, f, sessions, touched, view, hidden)
+  local s = sessions[f]
+  remove_session(user, f, s)
+  touched[s.m] = true
+  sessions[f] = nil
+  if view and s.ls <= CUTOFF then
+    view = ev_step(user, view, sessions, hidden, s.ls + TTL, 'expired')
+  end
+  return view, s
+end
+
 -- Field names of `sessions` listed in `fields`, oldest heartbeat first
 -- (ties bytewise by field): the order their expiries happened in.
 local function by_last_seen(fields, sessions)

@@ -37,11 +37,7 @@ if EVENTS and #dead > 0 then
   view = view_of(sessions, was_hidden)
 end
 for _, f in ipairs(dead) do
-  local s = sessions[f]
-  remove_session(user, f, s)
-  touched[s.m] = true
-  sessions[f] = nil
-  if view then view = ev_step(user, view, sessions, was_hidden, s.ls + TTL, 'expired') end
+  view = end_session(user, f, sessions, touched, view, was_hidden)
 end
 
 local s = sessions[field]

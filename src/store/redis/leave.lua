@@ -20,15 +20,11 @@ if EVENTS and #gone > 0 then
   view = view_of(sessions, was_hidden)
 end
 for _, f in ipairs(gone) do
-  local s = sessions[f]
-  remove_session(user, f, s)
-  touched[s.m] = true
-  sessions[f] = nil
+  local s
+  view, s = end_session(user, f, sessions, touched, view, was_hidden)
   if s.ls > CUTOFF then
     ended = ended + 1
     left = true
-  elseif view then
-    view = ev_step(user, view, sessions, was_hidden, s.ls + TTL, 'expired')
   end
 end
 if view and left then ev_step(user, view, sessions, was_hidden, NOW, 'left') end
