@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Millis;
 use crate::events::Event;
 use crate::store::StoreError;
+use crate::store::redis::RedisOutbox;
 
 /// An entry's place in its shard: `ms-seq`, as Redis Streams number them.
 #[derive(
@@ -106,6 +107,8 @@ pub struct Backlog {
 pub enum Outbox {
     /// In this process (memory store).
     Memory(Arc<MemoryOutbox>),
+    /// In Redis, shared by every instance (Redis store).
+    Redis(RedisOutbox),
 }
 
 impl Outbox {
@@ -120,9 +123,9 @@ impl Outbox {
         holder: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let _ = (endpoint, holder, ttl);
         match self {
             Self::Memory(_) => Ok(true),
+            Self::Redis(r) => r.claim(endpoint, holder, ttl).await,
         }
     }
 
@@ -133,6 +136,7 @@ impl Outbox {
     pub async fn committed(&self, endpoint: &str) -> Result<Cursor, StoreError> {
         match self {
             Self::Memory(m) => Ok(m.committed(endpoint)),
+            Self::Redis(r) => r.committed(endpoint).await,
         }
     }
 
@@ -144,6 +148,7 @@ impl Outbox {
     pub async fn read(&self, from: &Cursor, max: usize) -> Result<Vec<Entry>, StoreError> {
         match self {
             Self::Memory(m) => Ok(m.read(from, max)),
+            Self::Redis(r) => r.read(from, max).await,
         }
     }
 
@@ -157,6 +162,7 @@ impl Outbox {
                 m.commit(endpoint, cursor);
                 Ok(())
             }
+            Self::Redis(r) => r.commit(endpoint, cursor).await,
         }
     }
 
@@ -167,6 +173,7 @@ impl Outbox {
     pub async fn backlog(&self, endpoint: &str) -> Result<Backlog, StoreError> {
         match self {
             Self::Memory(m) => Ok(m.backlog(endpoint)),
+            Self::Redis(r) => r.backlog(endpoint).await,
         }
     }
 
@@ -177,6 +184,7 @@ impl Outbox {
     pub async fn dropped(&self) -> Result<u64, StoreError> {
         match self {
             Self::Memory(m) => Ok(m.lock().dropped),
+            Self::Redis(r) => r.dropped().await,
         }
     }
 }

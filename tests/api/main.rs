@@ -21,6 +21,8 @@ mod presence;
 mod presence_stream;
 mod receiver;
 mod redis;
+mod redis_events;
+mod redis_outbox;
 mod redis_server;
 mod snapshot;
 mod startup;
