@@ -101,9 +101,7 @@ impl AppState {
         let webhooks = config
             .webhooks
             .as_ref()
-            .map(|settings| Webhooking::open(settings, &store))
-            .transpose()?
-            .map(Arc::new);
+            .map(|settings| Arc::new(Webhooking::open(settings, &store)));
         let snapshots = match (&store, &config.args.state_file) {
             (Store::Memory(memory), Some(path)) => Some(Snapshots::open(
                 memory.clone(),
@@ -161,11 +159,9 @@ pub struct Webhooking {
 }
 
 impl Webhooking {
-    /// Events on for `store`, into an outbox for `settings`' endpoints.
-    ///
-    /// # Errors
-    /// A store that cannot keep events.
-    fn open(settings: &Webhooks, store: &Store) -> Result<Self, ConfigError> {
+    /// Events on for `store` (on Redis, its scripts write them as
+    /// `Store::open` was told), into an outbox for `settings`' endpoints.
+    fn open(settings: &Webhooks, store: &Store) -> Self {
         let keys = settings.endpoints.iter().map(|e| e.key.clone());
         let outbox = match store {
             Store::Memory(memory) => {
@@ -173,17 +169,12 @@ impl Webhooking {
                 memory.send_events_to(outbox.clone());
                 Outbox::Memory(outbox)
             }
-            Store::Redis(_) => {
-                return Err(ConfigError::new(
-                    "WEBHOOK_URL",
-                    "webhooks need the memory store in this build",
-                ));
-            }
+            Store::Redis(redis) => Outbox::Redis(redis.outbox(keys)),
         };
-        Ok(Self {
+        Self {
             settings: settings.clone(),
             outbox,
             board: StatusBoard::new(&settings.endpoints),
-        })
+        }
     }
 }

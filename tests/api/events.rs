@@ -277,6 +277,39 @@ pub async fn a_session_pushed_out_by_the_cap_leaves(mut e: Events) {
     assert_eq!(e.kinds().await, ["module.leave pms left"]);
 }
 
+pub fn redis() -> Events {
+    let url = super::redis_server::shared_url().expect("redis-server is available");
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let config = presence::store::RedisConfig {
+        topology: presence::store::Topology::Single { url },
+        key_prefix: super::redis_server::unique_prefix("events"),
+        shards: 1,
+        modules: presence::domain::Modules::default(),
+        session_ttl: TTL,
+        timezone: chrono_tz::UTC,
+        max_sessions_per_user: 2,
+        events_max: 10_000,
+    };
+    let redis = presence::store::RedisStore::new(
+        config,
+        clock.clone(),
+        presence::store::TimeSource::Clock(clock.clone()),
+        Arc::new(NoObserver),
+    )
+    .unwrap();
+    let outbox = Outbox::Redis(redis.outbox(["test".to_owned()]));
+    Events {
+        store: Store::Redis(redis),
+        clock,
+        outbox,
+        read: Cursor::default(),
+    }
+}
+
+fn redis_available() -> bool {
+    super::redis_server::available()
+}
+
 macro_rules! events_suite {
     ($backend:ident, $available:ident: $($scenario:ident),* $(,)?) => {
         mod $backend {
@@ -313,3 +346,4 @@ fn always() -> bool {
 }
 
 for_every_events_scenario!(events_suite!(memory, always));
+for_every_events_scenario!(events_suite!(redis, redis_available));

@@ -37,7 +37,12 @@ impl State {
             let code = &sink.codes[s.module.index()];
             view.modules.insert(code.clone());
             if let Some(r) = s.resource() {
-                view.resources.insert(r.to_string(), code.clone());
+                // Of two modules on one resource, the one first in byte
+                // order, as the Redis scripts choose.
+                let module = view.resources.entry(r.to_string()).or_insert_with(|| code.clone());
+                if code < module {
+                    module.clone_from(code);
+                }
             }
             view.active |= !s.state.is_idle();
         }
