@@ -39,7 +39,10 @@ impl State {
             if let Some(r) = s.resource() {
                 // Of two modules on one resource, the one first in byte
                 // order, as the Redis scripts choose.
-                let module = view.resources.entry(r.to_string()).or_insert_with(|| code.clone());
+                let module = view
+                    .resources
+                    .entry(r.to_string())
+                    .or_insert_with(|| code.clone());
                 if code < module {
                     module.clone_from(code);
                 }
