@@ -31,9 +31,13 @@ RUN touch src/main.rs src/lib.rs && cargo build --release --locked
 
 # --- run ---
 FROM ${DEBIAN_IMAGE}
-# No packages added: the health check is a bash script (bash is in every
-# Debian image), and the service makes no TLS connections.
-RUN groupadd --system --gid 10001 presence \
+# One package added: ca-certificates, the roots that webhook deliveries to
+# https endpoints are checked against (the health check is a bash script,
+# and bash is in every Debian image).
+RUN apt-get update -qq \
+    && apt-get install -y -qq --no-install-recommends ca-certificates >/dev/null \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 presence \
     && useradd --system --uid 10001 --gid 10001 --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin presence \
     && install -d -o 10001 -g 10001 -m 700 /var/lib/presence

@@ -6,7 +6,9 @@
 //   - active users per module over 1 h / 6 h / 24 h, peak concurrent, average
 //     session length, sessions started and the module distribution, from
 //     GET /api/admin/history (refreshed every minute);
-//   - the live sessions, from GET /api/admin/sessions (every 15 s, paged).
+//   - the live sessions, from GET /api/admin/sessions (every 15 s, paged);
+//   - the webhook endpoints, from GET /api/admin/webhooks (every 15 s; the
+//     card shows only when an endpoint is configured).
 //
 // Everything that comes from users or the service (module names, user ids,
 // pages, resources) reaches the page through textContent or setAttribute,
@@ -241,8 +243,10 @@ async function start() {
     if (gen === state.generation) onStats(stats);
   });
   loadHistory(gen);
+  loadWebhooks(gen);
   state.timers.push(
     setInterval(() => loadSessions(gen).catch((error) => onLoadError(error, gen)), SESSIONS_REFRESH_MS),
+    setInterval(() => loadWebhooks(gen), SESSIONS_REFRESH_MS),
     setInterval(() => { if (state.historyStatus !== 'unavailable') loadHistory(gen); }, HISTORY_REFRESH_MS),
     setInterval(tickClocks, CLOCK_TICK_MS),
   );
@@ -740,6 +744,34 @@ function renderDonut(parts) {
     root.append(name);
   }
   $('donut').replaceChildren(root);
+}
+
+// --------------------------------------------------------------- webhooks
+
+/** Shows each webhook endpoint's delivery; a failed read leaves the card as it was. */
+async function loadWebhooks(gen) {
+  let answer;
+  try {
+    answer = await getJson('/api/admin/webhooks');
+  } catch (error) {
+    console.debug('[presence admin] webhooks', error);
+    return;
+  }
+  if (gen !== state.generation) return;
+  const endpoints = answer.endpoints ?? [];
+  $('webhooks').hidden = endpoints.length === 0;
+  const ago = (at) => (at ? fmtAgo(Date.parse(at)) : '—');
+  $('webhooks-body').replaceChildren(...endpoints.map((e) => {
+    const failure = e.lastFailure
+      ? `${e.lastFailure.error} (${ago(e.lastFailure.at)})`
+      : '—';
+    return h('tr', {},
+      h('td', { text: e.url }),
+      h('td', { text: String(e.eventsWaiting) }),
+      h('td', { text: e.oldestEventAgeSeconds == null ? '—' : fmtDuration(e.oldestEventAgeSeconds) }),
+      h('td', { text: ago(e.lastDeliveryAt) }),
+      h('td', { text: failure }));
+  }));
 }
 
 // --------------------------------------------------------------- sessions

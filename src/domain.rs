@@ -7,6 +7,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 /// The longest user id accepted from a token claim, in bytes.
 pub const MAX_USER_ID_LEN: usize = 128;
 /// The longest `clientId`, in characters of `[A-Za-z0-9_-]`.
@@ -238,7 +240,10 @@ fn char_len_within(s: &str, max: usize) -> bool {
 /// heartbeat (the browser client decides; the service only records it).
 /// Ordered active first, so the `min` of several sessions' states is the
 /// state of all of them together.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Activity {
     /// Input lately, tab visible (the default).
     #[default]

@@ -26,6 +26,9 @@
 //! - [`limiter`]: the per-user rate limit.
 //! - [`metrics`]: the Prometheus registry and what updates it.
 //! - [`sweeper`]: the store's background tasks (expiry, history samples).
+//! - [`events`]: presence events (who came, left, went idle), computed from
+//!   each change to a user's sessions.
+//! - [`webhooks`]: those events delivered to the product's backend.
 //!
 //! **base**: plain values every layer uses.
 //! - [`config`]: every setting as a flag and an environment variable.
@@ -46,12 +49,14 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod events;
 pub mod http;
 pub mod limiter;
 pub mod metrics;
 pub mod store;
 pub mod sweeper;
 pub mod telemetry;
+pub mod webhooks;
 
 pub use http::state::AppState;
 
@@ -172,6 +177,21 @@ pub async fn serve(
         ))),
         store::Store::Memory(_) => None,
     };
+    let deliverers = match &state.webhooks {
+        Some(w) => webhooks::spawn_all(
+            &w.settings,
+            &w.outbox,
+            &w.board,
+            &state.clock,
+            &state.metrics,
+            &cancel,
+        )
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot start webhook delivery: no HTTP client");
+            Vec::new()
+        }),
+        None => Vec::new(),
+    };
     let signal = cancel.clone();
     let shutdown = async move {
         tokio::select! {
@@ -184,6 +204,10 @@ pub async fn serve(
     server::run(listener, router, &limits, DRAIN_TIMEOUT, shutdown).await;
     cancel.cancel();
     let _ = tokio::join!(sweeper, sampler, summary, publisher);
+    // Before the last snapshot, so it holds what they did not send.
+    for deliverer in deliverers {
+        let _ = deliverer.await;
+    }
     if let Some(changes) = changes {
         let _ = changes.await;
     }

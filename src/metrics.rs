@@ -68,6 +68,20 @@ struct StoreLabels {
     op: &'static str,
 }
 
+/// `outcome` label of `presence_webhook_deliveries_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    /// `delivered`, `failed` (one attempt) or `dropped` (a batch given up).
+    outcome: &'static str,
+}
+
+/// `endpoint` label of the webhook queue gauges.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabel {
+    /// The URL without credentials.
+    endpoint: String,
+}
+
 /// Every metric of the service.
 #[derive(Debug)]
 pub struct Metrics {
@@ -101,6 +115,15 @@ pub struct Metrics {
     /// `heartbeats`' handles by (module, outcome), as [`RouteHandles`]
     /// keeps a route's.
     heartbeat_handles: RwLock<Vec<((String, &'static str), Counter)>>,
+    webhook_deliveries: Family<OutcomeLabel, Counter>,
+    webhook_queue: Family<EndpointLabel, Gauge>,
+    webhook_oldest: Family<EndpointLabel, Gauge<f64, AtomicU64>>,
+    webhook_seconds: Histogram,
+    webhook_events_dropped: Counter,
+    /// The outbox's count of events dropped when last read (`None`: not
+    /// yet, so drops from before this process started are not counted),
+    /// and when a warning about them was last logged.
+    webhook_dropped_seen: Mutex<(Option<u64>, Option<std::time::Instant>)>,
 }
 
 fn latency_family<L: Clone + std::hash::Hash + Eq>() -> Family<L, Histogram> {
@@ -145,6 +168,13 @@ impl Metrics {
             responses: Default::default(),
             heartbeats_ok: AtomicU64::new(0),
             heartbeat_handles: RwLock::default(),
+            webhook_deliveries: Family::default(),
+            webhook_queue: Family::default(),
+            webhook_oldest: Family::default(),
+            // 1 ms to about 65 s.
+            webhook_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            webhook_events_dropped: Counter::default(),
+            webhook_dropped_seen: Mutex::new((None, None)),
         };
         m.store_up.set(1);
         let r = &mut m.registry;
@@ -242,7 +272,91 @@ impl Metrics {
             "1 while the session store answers, 0 during an outage",
             m.store_up.clone(),
         );
+        r.register(
+            "webhook_deliveries",
+            "Webhook batches delivered, attempts failed, and batches dropped after WEBHOOK_RETRY_FOR",
+            m.webhook_deliveries.clone(),
+        );
+        r.register(
+            "webhook_queue_events",
+            "Events waiting for delivery, per webhook endpoint",
+            m.webhook_queue.clone(),
+        );
+        r.register_with_unit(
+            "webhook_oldest_event",
+            "Age of the oldest event waiting for a webhook endpoint (0: none)",
+            Unit::Seconds,
+            m.webhook_oldest.clone(),
+        );
+        r.register_with_unit(
+            "webhook_delivery",
+            "Webhook delivery attempt duration",
+            Unit::Seconds,
+            m.webhook_seconds.clone(),
+        );
+        r.register(
+            "webhook_events_dropped",
+            "Events dropped because a webhook queue was full (WEBHOOK_QUEUE_MAX)",
+            m.webhook_events_dropped.clone(),
+        );
         m
+    }
+
+    /// Counts one webhook batch `delivered` or `dropped`, or one attempt
+    /// `failed`.
+    pub(crate) fn webhook_delivery(&self, outcome: &'static str) {
+        self.webhook_deliveries
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    /// Observes one webhook delivery attempt.
+    pub(crate) fn webhook_attempt(&self, took: Duration) {
+        self.webhook_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Sets the queue gauges of the webhook `endpoint` (its URL without
+    /// credentials): `events` waiting, the oldest `oldest_age` old.
+    pub(crate) fn webhook_backlog(
+        &self,
+        endpoint: &str,
+        events: u64,
+        oldest_age: Option<Duration>,
+    ) {
+        let label = EndpointLabel {
+            endpoint: endpoint.to_owned(),
+        };
+        self.webhook_queue
+            .get_or_create(&label)
+            .set(i64::try_from(events).unwrap_or(i64::MAX));
+        self.webhook_oldest
+            .get_or_create(&label)
+            .set(oldest_age.map_or(0.0, |age| age.as_secs_f64()));
+    }
+
+    /// Takes the outbox's count of events dropped from full queues: what
+    /// it grew by since the last reading is counted, and warned about at
+    /// most once a minute.
+    pub(crate) fn webhook_events_dropped(&self, total: u64) {
+        let mut seen = self
+            .webhook_dropped_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (before, warned_at) = &mut *seen;
+        let grew = before.map_or(0, |b| total.saturating_sub(b));
+        *before = Some(before.map_or(total, |b| b.max(total)));
+        if grew == 0 {
+            return;
+        }
+        self.webhook_events_dropped.inc_by(grew);
+        if warned_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+            *warned_at = Some(std::time::Instant::now());
+            tracing::warn!(
+                dropped = grew,
+                total,
+                "webhook queue full: its oldest events were dropped; raise WEBHOOK_QUEUE_MAX or check the receiver"
+            );
+        }
     }
 
     /// Records a snapshot saved at `at`.

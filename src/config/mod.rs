@@ -17,6 +17,7 @@
 //!   and [`Visibility`].
 //! - `redis.rs`: the Redis settings, checked into one [`RedisTopology`].
 //! - `state_file.rs`: `STATE_FILE`, checked against the store and the disk.
+//! - `webhooks.rs`: the `WEBHOOK_*` settings, checked into [`Webhooks`].
 //! - `parse.rs`: the parsers of single values, and [`one_line`], which
 //!   turns clap's errors about them into the contract's one line.
 
@@ -25,6 +26,7 @@ mod parse;
 mod redis;
 mod serve;
 mod state_file;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -36,6 +38,7 @@ pub use redis::{DEFAULT_REDIS_URL, RedisTopology};
 pub use serve::{LogFormat, RateLimit, ServeArgs, StoreKind};
 use state_file::check_state_file;
 pub(crate) use state_file::directory_of;
+pub use webhooks::{EVENT_TYPES, WebhookArgs, WebhookEndpoint, WebhookSecret, Webhooks};
 
 /// Live presence for a web product: who is active in which module, now,
 /// today and ever.
@@ -93,6 +96,9 @@ pub struct Config {
     pub sweep_interval: Duration,
     /// Where Redis is, with `STORE=redis`; `None` with the memory store.
     pub redis: Option<RedisTopology>,
+    /// The webhook endpoints and how to deliver to them; `None` without
+    /// `WEBHOOK_URL`.
+    pub webhooks: Option<Webhooks>,
 }
 
 /// How long a session lasts without a heartbeat when `SESSION_TTL` is not
@@ -190,11 +196,13 @@ impl ServeArgs {
             check_state_file(path, self.store)?;
         }
         self.check_demo_mode()?;
+        let webhooks = self.webhooks.check()?;
         Ok(Config {
             args: self,
             heartbeat_interval,
             sweep_interval,
             redis,
+            webhooks,
         })
     }
 

@@ -14,6 +14,7 @@ use clap::{Args, ValueEnum};
 use super::jwt::{JwtArgs, Visibility};
 use super::parse::{parse_duration, parse_key_prefix, parse_timezone};
 use super::state_file::parse_state_file;
+use super::webhooks::WebhookArgs;
 use crate::domain::Modules;
 
 /// Settings of `presence serve`.
@@ -157,6 +158,10 @@ pub struct ServeArgs {
     /// Log output format; `RUST_LOG` sets levels.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
+
+    /// Presence events pushed to the product's backend.
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
 }
 
 /// Which store backend to run.

@@ -349,7 +349,11 @@ impl Store {
             )),
             Some(topology) => Self::Redis(
                 RedisStore::new(
-                    RedisConfig::from_args(args, topology),
+                    RedisConfig {
+                        // With webhooks, the scripts write events too.
+                        events_max: config.webhooks.as_ref().map_or(0, |w| w.queue_max),
+                        ..RedisConfig::from_args(args, topology)
+                    },
                     clock,
                     redis_time,
                     observer,

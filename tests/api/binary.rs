@@ -54,7 +54,7 @@ pub(super) fn next_line_matching(
     }
 }
 
-fn terminate(child: &Child) {
+pub(super) fn terminate(child: &Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -518,7 +518,7 @@ pub(super) fn token_for(secret: &str, user: &str) -> String {
 }
 
 /// `curl -s <args>` with `token`; what it printed.
-fn curl(token: &str, args: &[&str]) -> String {
+pub(super) fn curl(token: &str, args: &[&str]) -> String {
     let output = Command::new("curl")
         .arg("-s")
         .args(args)

@@ -28,7 +28,7 @@ fn layer_of_file(path: &str) -> Option<Layer> {
 fn layer_of_module(name: &str) -> Option<Layer> {
     Some(match name {
         "config" | "clock" | "domain" => Layer::Base,
-        "auth" | "store" | "limiter" | "metrics" | "sweeper" => Layer::Core,
+        "auth" | "store" | "limiter" | "metrics" | "sweeper" | "events" | "webhooks" => Layer::Core,
         "http" | "AppState" => Layer::Http,
         "lib" | "main" | "telemetry" | "app" | "serve" | "shutdown_signal" | "DRAIN_TIMEOUT" => {
             Layer::App

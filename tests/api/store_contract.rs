@@ -92,6 +92,7 @@ pub fn redis_on(start: DateTime<Utc>, timezone: Tz, topology: Topology, shards: 
         session_ttl: TTL,
         timezone,
         max_sessions_per_user: 16,
+        events_max: 0,
     };
     let store = Store::Redis(
         RedisStore::new(

@@ -23,6 +23,7 @@ mod modules;
 mod presence;
 mod presence_stream;
 mod stream;
+mod webhooks;
 
 /// Every route of the API, with `GET /openapi.json` listing the configured
 /// module codes as the heartbeat's `module` enum, and the document itself.
@@ -34,6 +35,7 @@ pub fn api(modules: &Modules) -> (Router<AppState>, OpenApiDoc) {
         .merge(presence_stream::router())
         .merge(stream::router())
         .merge(admin::router())
+        .merge(webhooks::router())
         .merge(history::router())
         .merge(metrics::router())
         .merge(health::router())

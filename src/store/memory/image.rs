@@ -13,6 +13,7 @@ use crate::clock::Millis;
 use crate::domain::{Profile, UserId};
 use crate::store::SessionInfo;
 use crate::store::history::MinuteBucket;
+use crate::webhooks::MemoryLog;
 
 /// What the memory store keeps across a restart, as plain values: see
 /// [`MemoryStore::image`]. Modules are registry positions of the store it
@@ -36,6 +37,9 @@ pub(crate) struct MemoryImage {
     /// What is kept per user: every user with a known last heartbeat, a
     /// profile or a hidden flag.
     pub(crate) users: Vec<UserImage>,
+    /// With webhooks: the events waiting for delivery, and each endpoint's
+    /// cursor.
+    pub(crate) webhooks: Option<MemoryLog>,
 }
 
 /// What the memory store keeps of one user besides their sessions.

@@ -35,7 +35,10 @@ use super::{
 };
 use crate::clock::{Clock, Millis};
 use crate::domain::{Activity, Modules, ResourceId, UserId};
+use crate::events::Reason;
+use crate::webhooks::MemoryOutbox;
 
+mod events;
 mod image;
 mod slot;
 pub mod snapshot;
@@ -162,6 +165,7 @@ impl MemoryStore {
         let last_seen = state.last_seen.clone();
         let profiles = state.profiles.clone();
         let hidden = state.hidden.clone();
+        let webhooks = state.events.as_ref().map(|e| e.outbox.lock().clone());
         drop(state);
         let name = |uid: Uid| UserId::known(names.get(uid));
         let users = |sets: &[UserSet]| -> Vec<Vec<UserId>> {
@@ -193,6 +197,7 @@ impl MemoryStore {
                     })
                 })
                 .collect(),
+            webhooks,
         }
     }
 
@@ -211,12 +216,19 @@ impl MemoryStore {
             self.shared.ttl,
         );
         fresh.tracking = !self.shared.watchers.is_empty();
+        let webhooks = image.webhooks.clone();
         let restored = fresh.restore(image, now, self.shared.max_sessions_per_user);
         let mut state = self
             .shared
             .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        // The events sink is the process's, not the image's; what waited
+        // in the image goes back into it.
+        fresh.events = state.events.take();
+        if let (Some(sink), Some(log)) = (&fresh.events, webhooks) {
+            sink.outbox.restore(log);
+        }
         *state = fresh;
         self.notify(state);
         restored
@@ -290,6 +302,15 @@ impl MemoryStore {
         let module = beat.module;
         let uid = state.users.intern(beat.user.as_str());
         let before = state.modules_of(uid);
+        let quiet = state.events.is_none()
+            || state.beat_is_quiet(
+                uid,
+                beat.client.as_ref(),
+                module,
+                beat.resource.as_ref(),
+                beat.state.is_idle(),
+                cutoff,
+            );
         state.make_room(
             uid,
             beat.client.as_ref(),
@@ -297,10 +318,16 @@ impl MemoryStore {
             cutoff,
             self.shared.max_sessions_per_user,
         );
+        let view = if quiet {
+            None
+        } else {
+            state.view_for_events(uid)
+        };
         let (profile, hidden) = (beat.profile.take(), beat.hidden);
         state.upsert(uid, beat, now);
         state.recount_user(uid, before);
         state.remember_user(uid, now, profile, hidden);
+        state.emit(uid, view, now, Reason::Moved);
         state.seen(uid, module);
         // Counts include sessions expired but not yet removed only while a
         // mass expiry is being worked off; such counts set no peak.
@@ -316,6 +343,24 @@ impl MemoryStore {
         };
         self.notify(state);
         ack
+    }
+
+    /// From now on, appends the events of every change to `outbox`
+    /// (webhooks).
+    pub fn send_events_to(&self, outbox: Arc<MemoryOutbox>) {
+        let codes = self
+            .shared
+            .modules
+            .ids()
+            .map(|id| self.shared.modules.get(id).code.clone())
+            .collect();
+        self.lock_without_expiry().state.events = Some(events::EventSink { codes, outbox });
+    }
+
+    /// The outbox events go to, if any.
+    pub fn outbox(&self) -> Option<Arc<MemoryOutbox>> {
+        let locked = self.lock_without_expiry();
+        locked.state.events.as_ref().map(|e| e.outbox.clone())
     }
 
     /// The registry of presence streams this store notifies.
@@ -366,6 +411,7 @@ impl MemoryStore {
             Leave::All => state.sessions_of(uid).collect(),
         };
         let before = state.modules_of(uid);
+        let view = state.view_for_events(uid);
         let mut ended = 0;
         for sid in doomed {
             if let Some(last_seen) = state.remove(sid, now) {
@@ -373,6 +419,7 @@ impl MemoryStore {
             }
         }
         state.recount_user(uid, before);
+        state.emit(uid, view, now, Reason::Left);
         self.notify(state);
         ended
     }

@@ -34,11 +34,13 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono_tz::Tz;
 
+use super::events::EventSink;
 use super::image::{MemoryImage, Restored, SessionImage, UserImage};
 use super::slot::{NO_SESSION, Session, Sid, VACANT};
 use crate::clock::Millis;
 use crate::clock::day::day_bounds;
 use crate::domain::{ClientId, ModuleId, Profile, ResourceId};
+use crate::events::Reason;
 use crate::store::history::HistoryRing;
 use crate::store::users::{Uid, UserSet, Users};
 use crate::store::{Cursor, Heartbeat, Ttl};
@@ -112,7 +114,7 @@ pub(super) struct State {
     pub(super) day_start: Millis,
     pub(super) next_day_start: Millis,
     pub(super) history: HistoryRing,
-    ttl: Ttl,
+    pub(super) ttl: Ttl,
     /// Sessions ended under the lock, told to the observer after it.
     pub(super) ended: Vec<(ModuleId, Millis, bool)>,
     /// Resources whose viewers changed under the lock (a join, a leave, a
@@ -121,6 +123,8 @@ pub(super) struct State {
     pub(super) touched: Vec<ResourceId>,
     /// Whether any presence stream watches anything (set at each lock).
     pub(super) tracking: bool,
+    /// With webhooks, where each change's events go.
+    pub(super) events: Option<EventSink>,
 }
 
 impl State {
@@ -150,6 +154,7 @@ impl State {
             ended: Vec::new(),
             touched: Vec::new(),
             tracking: false,
+            events: None,
         }
     }
 
@@ -493,9 +498,13 @@ impl State {
             // ever to disagree.
             if let Some((_, uid, sid)) = self.by_time.pop_first() {
                 let before = self.modules_of(uid);
+                let view = self.view_for_events(uid);
                 let gone = self.take(sid, now);
                 debug_assert!(gone.is_some(), "by_time and sessions agree");
                 self.recount_user(uid, before);
+                if let Some((_, last_seen)) = gone {
+                    self.emit(uid, view, self.ttl.expires_at(last_seen), Reason::Expired);
+                }
             }
             removed += 1;
         }
@@ -534,7 +543,7 @@ impl State {
             doomed.extend(oldest.map(|(_, sid)| sid));
         }
         for sid in doomed {
-            self.remove(sid, now);
+            self.remove_with_events(uid, sid, now, Reason::Left);
         }
     }
 

@@ -1,11 +1,13 @@
 -- ARGV[6] user, [7] client field ("" = default session), [8] module code,
 -- [9] page ("" = none), [10] resource ("" = none), [11] sessions per user cap,
--- [12] "1" idle / "0" active, [13] profile JSON ("" = none), [14] "1" hidden
+-- [12] "1" idle / "0" active, [13] profile JSON ("" = none), [14] "1" hidden,
+-- [15] events bound (0: events off; see events.lua)
 -- Returns {activeUsers, now, ended sessions (code, length ms, expired)...}.
 local user, field, code, page, resource = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 local cap = tonumber(ARGV[11])
 local idle = ARGV[12] == '1' and 1 or nil
 local profile, hidden = ARGV[13], ARGV[14] == '1'
+local EVENTS = events_on(ARGV[15])
 roll_day()
 
 local sessions, dropped = sessions_of(user)
@@ -20,19 +22,29 @@ if dropped or (next(sessions) == nil and redis.call('ZSCORE', ANY_KEY, user)) th
     if other ~= code then redis.call('ZREM', msess_key(other), member(field, user)) end
   end
 end
+local was_hidden = redis.call('SISMEMBER', HIDDEN_KEY, user) == 1
+-- With events on, the user's view before the next step; nil until a step
+-- changes something (a beat that changes nothing computes no view).
+local view = nil
 -- Dead sessions go first: they neither count toward the cap nor revive.
-local live = 0
+-- Each one's end is a step of its own, at its expiry.
+local live, dead = 0, {}
 for f, s in pairs(sessions) do
-  if s.ls <= CUTOFF then
-    remove_session(user, f, s)
-    touched[s.m] = true
-    sessions[f] = nil
-  else
-    live = live + 1
-  end
+  if s.ls <= CUTOFF then dead[#dead + 1] = f else live = live + 1 end
+end
+if EVENTS and #dead > 0 then
+  by_last_seen(dead, sessions)
+  view = view_of(sessions, was_hidden)
+end
+for _, f in ipairs(dead) do
+  view = end_session(user, f, sessions, touched, view, was_hidden)
 end
 
 local s = sessions[field]
+-- The beat's own step (a new session, a move, a state change) is an event
+-- only when it changes the view.
+local own_step = EVENTS and (view or not s or s.m ~= code or s.r ~= resource or s.i ~= idle)
+if own_step and not view then view = view_of(sessions, was_hidden) end
 if not s then
   if live >= cap then
     local oldest, oldest_field = nil, nil
@@ -42,6 +54,7 @@ if not s then
     remove_session(user, oldest_field, oldest)
     touched[oldest.m] = true
     sessions[oldest_field] = nil
+    if view then view = ev_step(user, view, sessions, was_hidden, NOW, 'left') end
   end
   s = { m = code, st = NOW, rs = NOW, ls = NOW, p = page, r = resource, i = idle }
   record_start(code)
@@ -70,6 +83,7 @@ else
   s.i = idle
 end
 sessions[field] = s
+if own_step then ev_step(user, view, sessions, hidden, NOW, 'moved') end
 
 redis.call('HSET', sess_key(user), field, cjson.encode(s))
 -- The sweeper removes expired sessions (and records their end); the
@@ -86,7 +100,6 @@ redis.call('SADD', total_key(code), user)
 redis.call('ZADD', SEEN_KEY, NOW, user)
 -- A new profile, or hiding, changes how the user shows wherever they are.
 local old_profile = redis.call('HGET', PROFILE_KEY, user) or ''
-local was_hidden = redis.call('SISMEMBER', HIDDEN_KEY, user) == 1
 if old_profile ~= profile or was_hidden ~= hidden then
   for _, o in pairs(sessions) do changed(o.r) end
 end
@@ -102,4 +115,5 @@ else
 end
 see_peak(code, live_count(pres_key(code)))
 publish_changes()
+if EVENTS then events_flush() end
 return { live_count(ANY_KEY), NOW, unpack(ENDED) }

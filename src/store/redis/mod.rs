@@ -30,6 +30,9 @@
 //! - Per user, not per session: `{p}:seen` (sorted set, latest heartbeat,
 //!   for user status), `{p}:prof` (hash, the latest token's profile JSON)
 //!   and `{p}:hidden` (set, users whose latest token hid them).
+//! - With webhooks on, `{p}:events` (stream): the shard's presence events,
+//!   appended by the script that makes the change; see `outbox.rs` for it
+//!   and the keys beside it.
 //!
 //! # One round trip, atomic
 //! Each operation is one Lua script (`src/store/redis/*.lua`, sharing
@@ -77,10 +80,14 @@
 //! - `conn.rs`: the connection to a single server, a Sentinel set or a
 //!   cluster.
 //! - [`changes`]: the change feed that wakes the presence streams.
+//! - `outbox.rs`: [`RedisOutbox`], the webhook events the scripts wrote
+//!   (`events.lua`, shared by the scripts that change sessions), read back
+//!   for delivery, with each endpoint's cursor and claim.
 
 pub mod changes;
 mod conn;
 mod decode;
+mod outbox;
 mod scripts;
 mod session_store;
 mod shards;
@@ -93,6 +100,7 @@ use chrono_tz::Tz;
 
 use conn::Conn;
 pub use conn::Topology;
+pub use outbox::RedisOutbox;
 use scripts::{DayWindow, Scripts};
 use shards::Shard;
 
@@ -122,6 +130,10 @@ pub struct RedisConfig {
     pub timezone: Tz,
     /// The most sessions one user may hold.
     pub max_sessions_per_user: usize,
+    /// Presence events kept at most in each shard's stream
+    /// (`WEBHOOK_QUEUE_MAX`); 0: webhooks are off and the scripts write no
+    /// events.
+    pub events_max: usize,
 }
 
 impl RedisConfig {
@@ -134,6 +146,7 @@ impl RedisConfig {
             session_ttl: args.session_ttl,
             timezone: args.stats_timezone,
             max_sessions_per_user: usize::from(args.max_sessions_per_user),
+            events_max: 0,
         }
     }
 }

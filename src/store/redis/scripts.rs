@@ -1,7 +1,8 @@
 //! The Lua scripts and how they are called: each loaded with the shared
-//! `prelude.lua`, invoked on one shard with the prelude's arguments (the
-//! shard's keys, the TTL, "now", the local day window, the module codes),
-//! and the replies that report ended sessions passed on to the observer.
+//! `prelude.lua` (those that change sessions with `events.lua` too),
+//! invoked on one shard with the prelude's arguments (the shard's keys, the
+//! TTL, "now", the local day window, the module codes), and the replies
+//! that report ended sessions passed on to the observer.
 
 use std::sync::Arc;
 
@@ -13,11 +14,22 @@ use crate::clock::day::{day_bounds, local_date};
 use crate::clock::{Millis, duration_ms};
 use crate::store::StoreError;
 
-/// A script of `src/store/redis/`, after the prelude every script shares.
+/// A script of `src/store/redis/`, after the prelude every script shares
+/// (and `events.lua` for those that change sessions).
 macro_rules! script {
     ($file:literal) => {
         Script::new(concat!(
             include_str!("prelude.lua"),
+            "\n",
+            include_str!($file)
+        ))
+    };
+    // A script that writes presence events: events.lua between the two.
+    ($file:literal, events) => {
+        Script::new(concat!(
+            include_str!("prelude.lua"),
+            "\n",
+            include_str!("events.lua"),
             "\n",
             include_str!($file)
         ))
@@ -43,12 +55,12 @@ pub(super) struct Scripts {
 impl Scripts {
     pub(super) fn load() -> Self {
         Self {
-            heartbeat: script!("heartbeat.lua"),
-            leave: script!("leave.lua"),
+            heartbeat: script!("heartbeat.lua", events),
+            leave: script!("leave.lua", events),
             counts: script!("counts.lua"),
             viewers: script!("viewers.lua"),
             sessions: script!("sessions.lua"),
-            sweep: script!("sweep.lua"),
+            sweep: script!("sweep.lua", events),
             sample: script!("sample.lua"),
             history: script!("history.lua"),
             live_sessions: script!("live_sessions.lua"),

@@ -37,7 +37,8 @@ impl SessionStore for RedisStore {
             .arg(self.config.max_sessions_per_user)
             .arg(if beat.state.is_idle() { "1" } else { "0" })
             .arg(beat.profile.as_ref().map_or("", Profile::as_json))
-            .arg(if beat.hidden { "1" } else { "0" });
+            .arg(if beat.hidden { "1" } else { "0" })
+            .arg(self.config.events_max);
         let (active, at) = self.call_ending(&inv).await?;
         let active = u64::try_from(active).unwrap_or(0);
         self.anywhere[shard].store(active, Ordering::Relaxed);
@@ -66,6 +67,7 @@ impl SessionStore for RedisStore {
             Leave::All => inv.arg("all").arg(""),
             Leave::Session(client) => inv.arg("one").arg(field(client.as_ref())),
         };
+        inv.arg(self.config.events_max);
         let (ended, _at) = self.call_ending(&inv).await?;
         Ok(usize::try_from(ended).unwrap_or(0))
     }
@@ -261,10 +263,12 @@ impl SessionStore for RedisStore {
 
     async fn sweep(&self) -> Result<usize, StoreError> {
         let batch = SWEEP_BATCH.to_string();
+        let events_max = self.config.events_max.to_string();
         let mut total = 0;
         loop {
-            let replies: Vec<Vec<Value>> =
-                self.on_every_shard(&self.scripts.sweep, &[&batch]).await?;
+            let replies: Vec<Vec<Value>> = self
+                .on_every_shard(&self.scripts.sweep, &[&batch, &events_max])
+                .await?;
             let mut full = false;
             for flat in replies {
                 let (removed, _at) = self.ending(flat)?;

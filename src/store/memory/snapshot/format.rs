@@ -16,6 +16,7 @@ use crate::domain::{Activity, ClientId, ModuleId, Modules, Page, Profile, Resour
 use crate::store::SessionInfo;
 use crate::store::history::{MinuteBucket, ModuleMinute};
 use crate::store::memory::{MemoryImage, SessionImage, UserImage};
+use crate::webhooks::MemoryLog;
 
 /// The format version written.
 pub(super) const FORMAT_VERSION: u32 = 2;
@@ -74,6 +75,10 @@ struct Snapshot {
     /// Since version 2: what is kept per user.
     #[serde(default)]
     users: Vec<UserEntry>,
+    /// With webhooks: events waiting for delivery and each endpoint's
+    /// cursor (absent before webhooks, and when they are off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    webhooks: Option<MemoryLog>,
 }
 
 /// One user's entry (version 2).
@@ -167,6 +172,7 @@ impl Snapshot {
                     hidden: u.hidden,
                 })
                 .collect(),
+            webhooks: image.webhooks,
             today: by_code(image.today),
             total: by_code(image.total),
             history: image
@@ -233,6 +239,7 @@ impl Snapshot {
             total,
             history,
             users,
+            webhooks: self.webhooks,
         };
         (image, dropped)
     }
@@ -362,6 +369,8 @@ impl From<ModuleMinuteV1> for ModuleMinute {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::{Event, Kind, Reason};
+    use crate::webhooks::StreamId;
 
     fn modules(spec: &str) -> Modules {
         Modules::parse(spec).expect("registry")
@@ -410,6 +419,26 @@ mod tests {
                 profile: Profile::build([("name", "Ann")]),
                 hidden: true,
             }],
+            webhooks: Some(MemoryLog {
+                endpoints: vec![("a1b2".into(), StreamId { ms: 900, seq: 0 })],
+                entries: [(
+                    StreamId { ms: 950, seq: 1 },
+                    Event {
+                        kind: Kind::ResourceLeave,
+                        at: 950,
+                        user: "42".into(),
+                        module: Some("pms".into()),
+                        resource: Some("request:1".into()),
+                        reason: Some(Reason::Expired),
+                        state: None,
+                        hidden: true,
+                    },
+                )]
+                .into(),
+                last: StreamId { ms: 950, seq: 1 },
+                dropped: 3,
+                max: 0,
+            }),
         };
         let bytes = encode(image.clone(), &registry).expect("encode");
         let (back, dropped) = decode(&bytes, &registry).expect("decode");
