@@ -171,7 +171,7 @@ fn demo_mode_prints_a_token_and_curl_lines_that_work_as_printed() {
     );
 }
 
-fn run_with_env(vars: &[(&str, &str)], args: &[&str]) -> Output {
+pub(super) fn run_with_env(vars: &[(&str, &str)], args: &[&str]) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = presence(&dir);
     cmd.args(args).envs(vars.iter().copied());

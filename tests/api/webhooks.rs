@@ -353,3 +353,93 @@ fn an_instance_killed_while_its_receiver_is_down_loses_nothing() {
     terminate(&heir);
     wait_with_timeout(&mut heir, Duration::from_secs(15));
 }
+
+#[test]
+fn a_bad_webhook_setting_stops_start_up_naming_the_variable() {
+    let url = ("WEBHOOK_URL", "http://127.0.0.1:9/hook");
+    let secret = ("WEBHOOK_SECRET", receiver::SECRET);
+    for (vars, variable) in [
+        (
+            vec![("WEBHOOK_URL", "ftp://127.0.0.1/hook"), secret],
+            "WEBHOOK_URL",
+        ),
+        (vec![url], "WEBHOOK_SECRET"),
+        (vec![secret], "WEBHOOK_URL"),
+        (vec![url, ("WEBHOOK_SECRET", "hunter2")], "WEBHOOK_SECRET"),
+        (
+            vec![url, ("WEBHOOK_SECRET", "whsec_c2hvcnQ=")],
+            "WEBHOOK_SECRET",
+        ),
+        (
+            vec![url, secret, ("WEBHOOK_EVENTS", "user.online,user.sneeze")],
+            "WEBHOOK_EVENTS",
+        ),
+        (
+            vec![url, secret, ("WEBHOOK_LEAVE_GRACE", "soon")],
+            "WEBHOOK_LEAVE_GRACE",
+        ),
+        (
+            vec![url, secret, ("WEBHOOK_TIMEOUT", "0s")],
+            "WEBHOOK_TIMEOUT",
+        ),
+        (
+            vec![url, secret, ("WEBHOOK_QUEUE_MAX", "many")],
+            "WEBHOOK_QUEUE_MAX",
+        ),
+    ] {
+        let output = super::binary::run_with_env(&vars, &[]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{vars:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.starts_with(variable) || stderr.contains(variable),
+            "{variable} named: {stderr}"
+        );
+        assert!(
+            !stderr.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            "the secret is never printed: {stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_endpoint_shows_the_backlog_and_failures_never_credentials() {
+    let hook = Receiver::start();
+    hook.answer(503);
+    let with_credentials = hook.url().replace("http://", "http://ops:pa55word@");
+    let app = spawn_app_with(&[
+        "--jwt-secret",
+        SECRET,
+        "--webhook-url",
+        &with_credentials,
+        "--webhook-secret",
+        receiver::SECRET,
+    ])
+    .await;
+    app.beat_ok("ann", json!({"module": "pms"})).await;
+    let admin = app.admin_token("root");
+    let start = std::time::Instant::now();
+    let body = loop {
+        let (status, body) = app.get("/api/admin/webhooks", &admin).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        if body["endpoints"][0]["lastFailure"].is_object() {
+            break body;
+        }
+        assert!(start.elapsed() < WAIT, "no failure shown: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let endpoint = &body["endpoints"][0];
+    assert_eq!(endpoint["lastFailure"]["status"], 503, "{body}");
+    assert!(endpoint["eventsWaiting"].as_u64().unwrap() >= 2, "{body}");
+    let text = body.to_string();
+    assert!(
+        !text.contains("pa55word") && !text.contains("MfKQ9r8"),
+        "{text}"
+    );
+    assert!(
+        endpoint["url"].as_str().unwrap().ends_with("/hook"),
+        "{body}"
+    );
+    let (status, _) = app.get("/api/admin/webhooks", &app.token("ann")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}

@@ -10,10 +10,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::clock::rfc3339;
+use crate::http::deadline::within_deadline;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::AdminUser;
 use crate::http::state::AppState;
-use crate::webhooks::WebhookStatus;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(webhooks_get))
@@ -69,6 +69,7 @@ struct WebhooksResponse {
         (status = 200, description = "Each endpoint", body = WebhooksResponse),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
     )
 )]
 async fn webhooks_get(
@@ -76,25 +77,33 @@ async fn webhooks_get(
     AdminUser(_admin): AdminUser,
 ) -> Result<Json<WebhooksResponse>, ApiError> {
     let now = state.clock.now_ms();
-    let statuses = state
-        .webhooks
-        .as_ref()
-        .map_or_else(Vec::new, |w| w.board.snapshot());
-    let endpoints = statuses
-        .into_iter()
-        .map(|s: WebhookStatus| EndpointBody {
-            oldest_event_age_seconds: s.oldest_event_age_ms(now).map(|ms| ms as f64 / 1000.0),
-            url: s.url,
-            delivering: s.delivering,
-            events_waiting: s.events_waiting,
-            last_delivery_at: s.last_delivery_at.map(rfc3339),
-            last_failure: s.last_failure.map(|f| FailureBody {
-                at: rfc3339(f.at),
-                status: f.status,
-                error: f.error,
-            }),
-        })
-        .collect();
+    let mut endpoints = Vec::new();
+    if let Some(w) = &state.webhooks {
+        for (endpoint, s) in w.settings.endpoints.iter().zip(w.board.snapshot()) {
+            // Counted now, not as the deliverer last reported: a batch
+            // being retried holds its deliverer for minutes.
+            let backlog = within_deadline(
+                &state.metrics,
+                "webhook_backlog",
+                w.outbox.backlog(&endpoint.key),
+            )
+            .await?;
+            endpoints.push(EndpointBody {
+                oldest_event_age_seconds: backlog
+                    .oldest_at
+                    .map(|at| (now - at).max(0) as f64 / 1000.0),
+                url: s.url,
+                delivering: s.delivering,
+                events_waiting: backlog.events,
+                last_delivery_at: s.last_delivery_at.map(rfc3339),
+                last_failure: s.last_failure.map(|f| FailureBody {
+                    at: rfc3339(f.at),
+                    status: f.status,
+                    error: f.error,
+                }),
+            });
+        }
+    }
     Ok(Json(WebhooksResponse {
         endpoints,
         timestamp: rfc3339(now),
