@@ -69,14 +69,15 @@ pub(super) fn activity(idle: bool) -> Activity {
     }
 }
 
-/// A profile as the scripts return it: JSON text, `""` for none. What does
-/// not pass [`Profile::from_json`] (a hand edit) is no profile.
-pub(super) fn profile(v: Value) -> Result<Option<Profile>, StoreError> {
+/// A profile as the scripts return it: JSON text, `""` for none, with
+/// only `claims` (the current `PROFILE_CLAIMS`). What does not pass
+/// [`Profile::from_json_within`] (a hand edit) is no profile.
+pub(super) fn profile(v: Value, claims: &[String]) -> Result<Option<Profile>, StoreError> {
     let text = text(v)?;
     Ok(if text.is_empty() {
         None
     } else {
-        Profile::from_json(&text)
+        Profile::from_json_within(&text, claims)
     })
 }
 

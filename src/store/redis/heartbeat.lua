@@ -105,8 +105,10 @@ if old_profile ~= profile or was_hidden ~= hidden then
 end
 if profile ~= '' then
   redis.call('HSET', PROFILE_KEY, user, profile)
+  redis.call('ZADD', PROFILE_TIME_KEY, NOW, user)
 else
   redis.call('HDEL', PROFILE_KEY, user)
+  redis.call('ZREM', PROFILE_TIME_KEY, user)
 end
 if hidden then
   redis.call('SADD', HIDDEN_KEY, user)

@@ -28,7 +28,10 @@
 //! - `{p}:awake:<code>` sorted sets: each user's latest live heartbeat of an
 //!   active session in the module; `idleNow` is `activeNow` less its count.
 //! - Per user, not per session: `{p}:seen` (sorted set, latest heartbeat,
-//!   for user status), `{p}:prof` (hash, the latest token's profile JSON)
+//!   for user status), `{p}:prof` (hash, the latest token's profile JSON,
+//!   served with the current `PROFILE_CLAIMS` only) and `{p}:proftime`
+//!   (sorted set, when each kept profile was last written: the sweeper
+//!   removes a profile `PROFILE_KEEP` after the user's last session)
 //!   and `{p}:hidden` (set, users whose latest token hid them).
 //! - With webhooks on, `{p}:events` (stream): the shard's presence events,
 //!   appended by the script that makes the change; see `outbox.rs` for it
@@ -107,6 +110,7 @@ use shards::Shard;
 use super::SessionObserver;
 use super::watch::Watchers;
 use crate::clock::Clock;
+use crate::config::ProfileClaims;
 use crate::domain::Modules;
 
 /// Connection and response timeout for Redis calls.
@@ -134,6 +138,10 @@ pub struct RedisConfig {
     /// (`WEBHOOK_QUEUE_MAX`); 0: webhooks are off and the scripts write no
     /// events.
     pub events_max: usize,
+    /// `PROFILE_CLAIMS`: a profile is served with only these, whatever
+    /// the instance that wrote it kept (another version, a restart with
+    /// other settings).
+    pub profile_claims: ProfileClaims,
 }
 
 impl RedisConfig {
@@ -147,6 +155,7 @@ impl RedisConfig {
             timezone: args.stats_timezone,
             max_sessions_per_user: usize::from(args.max_sessions_per_user),
             events_max: 0,
+            profile_claims: args.jwt.profile_claims.clone(),
         }
     }
 }

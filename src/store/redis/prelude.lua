@@ -17,6 +17,10 @@ if not NOW then
   NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local CUTOFF = NOW - TTL
+-- A user last seen at or before this has no profile any more: one day
+-- (PROFILE_KEEP) after their last session expired; Ttl::profile_cutoff in
+-- src/store/ttl.rs says the same. Change them together.
+local PROFILE_CUTOFF = CUTOFF - 24 * 3600 * 1000
 local SEP = '\31'
 local DAY_KEEP_S = 2 * 24 * 3600
 
@@ -57,9 +61,11 @@ end
 local TIME_KEY = P .. ':time'
 local ANY_KEY = P .. ':any'
 -- Per user, not per session: latest heartbeat (sorted set), profile JSON
--- (hash) and whether the latest token hid them (set).
+-- (hash) with when it was last written (sorted set, for the sweeper), and
+-- whether the latest token hid them (set).
 local SEEN_KEY = P .. ':seen'
 local PROFILE_KEY = P .. ':prof'
+local PROFILE_TIME_KEY = P .. ':proftime'
 local HIDDEN_KEY = P .. ':hidden'
 
 -- Whether string a sorts before b byte by byte (Lua's `<` on strings

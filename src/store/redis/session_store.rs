@@ -126,7 +126,7 @@ impl SessionStore for RedisStore {
                     since: int(&since)?,
                     last_seen: int(&last)?,
                     state: activity(int(&idle)? == 1),
-                    profile: profile(prof)?,
+                    profile: profile(prof, &self.config.profile_claims.0)?,
                 });
             }
         }
@@ -181,7 +181,7 @@ impl SessionStore for RedisStore {
                         ids
                     },
                     last_seen: text(seen)?.parse().ok(),
-                    profile: profile(prof)?,
+                    profile: profile(prof, &self.config.profile_claims.0)?,
                 };
                 found.insert(*user, status);
             }

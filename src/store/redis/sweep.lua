@@ -40,6 +40,14 @@ for _, code in ipairs(CODES) do
   redis.call('ZREMRANGEBYSCORE', msess_key(code), '-inf', CUTOFF)
 end
 redis.call('ZREMRANGEBYSCORE', ANY_KEY, '-inf', CUTOFF)
+-- Profiles a day past their user's last session: forgotten, a batch at a
+-- time (profiles written before `proftime` existed are not served past
+-- PROFILE_CUTOFF either, and join it at the user's next heartbeat).
+local stale = redis.call('ZRANGE', PROFILE_TIME_KEY, '-inf', PROFILE_CUTOFF, 'BYSCORE', 'LIMIT', 0, batch)
+for _, user in ipairs(stale) do
+  redis.call('HDEL', PROFILE_KEY, user)
+  redis.call('ZREM', PROFILE_TIME_KEY, user)
+end
 publish_changes()
 if EVENTS then events_flush() end
 return { #expired, NOW, unpack(ENDED) }

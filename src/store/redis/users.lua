@@ -30,7 +30,12 @@ for i = 6, #ARGV do
     out[#out + 1] = table.concat(modules, ',')
     local seen = redis.call('ZSCORE', SEEN_KEY, user)
     out[#out + 1] = seen and string.format('%d', tonumber(seen)) or ''
-    out[#out + 1] = redis.call('HGET', PROFILE_KEY, user) or ''
+    -- A profile is served until PROFILE_CUTOFF, swept or not.
+    local profile = ''
+    if seen and tonumber(seen) > PROFILE_CUTOFF then
+      profile = redis.call('HGET', PROFILE_KEY, user) or ''
+    end
+    out[#out + 1] = profile
   end
 end
 return out
