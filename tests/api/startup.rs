@@ -384,3 +384,48 @@ fn another_shard_count_than_redis_records_stops_start_up() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("in 1 shard(s)"), "{stderr}");
 }
+
+// Redis loses its data (FLUSHALL, or a restart without persistence) under
+// a running instance: it records its shard count again, so an instance
+// configured with another still refuses to start.
+#[test]
+fn after_redis_loses_its_data_the_running_instance_records_its_shard_count_again() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let vars = |shards: &'static str| {
+        vec![
+            ("JWT_SECRET", SECRET),
+            ("JWT_AUDIENCE", "presence"),
+            ("STORE", "redis"),
+            ("REDIS_URL", url.as_str()),
+            ("REDIS_SHARDS", shards),
+            ("REDIS_KEY_PREFIX", "flushed"),
+            ("SWEEP_INTERVAL", "1s"),
+        ]
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = presence(&dir);
+    cmd.envs(vars("2"));
+    let started = start(cmd);
+    assert!(started.addr.is_some(), "serving: {:?}", started.seen);
+    std::thread::sleep(Duration::from_millis(1000));
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    redis::cmd("FLUSHALL").query::<()>(&mut conn).unwrap();
+    // A sweep or two later.
+    std::thread::sleep(Duration::from_millis(2500));
+
+    let (code, stderr) = refused(&vars("3"), &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("REDIS_SHARDS: is 3, but Redis holds") && stderr.contains("in 2 shard(s)"),
+        "{stderr}"
+    );
+    let (stderr, _) = started.stop();
+    assert!(
+        !stderr.iter().any(|l| l.contains("\"ERROR\"")),
+        "{stderr:?}"
+    );
+}

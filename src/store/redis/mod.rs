@@ -10,6 +10,10 @@
 //! masters.
 //! - `{REDIS_KEY_PREFIX}:shards`: the shard count in use, recorded by the
 //!   first instance; an instance configured with another refuses to start.
+//!   Running instances read it again at every sweep and whenever a shard
+//!   is found without its day (its data lost), recording it again if
+//!   missing; one that finds another count refuses every call (503) until
+//!   it matches again.
 //! - `{p}:sess:<user>` hash: client id (`""` for the default session) to the
 //!   session as JSON (module, startedAt, resourceSince, lastSeen, page,
 //!   resource); the source of truth. Expires `SESSION_TTL` + 1 h after the
@@ -95,7 +99,7 @@ mod scripts;
 mod session_store;
 mod shards;
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -180,8 +184,9 @@ pub struct RedisStore {
     /// Each shard's users active anywhere, as its latest answer said: the
     /// other shards' part of a heartbeat's `activeUsers`.
     anywhere: Arc<[AtomicU64]>,
-    /// Set once Redis is known to hold as many shards as configured.
-    layout_checked: Arc<tokio::sync::OnceCell<()>>,
+    /// The shard count Redis recorded when last read, plus one; 0 before
+    /// the first read. Calls are refused while it differs from ours.
+    layout_seen: Arc<AtomicU32>,
     codes: String,
     config: Arc<RedisConfig>,
     time: TimeSource,
@@ -230,7 +235,7 @@ impl RedisStore {
             anywhere: shards.iter().map(|_| AtomicU64::new(0)).collect(),
             shards,
             base_tag,
-            layout_checked: Arc::default(),
+            layout_seen: Arc::default(),
             codes,
             config: Arc::new(config),
             time,

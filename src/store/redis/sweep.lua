@@ -1,6 +1,6 @@
 -- ARGV[6] batch size, [7] events bound (0: events off; see events.lua).
 -- Removes up to a batch of expired sessions and prunes the presence sets.
--- Returns {removed, now, ended sessions (code, length ms, expired)...}.
+-- Returns {removed, now, 0, ended sessions (code, length ms, expired)...}.
 local batch = tonumber(ARGV[6])
 local EVENTS = events_on(ARGV[7])
 -- With events on, per user met: their sessions, whether hidden, and their
@@ -50,4 +50,4 @@ for _, user in ipairs(stale) do
 end
 publish_changes()
 if EVENTS then events_flush() end
-return { #expired, NOW, unpack(ENDED) }
+return { #expired, NOW, 0, unpack(ENDED) }
