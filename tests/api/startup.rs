@@ -287,6 +287,68 @@ fn the_connection_cap_fits_the_open_file_limit() {
 }
 
 #[test]
+fn a_file_limit_too_low_for_64_connections_stops_start_up() {
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "prlimit (util-linux) is needed under CI"
+        );
+        eprintln!("NOTICE: prlimit not found; skipping the open-file limit test");
+        return;
+    }
+    // 50 descriptors leave none for connections after the 64 reserved;
+    // 127 leave 63. Either used to start with a cap of 1 (or 63) and a
+    // `/healthz` that one idle client could hold.
+    for limit in [50, 127] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = under_file_limit(&dir, limit, limit);
+        cmd.env("JWT_SECRET", SECRET)
+            .env("JWT_AUDIENCE", "presence")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let status = wait_with_timeout(&mut child, Duration::from_secs(10));
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert_eq!(status.code(), Some(2), "limit {limit}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.contains("MAX_CONNECTIONS") && stderr.contains("ulimit -n"),
+            "names the setting and how to raise the limit: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn out_of_range_durations_and_spinning_intervals_stop_start_up() {
+    for (variable, value) in [
+        // Each used to start (or panic with status 101 on the first
+        // heartbeat or timer) instead of refusing the value.
+        ("RATE_LIMIT", "1,999999999999h"),
+        ("SESSION_TTL", "999999999999h"),
+        ("SWEEP_INTERVAL", "999999999999h"),
+        ("JWT_LEEWAY", "999999999999h"),
+        ("REQUEST_TIMEOUT", "999999999999h"),
+        ("HEADER_READ_TIMEOUT", "999999999999h"),
+        ("HEARTBEAT_INTERVAL", "999999999999h"),
+        // A sweep every nanosecond spins a core.
+        ("SWEEP_INTERVAL", "1ns"),
+        ("SWEEP_INTERVAL", "99ms"),
+        // A heartbeat cadence under a second has every client beat as fast
+        // as it can.
+        ("HEARTBEAT_INTERVAL", "1ns"),
+        ("HEARTBEAT_INTERVAL", "999ms"),
+    ] {
+        assert_config_error(&[(variable, value)], &[], variable);
+    }
+}
+
+#[test]
 fn a_redis_that_may_evict_keys_is_warned_about() {
     let Some(server) = RedisServer::start() else {
         return;
