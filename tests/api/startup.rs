@@ -105,10 +105,13 @@ impl Started {
 fn refused(vars: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = presence(&dir);
-    cmd.args(args)
-        .envs(vars.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.args(args).envs(vars.iter().copied());
+    exits_by_itself(cmd)
+}
+
+/// `cmd`'s exit status and stderr, when it must exit by itself within 10 s.
+fn exits_by_itself(mut cmd: Command) -> (Option<i32>, String) {
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     let status = wait_with_timeout(&mut child, Duration::from_secs(10));
     let mut stderr = String::new();
@@ -225,14 +228,23 @@ fn under_file_limit(dir: &tempfile::TempDir, soft: u32, hard: u32) -> Command {
     cmd
 }
 
+/// Whether `prlimit` is missing (then the open-file limit tests skip,
+/// except under CI, where it must be there).
+fn prlimit_missing() -> bool {
+    if Command::new("prlimit").arg("--version").output().is_ok() {
+        return false;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "prlimit (util-linux) is needed under CI"
+    );
+    eprintln!("NOTICE: prlimit not found; skipping the open-file limit test");
+    true
+}
+
 #[test]
 fn the_connection_cap_fits_the_open_file_limit() {
-    if Command::new("prlimit").arg("--version").output().is_err() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "prlimit (util-linux) is needed under CI"
-        );
-        eprintln!("NOTICE: prlimit not found; skipping the open-file limit test");
+    if prlimit_missing() {
         return;
     }
     // (soft, hard, the limit the service runs with)
@@ -288,12 +300,7 @@ fn the_connection_cap_fits_the_open_file_limit() {
 
 #[test]
 fn a_file_limit_too_low_for_64_connections_stops_start_up() {
-    if Command::new("prlimit").arg("--version").output().is_err() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "prlimit (util-linux) is needed under CI"
-        );
-        eprintln!("NOTICE: prlimit not found; skipping the open-file limit test");
+    if prlimit_missing() {
         return;
     }
     // 50 descriptors leave none for connections after the 64 reserved;
@@ -303,19 +310,9 @@ fn a_file_limit_too_low_for_64_connections_stops_start_up() {
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = under_file_limit(&dir, limit, limit);
         cmd.env("JWT_SECRET", SECRET)
-            .env("JWT_AUDIENCE", "presence")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        let status = wait_with_timeout(&mut child, Duration::from_secs(10));
-        let mut stderr = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
-        assert_eq!(status.code(), Some(2), "limit {limit}: {stderr}");
+            .env("JWT_AUDIENCE", "presence");
+        let (code, stderr) = exits_by_itself(cmd);
+        assert_eq!(code, Some(2), "limit {limit}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
         assert!(
             stderr.contains("MAX_CONNECTIONS") && stderr.contains("ulimit -n"),
