@@ -275,6 +275,11 @@ async fn a_bad_resource_list_is_400_invalid_query() {
         "resources=",
         "resources=a,,b",
         "resources=%00",
+        // Not UTF-8: refused as the viewers GET refuses it, never decoded
+        // to U+FFFD (which would merge distinct ids).
+        "resources=%FF",
+        "resources=a,%C3%28",
+        "resources=%E2%82",
         &format!("resources={many}"),
     ] {
         let response = request(

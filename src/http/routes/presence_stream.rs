@@ -100,11 +100,8 @@ fn parse_resources(query: &str) -> Result<Vec<ResourceId>, ApiError> {
         .ok_or_else(|| bad("1 to 20 comma-separated resource ids are required"))?;
     let mut out: Vec<ResourceId> = Vec::new();
     for part in raw.split(',') {
-        let decoded = serde_urlencoded::from_str::<Vec<(String, String)>>(&format!("r={part}"))
-            .ok()
-            .and_then(|pairs| pairs.into_iter().next())
-            .map(|(_, v)| v)
-            .unwrap_or_default();
+        let decoded =
+            form_decode(part).ok_or_else(|| bad("each id must be UTF-8 once percent-decoded"))?;
         let id = ResourceId::parse(&decoded)
             .ok_or_else(|| bad("each id must be 1 to 128 characters, no control characters"))?;
         if !out.contains(&id) {
@@ -115,4 +112,61 @@ fn parse_resources(query: &str) -> Result<Vec<ResourceId>, ApiError> {
         return Err(bad("at most 20 resource ids"));
     }
     Ok(out)
+}
+
+/// A form-encoded value decoded as a query's values are (`+` is a space,
+/// `%XX` a byte, a `%` without two hex digits itself), or `None` when the
+/// bytes are not UTF-8. Strict where `serde_urlencoded` is lossy: it turns
+/// invalid bytes into U+FFFD, which would merge distinct bad ids into one
+/// and accept what the viewers GET refuses.
+fn form_decode(part: &str) -> Option<String> {
+    let hex = |b: u8| {
+        char::from(b)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    let bytes = part.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = match bytes[i] {
+            b'+' => b' ',
+            b'%' => match (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            ) {
+                (Some(high), Some(low)) => {
+                    i += 2;
+                    high << 4 | low
+                }
+                _ => b'%',
+            },
+            other => other,
+        };
+        out.push(byte);
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_decoded_as_form_values_and_must_be_utf8() {
+        assert_eq!(form_decode("a%2Cb+c").as_deref(), Some("a,b c"));
+        assert_eq!(form_decode("caf%C3%A9").as_deref(), Some("café"));
+        assert_eq!(form_decode("100%").as_deref(), Some("100%"));
+        assert_eq!(form_decode("%zz%4").as_deref(), Some("%zz%4"));
+        for bad in ["%FF", "%C3%28", "%E2%82", "a%80"] {
+            assert_eq!(form_decode(bad), None, "{bad}");
+            assert_eq!(
+                parse_resources(&format!("resources={bad}"))
+                    .unwrap_err()
+                    .code(),
+                "invalid_query"
+            );
+        }
+    }
 }
