@@ -41,7 +41,9 @@ struct PresenceEvent {
 /// same JSON as the viewers GET; then one for a resource whenever its
 /// viewers, a viewer's state or a profile change (at most one per resource
 /// per 250 ms); a comment every 15 s. Counts toward the stream limits and
-/// ends when the token expires.
+/// ends when the token expires. Opening it costs one request of the
+/// per-user rate limit per resource, like that many GETs; the events on
+/// changes cost nothing.
 #[utoipa::path(
     get,
     path = "/api/presence/stream",
@@ -53,10 +55,10 @@ struct PresenceEvent {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "An event stream of `presence` events, each the JSON of GET /api/presence/resources/{resource}", content_type = "text/event-stream", body = PresenceEvent),
-        (status = 400, description = "`invalid_query`: no list, more than 20, or a bad id", body = ErrorBody),
+        (status = 400, description = "`invalid_query`: no list, more than 20 (or than the burst of `RATE_LIMIT`), or a bad id", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 403, description = "`forbidden` by `PRESENCE_VISIBILITY` (any resource out of scope refuses the whole stream)", body = ErrorBody),
-        (status = 429, description = "Too many open streams (`too_many_streams`)", body = ErrorBody),
+        (status = 429, description = "Too many open streams (`too_many_streams`), or `rate_limited` with `Retry-After`: the resources, one read each of the per-user rate limit, do not fit what is left of it", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     )
 )]
@@ -66,6 +68,13 @@ async fn presence_stream_get(
     RawQuery(query): RawQuery,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let resources = parse_resources(query.as_deref().unwrap_or(""))?;
+    let burst = state.limiter.burst();
+    if resources.len() > usize::try_from(burst).unwrap_or(usize::MAX) {
+        // No wait would ever let it open: a bad list under this limit.
+        return Err(ApiError::InvalidQuery(format!(
+            "resources: at most {burst} ids, the burst of RATE_LIMIT"
+        )));
+    }
     for resource in &resources {
         may_read(state.visibility, &caller, Some(resource))?;
     }
@@ -74,6 +83,14 @@ async fn presence_stream_get(
         .caps
         .admit(&caller.user)
         .map_err(ApiError::TooManyStreams)?;
+    // The documents sent on connect are reads like the viewers GET, one
+    // per resource, from the same budget (issue 27: streams opened and
+    // closed in a loop read 17,000 resources a second). Taken after the
+    // checks above, so a refused stream, which reads nothing, costs
+    // nothing. Re-reads on changes are pushed by writers, not asked for,
+    // and are not counted.
+    let count = u32::try_from(resources.len()).unwrap_or(u32::MAX);
+    state.limiter.check_n(&caller.user, count)?;
     let sources = feed::Sources {
         store: state.store.clone(),
         clock: state.clock.clone(),
