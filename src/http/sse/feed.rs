@@ -454,6 +454,8 @@ mod tests {
                 session_ttl: Duration::from_secs(30),
                 timezone: chrono_tz::UTC,
                 max_sessions_per_user: 16,
+                profile_claims: crate::config::ProfileClaims::parse("name,picture")
+                    .expect("claims"),
             },
             clock.clone(),
             Arc::new(NoObserver),
