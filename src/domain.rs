@@ -190,12 +190,17 @@ string_newtype!(
 );
 
 impl UserId {
-    /// Accepts a non-empty id of at most [`MAX_USER_ID_LEN`] bytes without
-    /// control characters: an id reaches log lines and dashboards, where a
-    /// newline would forge a line and an escape sequence drive a terminal.
+    /// Accepts a non-empty id of at most [`MAX_USER_ID_LEN`] bytes, not
+    /// only whitespace, without control characters and without
+    /// [`is_invisible_or_bidi`] ones: an id reaches log lines and
+    /// dashboards, where a newline would forge a line, an escape sequence
+    /// drive a terminal, and a zero-width or bidi character make one id
+    /// look like another (or like nothing).
     pub fn parse(s: &str) -> Option<Self> {
-        ((1..=MAX_USER_ID_LEN).contains(&s.len()) && !s.chars().any(char::is_control))
-            .then(|| Self(s.into()))
+        ((1..=MAX_USER_ID_LEN).contains(&s.len())
+            && !s.chars().all(char::is_whitespace)
+            && !s.chars().any(|c| c.is_control() || is_invisible_or_bidi(c)))
+        .then(|| Self(s.into()))
     }
 
     /// A copy of an id that was parsed before and kept as a string (the
@@ -234,6 +239,23 @@ fn char_len_within(s: &str, max: usize) -> bool {
         && s.len() <= max * 4
         && s.chars().count() <= max
         && !s.chars().any(char::is_control)
+}
+
+/// Whether `c` is invisible or reorders the text around it: zero-width
+/// (U+200B..U+200D, U+2060, U+FEFF), bidi marks (U+200E, U+200F, U+061C),
+/// embeddings and overrides (U+202A..U+202E) and isolates
+/// (U+2066..U+2069). Refused in user ids, stripped from profile values;
+/// resource ids and pages keep them (see `docs/design.md`).
+pub fn is_invisible_or_bidi(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+            | '\u{061C}'
+    )
 }
 
 /// Whether a session's user is at the keyboard: the `state` of its latest
@@ -294,7 +316,11 @@ impl Profile {
     /// The profile of `(claim, value)` pairs in the order given: a value
     /// over [`MAX_PROFILE_VALUE_BYTES`] is left out, and so is a pair that
     /// would take the whole past [`MAX_PROFILE_BYTES`]; a repeated claim
-    /// keeps its first value. `None` when nothing is left.
+    /// keeps its first value. Control characters and
+    /// [`is_invisible_or_bidi`] ones are removed from each value (a name
+    /// must not break a line, hide text or reorder what follows it on a
+    /// dashboard); a value left empty is left out. `None` when
+    /// nothing is left.
     pub fn build<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<Self> {
         let mut object = serde_json::Map::new();
         let mut bytes = 2; // the braces
@@ -302,6 +328,11 @@ impl Profile {
             if value.len() > MAX_PROFILE_VALUE_BYTES || object.contains_key(claim) {
                 continue;
             }
+            let value = shown(value);
+            if value.is_empty() {
+                continue;
+            }
+            let value = value.as_ref();
             // Measured as written: key and value escaped and quoted, a colon,
             // and a comma after the first.
             let pair_bytes =
@@ -330,6 +361,24 @@ impl Profile {
         )
     }
 
+    /// [`Profile::from_json`] keeping only `claims` (the current
+    /// `PROFILE_CLAIMS`, in their order): what was kept under other
+    /// settings is never served under these.
+    pub fn from_json_within(text: &str, claims: &[String]) -> Option<Self> {
+        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text).ok()?;
+        Self::build(claims.iter().filter_map(|claim| {
+            object
+                .get(claim)
+                .and_then(serde_json::Value::as_str)
+                .map(|v| (claim.as_str(), v))
+        }))
+    }
+
+    /// This profile with only `claims` (see [`Profile::from_json_within`]).
+    pub fn within(&self, claims: &[String]) -> Option<Self> {
+        Self::from_json_within(&self.0, claims)
+    }
+
     /// The JSON object text, e.g. `{"name":"Ann"}`.
     pub fn as_json(&self) -> &str {
         &self.0
@@ -344,6 +393,21 @@ impl Profile {
 impl fmt::Debug for Profile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// `value` without control and [`is_invisible_or_bidi`] characters,
+/// borrowed when it has none.
+fn shown(value: &str) -> std::borrow::Cow<'_, str> {
+    let hidden = |c: char| c.is_control() || is_invisible_or_bidi(c);
+    if value.contains(hidden) {
+        value
+            .chars()
+            .filter(|&c| !hidden(c))
+            .collect::<String>()
+            .into()
+    } else {
+        value.into()
     }
 }
 
@@ -431,5 +495,50 @@ mod tests {
         assert_eq!(Profile::from_json(p.as_json()), Some(p));
         assert_eq!(Profile::from_json("[1]"), None);
         assert_eq!(Profile::from_json(r#"{"name":1}"#), None);
+    }
+
+    #[test]
+    fn user_ids_refuse_only_whitespace_and_invisible_or_bidi_characters() {
+        for bad in [
+            " ",
+            "\t",
+            "\u{3000}",
+            "a\u{200b}",
+            "a\u{200c}",
+            "a\u{200d}",
+            "a\u{2060}",
+            "\u{feff}a",
+            "a\u{202a}",
+            "a\u{202e}",
+            "a\u{2066}",
+            "a\u{2069}",
+            "a\u{200e}",
+            "a\u{200f}",
+            "a\u{61c}",
+        ] {
+            assert_eq!(UserId::parse(bad), None, "{bad:?}");
+        }
+        for good in ["a", "Ann Lee", " a", "山田", "Zoë"] {
+            assert!(UserId::parse(good).is_some(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn profile_values_lose_control_zero_width_and_bidi_characters() {
+        let p = Profile::build([
+            (
+                "name",
+                "A\u{202e}n\u{200b}n\u{2066}\u{2069}\u{61c}\u{200e}\u{feff}\u{2060}\n",
+            ),
+            ("title", "\u{200d}\u{202c}"),
+            ("picture", "https://x/a.png"),
+        ])
+        .unwrap();
+        assert_eq!(p.as_json(), r#"{"name":"Ann","picture":"https://x/a.png"}"#);
+        let text = r#"{"name":"A\u202en\u0007n"}"#;
+        assert_eq!(
+            Profile::from_json(text).unwrap().as_json(),
+            r#"{"name":"Ann"}"#
+        );
     }
 }

@@ -30,6 +30,10 @@ pub struct RateLimited(pub Duration);
 pub struct UserRateLimiter {
     limiter: DefaultKeyedRateLimiter<u64>,
     hasher: RandomState,
+    /// The bucket's size.
+    burst: NonZeroU32,
+    /// How long an empty bucket takes to fill.
+    refill: Duration,
 }
 
 impl std::fmt::Debug for UserRateLimiter {
@@ -50,6 +54,8 @@ impl UserRateLimiter {
         Self {
             limiter: DefaultKeyedRateLimiter::keyed(quota),
             hasher: RandomState::new(),
+            burst,
+            refill: quota.burst_size_replenished_in(),
         }
     }
 
@@ -62,6 +68,33 @@ impl UserRateLimiter {
         self.limiter.check_key(&key).map_err(|not_until| {
             RateLimited(not_until.wait_time_from(DefaultClock::default().now()))
         })
+    }
+
+    /// Takes `n` requests from `user`'s bucket at once, or none: a
+    /// presence stream reads `n` resources when it opens, and costs what
+    /// `n` GETs of them would.
+    ///
+    /// # Errors
+    /// [`RateLimited`] with the wait until all `n` are allowed; when `n`
+    /// is over the burst (no wait makes room: callers refuse that first,
+    /// see [`Self::burst`]), the wait for a full bucket.
+    pub fn check_n(&self, user: &UserId, n: u32) -> Result<(), RateLimited> {
+        let Some(n) = NonZeroU32::new(n) else {
+            return Ok(());
+        };
+        let key = self.hasher.hash_one(user.as_str());
+        match self.limiter.check_key_n(&key, n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(RateLimited(
+                not_until.wait_time_from(DefaultClock::default().now()),
+            )),
+            Err(_) => Err(RateLimited(self.refill)),
+        }
+    }
+
+    /// The most requests a full bucket allows at once.
+    pub fn burst(&self) -> u32 {
+        self.burst.get()
     }
 
     /// Forgets users whose bucket is full again, so the limiter's memory

@@ -84,7 +84,10 @@ fn serve(args: ServeArgs) -> ExitCode {
 
 async fn run(mut config: Config) -> ExitCode {
     config.args.max_connections =
-        presence::http::server::fit_to_file_limit(config.args.max_connections);
+        match presence::http::server::fit_to_file_limit(config.args.max_connections) {
+            Ok(cap) => cap,
+            Err(e) => return config_failure(&e.to_string()),
+        };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let args = &config.args;
     let state = match AppState::build(&config, clock.clone(), TimeSource::Redis) {

@@ -33,7 +33,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 pub use jwt::{JwtArgs, ProfileClaims, Visibility};
-pub use parse::{one_line, parse_duration};
+pub use parse::{MAX_DURATION, one_line, parse_duration};
 pub use redis::{DEFAULT_REDIS_URL, RedisTopology};
 pub use serve::{LogFormat, RateLimit, ServeArgs, StoreKind};
 use state_file::check_state_file;
@@ -111,6 +111,15 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(45);
 /// How often expired sessions are swept when `SWEEP_INTERVAL` is not set.
 pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
+/// The shortest `SWEEP_INTERVAL`: below it the sweeper would keep a core
+/// busy for nothing, since counts never depend on it.
+pub const MIN_SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The shortest `HEARTBEAT_INTERVAL`: clients beat at this cadence, so
+/// below a second every client would hammer the service (and its rate
+/// limit) for no better count.
+pub const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// A setting that stops start-up: one line naming the variable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{variable}: {message}")]
@@ -145,7 +154,21 @@ impl ServeArgs {
         let heartbeat_interval = self
             .heartbeat_interval
             .unwrap_or_else(|| DEFAULT_HEARTBEAT_INTERVAL.min(ttl / 3));
-        if heartbeat_interval.is_zero() || heartbeat_interval >= ttl {
+        if heartbeat_interval < MIN_HEARTBEAT_INTERVAL {
+            let hint = if self.heartbeat_interval.is_some() {
+                "set at least 1s"
+            } else {
+                "it defaults to a third of SESSION_TTL, so set SESSION_TTL to at least 3s"
+            };
+            return Err(ConfigError::new(
+                "HEARTBEAT_INTERVAL",
+                format!(
+                    "is {}, under 1s, which would have every client beat as fast as it can; {hint}",
+                    humantime::format_duration(heartbeat_interval)
+                ),
+            ));
+        }
+        if heartbeat_interval >= ttl {
             let ttl_source = if ttl == DEFAULT_SESSION_TTL {
                 " (the default)"
             } else {
@@ -161,13 +184,21 @@ impl ServeArgs {
                 ),
             ));
         }
-        // Counts never depend on the sweep, so any positive period works;
-        // unset, it keeps memory within one TTL of the live sessions.
+        // Counts never depend on the sweep, so any period from 100 ms works
+        // (shorter only spins a core); unset, it keeps memory within one
+        // TTL of the live sessions.
         let sweep_interval = self
             .sweep_interval
-            .unwrap_or_else(|| DEFAULT_SWEEP_INTERVAL.min(ttl));
-        if sweep_interval.is_zero() {
-            return Err(ConfigError::new("SWEEP_INTERVAL", "must be above zero"));
+            .unwrap_or_else(|| DEFAULT_SWEEP_INTERVAL.min(ttl).max(MIN_SWEEP_INTERVAL));
+        if sweep_interval < MIN_SWEEP_INTERVAL {
+            return Err(ConfigError::new(
+                "SWEEP_INTERVAL",
+                format!(
+                    "is {}, which must be at least 100ms (counts never depend on the sweep; \
+                     a shorter period only keeps a core busy)",
+                    humantime::format_duration(sweep_interval)
+                ),
+            ));
         }
         for (variable, timeout) in [
             ("REQUEST_TIMEOUT", self.request_timeout),
@@ -294,6 +325,54 @@ mod tests {
         let cfg = serve(&["--session-ttl", "30s", "--sweep-interval", "5m"]).unwrap();
         assert_eq!(cfg.sweep_interval, Duration::from_secs(300));
         assert!(serve(&["--sweep-interval", "0s"]).is_err());
+    }
+
+    #[test]
+    fn durations_out_of_range_are_refused_naming_the_variable() {
+        for (flag, value, variable) in [
+            ("--rate-limit", "1,999999999999h", "RATE_LIMIT"),
+            ("--rate-limit", "4000000000,1h", "RATE_LIMIT"),
+            ("--session-ttl", "999999999999h", "SESSION_TTL"),
+            ("--sweep-interval", "999999999999h", "SWEEP_INTERVAL"),
+            (
+                "--heartbeat-interval",
+                "999999999999h",
+                "HEARTBEAT_INTERVAL",
+            ),
+            ("--jwt-leeway", "999999999999h", "JWT_LEEWAY"),
+            ("--request-timeout", "999999999999h", "REQUEST_TIMEOUT"),
+            (
+                "--header-read-timeout",
+                "999999999999h",
+                "HEADER_READ_TIMEOUT",
+            ),
+            ("--webhook-retry-for", "999999999999h", "WEBHOOK_RETRY_FOR"),
+        ] {
+            let err = serve(&[flag, value]).unwrap_err();
+            assert!(err.starts_with(variable), "{flag} {value}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        // The longest allowed and the benchmarks' lifted limit still start.
+        assert!(serve(&["--rate-limit", "1,365d"]).is_ok());
+        assert!(serve(&["--rate-limit", "1000000,1ms"]).is_ok());
+        assert!(serve(&["--session-ttl", "365d"]).is_ok());
+    }
+
+    #[test]
+    fn intervals_that_would_spin_are_refused() {
+        for (flag, value, variable) in [
+            ("--sweep-interval", "1ns", "SWEEP_INTERVAL"),
+            ("--sweep-interval", "99ms", "SWEEP_INTERVAL"),
+            ("--heartbeat-interval", "1ns", "HEARTBEAT_INTERVAL"),
+            ("--heartbeat-interval", "999ms", "HEARTBEAT_INTERVAL"),
+        ] {
+            let err = serve(&[flag, value]).unwrap_err();
+            assert!(err.starts_with(variable), "{flag} {value}: {err}");
+        }
+        let cfg = serve(&["--sweep-interval", "100ms"]).unwrap();
+        assert_eq!(cfg.sweep_interval, Duration::from_millis(100));
+        let cfg = serve(&["--heartbeat-interval", "1s"]).unwrap();
+        assert_eq!(cfg.heartbeat_interval, Duration::from_secs(1));
     }
 
     #[test]

@@ -7,13 +7,27 @@ use std::time::Duration;
 
 use chrono_tz::Tz;
 
-/// Parses a humantime duration (`45s`, `5m`, `1h 30m`).
+/// The longest duration any setting takes. Far past any sensible TTL,
+/// timeout or refill, and short enough that the arithmetic done with
+/// durations later (`Instant + d`, milliseconds since the epoch, the rate
+/// limiter's nanoseconds, tokio's timers) can never overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Parses a humantime duration (`45s`, `5m`, `1h 30m`) of at most
+/// [`MAX_DURATION`].
 ///
 /// # Errors
-/// What a duration looks like.
+/// What a duration looks like, or that it is too long.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("expected a duration like 45s or 5m ({e})"))
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("expected a duration like 45s or 5m ({e})"))?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "expected a duration of at most 365 days, got `{}`",
+            s.trim()
+        ));
+    }
+    Ok(d)
 }
 
 pub(super) fn parse_key_prefix(s: &str) -> Result<String, String> {

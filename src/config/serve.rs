@@ -12,7 +12,7 @@ use chrono_tz::Tz;
 use clap::{Args, ValueEnum};
 
 use super::jwt::{JwtArgs, Visibility};
-use super::parse::{parse_duration, parse_key_prefix, parse_timezone};
+use super::parse::{MAX_DURATION, parse_duration, parse_key_prefix, parse_timezone};
 use super::state_file::parse_state_file;
 use super::webhooks::WebhookArgs;
 use crate::domain::Modules;
@@ -200,9 +200,19 @@ impl RateLimit {
         let expected = || format!("expected BURST,PERIOD like `20,2s`, got `{s}`");
         let (burst, period) = s.split_once(',').ok_or_else(expected)?;
         let burst: u32 = burst.trim().parse().map_err(|_| expected())?;
-        let period = parse_duration(period.trim()).map_err(|_| expected())?;
+        let period = parse_duration(period.trim()).map_err(|e| format!("period: {e}"))?;
         if burst == 0 || period.is_zero() {
             return Err(format!("burst and period must be above zero, got `{s}`"));
+        }
+        // The limiter works in nanoseconds of a full bucket's refill;
+        // keep that within the longest duration a setting may have.
+        if period
+            .checked_mul(burst)
+            .is_none_or(|full| full > MAX_DURATION)
+        {
+            return Err(format!(
+                "burst times period (the time to refill a full bucket) must be at most 365 days, got `{s}`"
+            ));
         }
         Ok(Self { burst, period })
     }

@@ -127,6 +127,9 @@ impl Shared {
     where
         S: Service<Request, Response = Response, Error = Infallible>,
     {
+        // Counted as the client sent them, before the id is added: a
+        // request of exactly MAX_HEADERS fields is served.
+        let too_many_headers = request.headers().len() > MAX_HEADERS;
         let id = self.ids.assign(&mut request);
         let debug = tracing::enabled!(Level::DEBUG);
         // `Span::none()` when nothing would record the span: nothing built.
@@ -141,7 +144,11 @@ impl Shared {
             tracing::Span::none()
         };
         let started = debug.then(Instant::now);
-        let mut response = self.guard(inner, request).instrument(span.clone()).await;
+        let mut response = if too_many_headers {
+            too_many_headers_response()
+        } else {
+            self.guard(inner, request).instrument(span.clone()).await
+        };
         let status = response.status().as_u16();
         let _entered = span.enter();
         if let Some(InternalDetail(detail)) = response.extensions().get::<InternalDetail>() {
@@ -162,9 +169,6 @@ impl Shared {
     where
         S: Service<Request, Response = Response, Error = Infallible>,
     {
-        if request.headers().len() > MAX_HEADERS {
-            return too_many_headers();
-        }
         if request.uri().path() != LIVENESS_PATH {
             let limit = if request.uri().path() == USERS_PATH {
                 USERS_MAX_BODY_BYTES
@@ -199,7 +203,7 @@ async fn caught(call: impl Future<Output = Result<Response, Infallible>>) -> Res
 
 /// 431 without a body, closing the connection, as hyper answers a head
 /// over its own limits.
-fn too_many_headers() -> Response {
+fn too_many_headers_response() -> Response {
     (
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         [(CONNECTION, HeaderValue::from_static("close"))],

@@ -37,7 +37,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
 
-use crate::config::ServeArgs;
+use crate::config::{ConfigError, ServeArgs};
 
 /// The largest request head (request line and headers) accepted.
 pub(crate) const MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -297,6 +297,13 @@ impl<I: hyper::rt::Write + Unpin> hyper::rt::Write for Watched<I> {
 /// and its directory, with room to spare.
 const RESERVED_FILES: u64 = 64;
 
+/// The fewest connections the open-file limit must leave room for. Below
+/// it a few idle clients hold every connection, `/healthz` included, so
+/// the service refuses to start instead of limping: a file limit under
+/// [`RESERVED_FILES`] + 64 (128) is a configuration error, unless
+/// `MAX_CONNECTIONS` itself asks for fewer.
+pub const MIN_CONNECTIONS: u32 = 64;
+
 /// Fits the connection cap to the open-file limit, so that connections can
 /// never take every descriptor (then `accept` fails in a loop, and Redis,
 /// the snapshot and the probes fail with it). First raises the soft limit
@@ -304,7 +311,12 @@ const RESERVED_FILES: u64 = 64;
 /// `max_connections` plus [`RESERVED_FILES`] still does not fit, returns a
 /// lower cap and says so in one warning. Call at start-up, before any
 /// connection is served.
-pub fn fit_to_file_limit(max_connections: u32) -> u32 {
+///
+/// # Errors
+/// When the limit leaves fewer than [`MIN_CONNECTIONS`] connections (or
+/// fewer than `max_connections`, when that is lower): one line naming
+/// `MAX_CONNECTIONS` and the limit, and how to raise it.
+pub fn fit_to_file_limit(max_connections: u32) -> Result<u32, ConfigError> {
     let wanted = u64::from(max_connections) + RESERVED_FILES;
     let before = rlimit::Resource::NOFILE.get().map(|(soft, _)| soft);
     let limit = match rlimit::increase_nofile_limit(wanted) {
@@ -313,7 +325,7 @@ pub fn fit_to_file_limit(max_connections: u32) -> u32 {
             tracing::warn!(error = %e, "cannot raise the open-file limit; keeping it as it is");
             match before {
                 Ok(soft) => soft,
-                Err(_) => return max_connections,
+                Err(_) => return Ok(max_connections),
             }
         }
     };
@@ -323,9 +335,24 @@ pub fn fit_to_file_limit(max_connections: u32) -> u32 {
         tracing::info!(open_files = limit, was = before, "open-file limit raised");
     }
     if wanted <= limit {
-        return max_connections;
+        return Ok(max_connections);
     }
-    let cap = u32::try_from(limit.saturating_sub(RESERVED_FILES).max(1)).unwrap_or(max_connections);
+    let room = limit.saturating_sub(RESERVED_FILES);
+    let least = MIN_CONNECTIONS.min(max_connections);
+    if room < u64::from(least) {
+        let needed = u64::from(least) + RESERVED_FILES;
+        return Err(ConfigError::new(
+            "MAX_CONNECTIONS",
+            format!(
+                "the open-file limit is {limit}, which leaves {room} connections after the \
+                 {RESERVED_FILES} descriptors kept for the listener, Redis, the snapshot and \
+                 the logs; at least {least} are needed: raise the limit to {needed} \
+                 or more (ulimit -n, ulimit -Hn for the hard limit, systemd LimitNOFILE=, \
+                 docker --ulimit nofile=)"
+            ),
+        ));
+    }
+    let cap = u32::try_from(room).unwrap_or(max_connections);
     tracing::warn!(
         open_files = limit,
         max_connections = cap,
@@ -333,7 +360,7 @@ pub fn fit_to_file_limit(max_connections: u32) -> u32 {
         "MAX_CONNECTIONS lowered to fit the open-file limit, keeping {RESERVED_FILES} descriptors for Redis, \
          the snapshot and the logs; raise the hard limit (ulimit -Hn, systemd LimitNOFILE) to serve more"
     );
-    cap
+    Ok(cap)
 }
 
 /// After a failed `accept`: per-connection errors are the peer's and are

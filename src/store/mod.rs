@@ -29,7 +29,7 @@ pub use history::History;
 use memory::MemoryConfig;
 pub use memory::MemoryStore;
 pub use redis::{RedisConfig, RedisStore, TimeSource, Topology};
-pub use ttl::Ttl;
+pub use ttl::{PROFILE_KEEP, Ttl};
 
 /// Told of every session that ends, for the session-length metric.
 pub trait SessionObserver: Send + Sync + std::fmt::Debug + 'static {

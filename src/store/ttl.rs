@@ -22,7 +22,20 @@ use crate::clock::{Millis, duration_ms};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ttl(Millis);
 
+/// How long a user's profile is kept past their last session: user status
+/// shows an offline user's profile for this long, then it is neither served
+/// nor kept (a user who is gone takes their name and picture with them).
+pub const PROFILE_KEEP: Duration = Duration::from_secs(PROFILE_KEEP_S as u64);
+const PROFILE_KEEP_S: Millis = 24 * 3600;
+
 impl Ttl {
+    /// The latest `last_seen` whose user's profile is gone at `now`: one
+    /// [`PROFILE_KEEP`] after their last session expired. Mirrored by
+    /// `PROFILE_CUTOFF` in `src/store/redis/prelude.lua`.
+    pub const fn profile_cutoff(self, now: Millis) -> Millis {
+        self.cutoff(now) - PROFILE_KEEP_S * 1000
+    }
+
     /// When a session last seen at `last_seen` expires.
     pub const fn expires_at(self, last_seen: Millis) -> Millis {
         last_seen + self.0

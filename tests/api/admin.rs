@@ -112,6 +112,55 @@ async fn bad_paging_is_400_invalid_query() {
 }
 
 #[tokio::test]
+async fn a_cursor_the_endpoint_did_not_issue_is_400() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let app = spawn_app().await;
+    let admin = app.admin_token("root");
+    for n in 0..3 {
+        app.beat_ok(&n.to_string(), json!({"module": "pms"})).await;
+    }
+    let (_, first) = app.get("/api/admin/sessions?limit=1", &admin).await;
+    let issued = first["nextCursor"].as_str().unwrap().to_owned();
+    let (status, _) = app
+        .get(
+            &format!("/api/admin/sessions?limit=1&cursor={issued}"),
+            &admin,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "an issued cursor pages on");
+    let now = first["sessions"][0]["lastSeen"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let now_ms = chrono::DateTime::parse_from_rfc3339(&now)
+        .unwrap()
+        .timestamp_millis();
+    for forged in [
+        // Another spelling of a plausible position.
+        format!("[{now_ms}, \"1\", null]"),
+        format!("[{now_ms}.0,\"1\",null]"),
+        format!("[{now_ms},\"1\",null,1]"),
+        format!("[{now_ms},\"1\"]"),
+        format!("[{now_ms},\"\\u0031\",null]"),
+        // Positions no session can have.
+        "[-1,\"1\",null]".to_owned(),
+        format!("[{},\"1\",null]", i64::MAX),
+        format!("[{},\"1\",null]", now_ms + 86_400_000),
+    ] {
+        let cursor = URL_SAFE_NO_PAD.encode(&forged);
+        let response = app
+            .request(
+                reqwest::Method::GET,
+                &format!("/api/admin/sessions?cursor={cursor}"),
+                Some(&admin),
+            )
+            .await;
+        assert_error(response, StatusCode::BAD_REQUEST, "invalid_query").await;
+    }
+}
+
+#[tokio::test]
 async fn history_reports_samples_peak_average_and_distribution() {
     let app = spawn_app().await;
     app.beat_ok("1", json!({"module": "pms"})).await;

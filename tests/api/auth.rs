@@ -496,7 +496,7 @@ async fn authorization_headers_that_are_not_utf8_are_401() {
 async fn user_ids_with_control_characters_are_401() {
     let app = spawn_app().await;
     let exp = app.now_s() + 60;
-    for id in [
+    let ids = [
         "alice\n2026-01-14T09:30:00Z  INFO presence: forged line",
         "alice\r",
         "\u{1b}[31mred\u{1b}[0m",
@@ -504,17 +504,60 @@ async fn user_ids_with_control_characters_are_401() {
         "nul\u{0}",
         "del\u{7f}",
         "c1\u{9b}31m",
-    ] {
+    ];
+    assert_user_ids_refused(&app, &ids).await;
+    // Printable text in any script is a user id like any other.
+    let token = sign(&json!({"sub": "Zoë 山田 <o'neil>", "exp": exp}));
+    assert_eq!(
+        app.beat(&token, json!({"module": "pms"})).await.status(),
+        StatusCode::OK
+    );
+}
+
+/// Each of `ids`, as `sub` or `userId`, is 401 for a read and a heartbeat,
+/// and nobody was counted.
+async fn assert_user_ids_refused(app: &TestApp, ids: &[&str]) {
+    let exp = app.now_s() + 60;
+    for id in ids {
         for claim in ["sub", "userId"] {
             let token = sign(&json!({claim: id, "exp": exp}));
-            assert_401(&app, &token).await;
+            assert_401(app, &token).await;
             let beat = app.beat(&token, json!({"module": "pms"})).await;
             assert_eq!(beat.status(), StatusCode::UNAUTHORIZED, "{id:?}");
         }
     }
     assert_eq!(app.counts("procurement").await, [0, 0, 0]);
-    // Printable text in any script is a user id like any other.
-    let token = sign(&json!({"sub": "Zoë 山田 <o'neil>", "exp": exp}));
+}
+
+/// Ids that look like another user, or like nothing: only whitespace, or
+/// with zero-width, bidi override or isolate characters that reorder or
+/// hide what a dashboard shows.
+#[tokio::test]
+async fn user_ids_of_only_whitespace_or_with_invisible_or_bidi_characters_are_401() {
+    let app = spawn_app().await;
+    let exp = app.now_s() + 60;
+    let ids = [
+        " ",
+        "   ",
+        "\u{3000}",
+        "\u{a0}",
+        "ali\u{200b}ce",
+        "alice\u{200c}",
+        "\u{200d}alice",
+        "al\u{2060}ice",
+        "\u{feff}alice",
+        "admin\u{202e}nimda",
+        "\u{202a}alice",
+        "\u{2066}alice\u{2069}",
+        "\u{2067}x",
+        "\u{2068}x",
+        "alice\u{200e}",
+        "alice\u{200f}",
+        "alice\u{61c}",
+    ];
+    assert_user_ids_refused(&app, &ids).await;
+    // Spaces inside an id, and letters of any script, are fine.
+    let token = sign(&json!({"sub": "Ann Lee عربي", "exp": exp}));
     assert_eq!(
         app.beat(&token, json!({"module": "pms"})).await.status(),
         StatusCode::OK

@@ -188,6 +188,8 @@ fn a_bad_setting_stops_start_up_with_one_line_and_status_2() {
         (vec![("STATS_TIMEZONE", "Mars/Olympus")], "STATS_TIMEZONE"),
         (vec![("MODULES", "pms")], "MODULES"),
         (vec![("RATE_LIMIT", "many")], "RATE_LIMIT"),
+        (vec![("RATE_LIMIT", "1,999999999999h")], "RATE_LIMIT"),
+        (vec![("RATE_LIMIT", "4000000000,1h")], "RATE_LIMIT"),
         (vec![("JWT_ALGORITHMS", "HS257")], "JWT_ALGORITHMS"),
         (
             vec![("JWT_PUBLIC_KEY_FILE", key), ("JWT_ALGORITHMS", "HS256")],

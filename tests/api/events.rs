@@ -98,6 +98,7 @@ pub fn memory() -> Events {
             session_ttl: TTL,
             timezone: chrono_tz::UTC,
             max_sessions_per_user: 2,
+            profile_claims: presence::config::ProfileClaims::parse("name,picture").unwrap(),
         },
         clock.clone(),
         Arc::new(NoObserver),
@@ -288,6 +289,7 @@ pub fn redis() -> Events {
         session_ttl: TTL,
         timezone: chrono_tz::UTC,
         max_sessions_per_user: 2,
+        profile_claims: presence::config::ProfileClaims::parse("name,picture").unwrap(),
         events_max: 10_000,
     };
     let redis = presence::store::RedisStore::new(

@@ -140,6 +140,31 @@ async fn more_than_64_header_fields_is_431() {
     assert_eq!(response.headers()["connection"], "close");
 }
 
+/// A GET of the module counts over a raw connection whose head has
+/// exactly `fields` header fields, `host` and `authorization` among them.
+async fn get_with_fields(app: &TestApp, fields: usize) -> Option<RawResponse> {
+    let mut head = format!(
+        "GET /api/stats/modules HTTP/1.1\r\nhost: test\r\nauthorization: Bearer {}\r\n",
+        app.token("1")
+    );
+    for i in 2..fields {
+        head.push_str(&format!("x-field-{i}: 1\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut raw = Raw::connect(app).await;
+    raw.send(head.as_bytes()).await;
+    raw.response().await
+}
+
+#[tokio::test]
+async fn exactly_64_header_fields_are_served_and_65_are_431() {
+    let app = spawn_app().await;
+    let served = get_with_fields(&app, 64).await.expect("an answer");
+    assert_eq!(served.status, 200, "64 fields: {served:?}");
+    let refused = get_with_fields(&app, 65).await.expect("an answer");
+    assert_eq!(refused.status, 431, "65 fields: {refused:?}");
+}
+
 #[tokio::test]
 async fn a_head_that_trickles_in_is_cut_off() {
     let app = spawn_app_with(&["--jwt-secret", SECRET, "--header-read-timeout", "300ms"]).await;

@@ -2,12 +2,17 @@
 //! profiles from tokens, who may see whom, the viewers of a resource, user
 //! status, and the snapshot that keeps them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use presence::clock::ManualClock;
+use presence::store::SessionStore as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use super::helpers::{SECRET, TestApp, assert_error, spawn_app, spawn_app_with};
+use super::helpers::{
+    SECRET, TestApp, assert_error, spawn_app, spawn_app_on, spawn_app_with, start_time,
+};
 
 /// POSTs user status for `ids` with `token`.
 async fn users(app: &TestApp, token: &str, body: &Value) -> reqwest::Response {
@@ -348,5 +353,117 @@ async fn user_status_in_process_through_the_router() {
             "1": {"state": "idle", "modules": ["ih"], "lastSeen": "2026-01-14T09:30:00.000Z"},
             "2": {"state": "offline", "modules": [], "lastSeen": null},
         })
+    );
+}
+
+/// An instance on the shared Redis under `prefix`, with `PROFILE_CLAIMS`
+/// set to `claims`, on `clock`.
+async fn redis_instance(
+    url: &str,
+    prefix: &str,
+    claims: &str,
+    clock: &Arc<ManualClock>,
+) -> TestApp {
+    spawn_app_on(
+        &[
+            "--jwt-secret",
+            SECRET,
+            "--store",
+            "redis",
+            "--redis-url",
+            url,
+            "--redis-key-prefix",
+            prefix,
+            "--profile-claims",
+            claims,
+        ],
+        clock.clone(),
+    )
+    .await
+}
+
+/// The profile of user 7 in the viewers of `r` and in user status.
+async fn profile_of_7(app: &TestApp) -> (Value, Value) {
+    let (_, viewers) = app.get("/api/presence/resources/r", &app.token("a")).await;
+    let status = users_ok(app, &json!(["7"])).await;
+    (
+        viewers["viewers"][0]["profile"].clone(),
+        status["users"]["7"]["profile"].clone(),
+    )
+}
+
+/// Redis keeps profiles across restarts of the service: what it serves
+/// follows the `PROFILE_CLAIMS` of the instance that serves it, and a
+/// profile goes a bounded time after the user's last session.
+#[tokio::test]
+async fn on_redis_a_claim_dropped_from_profile_claims_is_not_served_and_profiles_expire() {
+    let Some(url) = super::redis_server::shared_url() else {
+        return;
+    };
+    let prefix = super::redis_server::unique_prefix("claims");
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let before = redis_instance(&url, &prefix, "name,email", &clock).await;
+    let ann = before.token_with("7", &json!({"name": "Ann", "email": "ann@example.com"}));
+    let beat = before
+        .beat(&ann, json!({"module": "pms", "resource": "r"}))
+        .await;
+    assert_eq!(beat.status(), StatusCode::OK);
+    let both = json!({"email": "ann@example.com", "name": "Ann"});
+    assert_eq!(profile_of_7(&before).await, (both.clone(), both));
+    before.stop().await;
+
+    let name_only = redis_instance(&url, &prefix, "name", &clock).await;
+    let name = json!({"name": "Ann"});
+    assert_eq!(
+        profile_of_7(&name_only).await,
+        (name.clone(), name.clone()),
+        "the email is no longer a profile claim"
+    );
+    name_only.stop().await;
+    let none = redis_instance(&url, &prefix, "none", &clock).await;
+    assert_eq!(profile_of_7(&none).await, (Value::Null, Value::Null));
+    none.stop().await;
+
+    // Offline, the profile stays a while, then goes, and the sweeper
+    // removes it from Redis.
+    let app = redis_instance(&url, &prefix, "name,email", &clock).await;
+    clock.advance(Duration::from_secs(3600));
+    let status = users_ok(&app, &json!(["7"])).await;
+    assert_eq!(status["users"]["7"]["state"], json!("offline"));
+    assert!(status["users"]["7"]["profile"].is_object(), "{status}");
+    clock.advance(Duration::from_secs(24 * 3600));
+    let status = users_ok(&app, &json!(["7"])).await;
+    assert_eq!(status["users"]["7"]["profile"], Value::Null, "{status}");
+    app.state.store.sweep().await.unwrap();
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let kept: u64 = redis::cmd("HLEN")
+        .arg(format!("{{{prefix}}}:prof"))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(kept, 0, "the sweeper removed the profile");
+}
+
+/// Profile values are shown without control, zero-width or bidi
+/// override/isolate characters: a name cannot reorder what follows it on a
+/// dashboard, hide text, or break a line.
+#[tokio::test]
+async fn profile_values_are_served_without_control_zero_width_or_bidi_characters() {
+    let app = spawn_app().await;
+    let token = app.token_with(
+        "7",
+        &json!({"name": "Ann\u{202e}exe.gpj\u{202c} \u{200b}Lee\n", "picture": "\u{2066}\u{200f}\u{feff}"}),
+    );
+    let beat = app
+        .beat(&token, json!({"module": "pms", "resource": "r"}))
+        .await;
+    assert_eq!(beat.status(), StatusCode::OK);
+    let expected = json!({"name": "Annexe.gpj Lee"});
+    let (_, viewers) = app.get("/api/presence/resources/r", &app.token("a")).await;
+    assert_eq!(viewers["viewers"][0]["profile"], expected, "{viewers}");
+    let status = users_ok(&app, &json!(["7"])).await;
+    assert_eq!(
+        status["users"]["7"]["profile"], expected,
+        "a value left empty is left out"
     );
 }

@@ -275,6 +275,11 @@ async fn a_bad_resource_list_is_400_invalid_query() {
         "resources=",
         "resources=a,,b",
         "resources=%00",
+        // Not UTF-8: refused as the viewers GET refuses it, never decoded
+        // to U+FFFD (which would merge distinct ids).
+        "resources=%FF",
+        "resources=a,%C3%28",
+        "resources=%E2%82",
         &format!("resources={many}"),
     ] {
         let response = request(
@@ -293,7 +298,8 @@ async fn a_bad_resource_list_is_400_invalid_query() {
     for n in 0..20 {
         expect(&mut stream, Duration::from_secs(1), &format!("r{n}")).await;
     }
-    let mut stream = Listener::open_at(&app, &stream_path(&app, "a%2Cb", "w")).await;
+    // (Another user: the twenty spent this one's burst of reads.)
+    let mut stream = Listener::open_at(&app, &stream_path(&app, "a%2Cb", "w2")).await;
     expect(&mut stream, Duration::from_secs(1), "a,b").await;
     let response = request(&app, "/api/presence/stream?resources=a").await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
@@ -405,4 +411,69 @@ async fn changes_reach_streams_on_another_instance_on_a_sharded_cluster() {
             break;
         }
     }
+}
+
+/// The ids `r0` to `r{n-1}`, comma-separated.
+fn ids(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("r{i}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[tokio::test]
+async fn streams_that_open_and_close_cannot_sweep_past_the_rate_limit() {
+    // The default RATE_LIMIT: a burst of 20 reads, then one per 2 s.
+    let app = spawn_app_with(&["--jwt-secret", SECRET]).await;
+    let path = stream_path(&app, &ids(20), "sweeper");
+    let mut opened = 0;
+    let mut refused = None;
+    // Open, read the 20 documents sent on connect, close, repeat.
+    for _ in 0..50 {
+        let response = request(&app, &path).await;
+        if response.status() != StatusCode::OK {
+            refused = Some(response);
+            break;
+        }
+        opened += 1;
+        let mut stream = Listener::from_response(response);
+        for i in 0..20 {
+            expect(&mut stream, Duration::from_secs(1), &format!("r{i}")).await;
+        }
+    }
+    let refused = refused.unwrap_or_else(|| panic!("{opened} streams of 20 opened, none refused"));
+    assert_eq!(opened, 1, "a burst of 20 covers one stream of 20");
+    let retry: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=40).contains(&retry), "Retry-After: {retry}");
+    assert_error(refused, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    // The GET draws on the same budget; another user has their own.
+    let (status, _) = app
+        .get("/api/presence/resources/r0", &app.token("sweeper"))
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let mut other = Listener::open_at(&app, &stream_path(&app, &ids(20), "other")).await;
+    expect(&mut other, Duration::from_secs(1), "r0").await;
+}
+
+#[tokio::test]
+async fn a_stream_costs_one_read_per_resource_of_the_budget_it_shares_with_the_get() {
+    let app = spawn_app_with(&["--jwt-secret", SECRET, "--rate-limit", "4,1h"]).await;
+    // Two resources cost two, a GET one: three of four spent.
+    let two = Listener::open_at(&app, &stream_path(&app, "a,b", "u")).await;
+    let (status, _) = app.get("/api/presence/resources/c", &app.token("u")).await;
+    assert_eq!(status, StatusCode::OK);
+    // Two more do not fit the one left, and take nothing from it.
+    let refused = request(&app, &stream_path(&app, "c,d", "u")).await;
+    assert_error(refused, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    let one = Listener::open_at(&app, &stream_path(&app, "c", "u")).await;
+    let refused = request(&app, &stream_path(&app, "d", "u")).await;
+    assert_error(refused, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    // A list the burst can never cover is a bad list, not a wait.
+    let too_many = request(&app, &stream_path(&app, &ids(5), "v")).await;
+    assert_error(too_many, StatusCode::BAD_REQUEST, "invalid_query").await;
+    drop((two, one));
 }

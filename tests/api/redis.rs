@@ -368,3 +368,154 @@ async fn a_full_redis_is_503_until_it_has_room() {
     redis_cmd(&server, &["CONFIG", "SET", "maxmemory", "0"]);
     app.beat_ok("2", json!({"module": "pms"})).await;
 }
+
+/// The shard count recorded in Redis is checked by a running instance, not
+/// only at its start: after Redis lost its data (a `FLUSHALL`, a restart
+/// without persistence) the instance records its count again, and one that
+/// finds another count recorded refuses every call with 503 until the
+/// record matches again.
+#[tokio::test]
+async fn a_running_instance_that_finds_another_shard_count_refuses_writes() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = unique_prefix("reshard");
+    let app = instance(&server, &prefix).await;
+    app.beat_ok("1", json!({"module": "pms"})).await;
+    let record = format!("{{{prefix}}}:shards");
+    let store = &app.state.store;
+
+    // Data lost, and another instance with 2 shards recorded its count in
+    // the meantime: the next heartbeat notices.
+    redis_cmd(&server, &["FLUSHALL"]);
+    redis_cmd(&server, &["SET", &record, "2"]);
+    let response = app.beat(&app.token("2"), json!({"module": "pms"})).await;
+    assert_error(
+        response,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+    )
+    .await;
+    let (status, _) = app.get("/readyz", "").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "/readyz");
+
+    // The record put right: the periodic check (in the sweep) lets it serve.
+    redis_cmd(&server, &["SET", &record, "1"]);
+    let swept = presence::store::SessionStore::sweep(store).await;
+    assert!(swept.is_ok(), "{swept:?}");
+    app.beat_ok("2", json!({"module": "pms"})).await;
+
+    // Changed without a loss of data: the sweep's check finds it.
+    redis_cmd(&server, &["SET", &record, "3"]);
+    let swept = presence::store::SessionStore::sweep(store).await;
+    assert!(
+        matches!(swept, Err(presence::store::StoreError::Unavailable(_))),
+        "{swept:?}"
+    );
+    let response = app.beat(&app.token("2"), json!({"module": "pms"})).await;
+    assert_error(
+        response,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+    )
+    .await;
+
+    // Lost again, record and all: the sweep records this instance's count.
+    redis_cmd(&server, &["FLUSHALL"]);
+    let swept = presence::store::SessionStore::sweep(store).await;
+    assert!(swept.is_ok(), "{swept:?}");
+    assert_eq!(
+        redis_cmd(&server, &["GET", &record]),
+        redis::Value::BulkString(b"1".to_vec())
+    );
+    app.beat_ok("2", json!({"module": "pms"})).await;
+}
+
+/// Values in Redis that the scripts did not write (a hand edit, another
+/// program under the same prefix) are checked like session values: a key
+/// of the wrong type is an outage (503, logged), never a 500 for everyone;
+/// numbers that cannot be true are ignored, never shown.
+#[tokio::test]
+async fn garbage_in_redis_values_is_503_or_ignored_never_a_500() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = unique_prefix("garbage");
+    let app = instance(&server, &prefix).await;
+    let admin = app.admin_token("root");
+    app.beat_ok("1", json!({"module": "pms"})).await;
+    let now_ms = app.now_s() * 1000;
+    let hist = format!("{{{prefix}}}:hist:{}", now_ms - now_ms % 60_000);
+
+    // A string where this minute's history hash belongs.
+    redis_cmd(&server, &["DEL", &hist]);
+    redis_cmd(&server, &["SET", &hist, "garbage"]);
+    let response = app.beat(&app.token("2"), json!({"module": "pms"})).await;
+    assert_error(
+        response,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+    )
+    .await;
+    let (status, body) = app.get("/api/admin/history?window=1h", &admin).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    redis_cmd(&server, &["DEL", &hist]);
+
+    // History fields that are not counts, and a peak at in year 10000.
+    redis_cmd(
+        &server,
+        &[
+            "HSET",
+            &hist,
+            "pms:st",
+            "lots",
+            "pms:p",
+            "many",
+            "pms:pa",
+            "253402300800000",
+            "pms:e",
+            "-1",
+        ],
+    );
+    app.beat_ok("3", json!({"module": "pms"})).await;
+    let (status, body) = app.get("/api/admin/history?window=1h", &admin).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let text = body.to_string();
+    assert!(
+        !text.contains("10000-") && !text.contains("+10000"),
+        "{body}"
+    );
+
+    // A presence score of +inf, and lastSeen scores of 0 and year 10000.
+    redis_cmd(
+        &server,
+        &["ZADD", &format!("{{{prefix}}}:pres:pms"), "+inf", "ghost"],
+    );
+    redis_cmd(
+        &server,
+        &["ZADD", &format!("{{{prefix}}}:any"), "+inf", "ghost"],
+    );
+    let seen = format!("{{{prefix}}}:seen");
+    redis_cmd(
+        &server,
+        &["ZADD", &seen, "0", "old", "253402300800000", "future"],
+    );
+    let [active_now, today, _] = app.counts("procurement").await;
+    assert!(
+        active_now <= today,
+        "activeNow {active_now} > today {today}"
+    );
+    assert_eq!(active_now, 2, "users 1 and 3");
+    let response = app
+        .client
+        .post(app.url("/api/presence/users"))
+        .bearer_auth(app.token("9"))
+        .json(&json!({"userIds": ["old", "future"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["users"]["old"]["lastSeen"], Value::Null, "{body}");
+    assert_eq!(body["users"]["future"]["lastSeen"], Value::Null, "{body}");
+}

@@ -297,6 +297,7 @@ pub fn rig_on(
             session_ttl: TTL,
             timezone: chrono_tz::Tz::UTC,
             max_sessions_per_user: CAP,
+            profile_claims: presence::config::ProfileClaims::parse("name,picture").unwrap(),
             events_max,
         },
         clock.clone(),

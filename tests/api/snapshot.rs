@@ -769,3 +769,53 @@ async fn a_restart_keeps_states_profiles_hidden_users_and_last_seen() {
         seen
     );
 }
+
+/// What user status and the viewers of `request:1` show of user 7's profile.
+async fn profile_shown(app: &TestApp) -> (Value, Value) {
+    let token = app.token("asker");
+    let (_, viewers) = app.get("/api/presence/resources/request:1", &token).await;
+    let status: Value = app
+        .client
+        .post(app.url("/api/presence/users"))
+        .bearer_auth(&token)
+        .json(&json!({"userIds": ["7"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        viewers["viewers"][0]["profile"].clone(),
+        status["users"]["7"]["profile"].clone(),
+    )
+}
+
+#[tokio::test]
+async fn a_claim_dropped_from_profile_claims_is_not_served_after_a_restart() {
+    let dir = StateDir::new();
+    let clock = new_clock();
+    let before = dir.app(&clock, &["--profile-claims", "name,email"]).await;
+    let ann = before.token_with("7", &json!({"name": "Ann", "email": "ann@example.com"}));
+    let beat = before
+        .beat(&ann, json!({"module": "pms", "resource": "request:1"}))
+        .await;
+    assert_eq!(beat.status(), StatusCode::OK);
+    let both = json!({"email": "ann@example.com", "name": "Ann"});
+    assert_eq!(profile_shown(&before).await, (both.clone(), both));
+    before.stop().await;
+
+    clock.advance(Duration::from_secs(5));
+    let name_only = dir.app(&clock, &["--profile-claims", "name"]).await;
+    let name = json!({"name": "Ann"});
+    assert_eq!(
+        profile_shown(&name_only).await,
+        (name.clone(), name),
+        "the email is no longer a profile claim"
+    );
+    name_only.stop().await;
+
+    clock.advance(Duration::from_secs(5));
+    let none = dir.app(&clock, &["--profile-claims", "none"]).await;
+    assert_eq!(profile_shown(&none).await, (Value::Null, Value::Null));
+}

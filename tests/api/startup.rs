@@ -105,10 +105,13 @@ impl Started {
 fn refused(vars: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = presence(&dir);
-    cmd.args(args)
-        .envs(vars.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.args(args).envs(vars.iter().copied());
+    exits_by_itself(cmd)
+}
+
+/// `cmd`'s exit status and stderr, when it must exit by itself within 10 s.
+fn exits_by_itself(mut cmd: Command) -> (Option<i32>, String) {
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     let status = wait_with_timeout(&mut child, Duration::from_secs(10));
     let mut stderr = String::new();
@@ -225,14 +228,23 @@ fn under_file_limit(dir: &tempfile::TempDir, soft: u32, hard: u32) -> Command {
     cmd
 }
 
+/// Whether `prlimit` is missing (then the open-file limit tests skip,
+/// except under CI, where it must be there).
+fn prlimit_missing() -> bool {
+    if Command::new("prlimit").arg("--version").output().is_ok() {
+        return false;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "prlimit (util-linux) is needed under CI"
+    );
+    eprintln!("NOTICE: prlimit not found; skipping the open-file limit test");
+    true
+}
+
 #[test]
 fn the_connection_cap_fits_the_open_file_limit() {
-    if Command::new("prlimit").arg("--version").output().is_err() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "prlimit (util-linux) is needed under CI"
-        );
-        eprintln!("NOTICE: prlimit not found; skipping the open-file limit test");
+    if prlimit_missing() {
         return;
     }
     // (soft, hard, the limit the service runs with)
@@ -283,6 +295,53 @@ fn the_connection_cap_fits_the_open_file_limit() {
             cap[0].contains(&format!("\"open_files\":{limit}")),
             "{cap:?}"
         );
+    }
+}
+
+#[test]
+fn a_file_limit_too_low_for_64_connections_stops_start_up() {
+    if prlimit_missing() {
+        return;
+    }
+    // 50 descriptors leave none for connections after the 64 reserved;
+    // 127 leave 63. Either used to start with a cap of 1 (or 63) and a
+    // `/healthz` that one idle client could hold.
+    for limit in [50, 127] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = under_file_limit(&dir, limit, limit);
+        cmd.env("JWT_SECRET", SECRET)
+            .env("JWT_AUDIENCE", "presence");
+        let (code, stderr) = exits_by_itself(cmd);
+        assert_eq!(code, Some(2), "limit {limit}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.contains("MAX_CONNECTIONS") && stderr.contains("ulimit -n"),
+            "names the setting and how to raise the limit: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn out_of_range_durations_and_spinning_intervals_stop_start_up() {
+    for (variable, value) in [
+        // Each used to start (or panic with status 101 on the first
+        // heartbeat or timer) instead of refusing the value.
+        ("RATE_LIMIT", "1,999999999999h"),
+        ("SESSION_TTL", "999999999999h"),
+        ("SWEEP_INTERVAL", "999999999999h"),
+        ("JWT_LEEWAY", "999999999999h"),
+        ("REQUEST_TIMEOUT", "999999999999h"),
+        ("HEADER_READ_TIMEOUT", "999999999999h"),
+        ("HEARTBEAT_INTERVAL", "999999999999h"),
+        // A sweep every nanosecond spins a core.
+        ("SWEEP_INTERVAL", "1ns"),
+        ("SWEEP_INTERVAL", "99ms"),
+        // A heartbeat cadence under a second has every client beat as fast
+        // as it can.
+        ("HEARTBEAT_INTERVAL", "1ns"),
+        ("HEARTBEAT_INTERVAL", "999ms"),
+    ] {
+        assert_config_error(&[(variable, value)], &[], variable);
     }
 }
 
@@ -383,4 +442,49 @@ fn another_shard_count_than_redis_records_stops_start_up() {
     let (code, stderr) = refused(&vars("2", "legacy"), &[]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("in 1 shard(s)"), "{stderr}");
+}
+
+// Redis loses its data (FLUSHALL, or a restart without persistence) under
+// a running instance: it records its shard count again, so an instance
+// configured with another still refuses to start.
+#[test]
+fn after_redis_loses_its_data_the_running_instance_records_its_shard_count_again() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let vars = |shards: &'static str| {
+        vec![
+            ("JWT_SECRET", SECRET),
+            ("JWT_AUDIENCE", "presence"),
+            ("STORE", "redis"),
+            ("REDIS_URL", url.as_str()),
+            ("REDIS_SHARDS", shards),
+            ("REDIS_KEY_PREFIX", "flushed"),
+            ("SWEEP_INTERVAL", "1s"),
+        ]
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = presence(&dir);
+    cmd.envs(vars("2"));
+    let started = start(cmd);
+    assert!(started.addr.is_some(), "serving: {:?}", started.seen);
+    std::thread::sleep(Duration::from_millis(1000));
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    redis::cmd("FLUSHALL").query::<()>(&mut conn).unwrap();
+    // A sweep or two later.
+    std::thread::sleep(Duration::from_millis(2500));
+
+    let (code, stderr) = refused(&vars("3"), &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("REDIS_SHARDS: is 3, but Redis holds") && stderr.contains("in 2 shard(s)"),
+        "{stderr}"
+    );
+    let (stderr, _) = started.stop();
+    assert!(
+        !stderr.iter().any(|l| l.contains("\"ERROR\"")),
+        "{stderr:?}"
+    );
 }

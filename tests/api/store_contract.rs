@@ -42,6 +42,7 @@ pub fn memory(start: DateTime<Utc>, timezone: Tz) -> Fixture {
             session_ttl: TTL,
             timezone,
             max_sessions_per_user: 16,
+            profile_claims: presence::config::ProfileClaims::parse("name,picture").unwrap(),
         },
         clock.clone(),
         Arc::new(NoObserver),
@@ -92,6 +93,7 @@ pub fn redis_on(start: DateTime<Utc>, timezone: Tz, topology: Topology, shards: 
         session_ttl: TTL,
         timezone,
         max_sessions_per_user: 16,
+        profile_claims: presence::config::ProfileClaims::parse("name,picture").unwrap(),
         events_max: 0,
     };
     let store = Store::Redis(
@@ -728,6 +730,70 @@ pub async fn user_status_reports_state_modules_last_seen_and_profile(make: impl 
     assert_eq!(a.last_seen, Some(f.clock.now_ms()));
 }
 
+// A profile is kept a bounded time (a day) past the user's last session,
+// then neither served nor kept: a user who left or expired long ago takes
+// their name with them. lastSeen stays; a new heartbeat brings it back.
+pub async fn a_profile_goes_a_day_after_the_users_last_session(make: impl Factory) {
+    const KEEP: Duration = Duration::from_secs(24 * 3600);
+    let f = make(start_time(), Tz::UTC);
+    let (ann, bob) = (
+        As {
+            name: Some("Ann"),
+            ..As::default()
+        },
+        As {
+            name: Some("Bob"),
+            ..As::default()
+        },
+    );
+    f.beat_as("B", None, "pms", Some("r"), &bob).await;
+    f.store.leave(&user("B"), Leave::All).await.unwrap();
+    f.beat_as("A", Some("t1"), "pms", None, &ann).await;
+    f.advance(Duration::from_secs(60));
+    f.beat_as("A", Some("t2"), "ih", None, &ann).await;
+    let a_seen = f.clock.now_ms();
+    let named = |s: &UserStatus| s.profile.as_ref().map(|p| p.as_json().to_owned());
+    f.advance(TTL + KEEP - Duration::from_secs(60) - Duration::from_millis(1));
+    assert_eq!(
+        named(&f.status("B").await).as_deref(),
+        Some(r#"{"name":"Bob"}"#)
+    );
+    f.advance(Duration::from_millis(1));
+    assert_eq!(
+        named(&f.status("B").await),
+        None,
+        "a day after B's last session"
+    );
+    f.store.sweep().await.unwrap();
+    let a = f.status("A").await;
+    assert_eq!(
+        named(&a).as_deref(),
+        Some(r#"{"name":"Ann"}"#),
+        "A's last session is later"
+    );
+    f.advance(Duration::from_secs(60));
+    let a = f.status("A").await;
+    assert_eq!(
+        (named(&a), a.last_seen),
+        (None, Some(a_seen)),
+        "lastSeen stays"
+    );
+    f.store.sweep().await.unwrap();
+    assert_eq!(named(&f.status("A").await), None, "swept too");
+    f.beat_as("A", None, "pms", Some("r"), &ann).await;
+    assert_eq!(
+        named(&f.status("A").await).as_deref(),
+        Some(r#"{"name":"Ann"}"#)
+    );
+    let viewers = f
+        .store
+        .resource_viewers(&ResourceId::parse("r").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(viewers.viewers.len(), 1);
+    assert!(viewers.viewers[0].profile.is_some());
+}
+
 macro_rules! store_suite {
     ($backend:ident, $available:ident: $($scenario:ident),* $(,)?) => {
         mod $backend {
@@ -763,6 +829,7 @@ macro_rules! for_every_scenario {
             viewers_carry_state_and_profile_and_leave_out_hidden_users,
             viewers_list_the_earliest_hundred_and_count_all,
             user_status_reports_state_modules_last_seen_and_profile,
+            a_profile_goes_a_day_after_the_users_last_session,
         );
     };
 }

@@ -60,6 +60,11 @@ impl Listener {
             .send()
             .await
             .unwrap();
+        Self::from_response(response)
+    }
+
+    /// The stream of `response`, which must be a 200 event stream.
+    pub(super) fn from_response(response: reqwest::Response) -> Self {
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         Self {

@@ -94,7 +94,12 @@ async fn sessions_list(
             "limit must be between 1 and {MAX_LIMIT}"
         )));
     }
-    let cursor = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let now = state.clock.now_ms();
+    let cursor = query
+        .cursor
+        .as_deref()
+        .map(|c| decode_cursor(c, now))
+        .transpose()?;
     let page = within_deadline(
         &state.metrics,
         "sessions",
@@ -122,6 +127,9 @@ async fn sessions_list(
 }
 
 /// A cursor is opaque to clients: base64url of `[lastSeen, userId, clientId]`.
+/// Not signed, so any instance on the same Redis pages on from another's
+/// cursor; [`decode_cursor`] checks its shape strictly instead
+/// (`docs/design.md`, "Admin cursor").
 fn encode_cursor(c: &Cursor) -> String {
     let raw = serde_json::json!([
         c.last_seen,
@@ -131,18 +139,38 @@ fn encode_cursor(c: &Cursor) -> String {
     URL_SAFE_NO_PAD.encode(raw.to_string())
 }
 
-fn decode_cursor(s: &str) -> Result<Cursor, ApiError> {
+/// How far past this instance's `now` a cursor's `lastSeen` may be: with
+/// several instances, or Redis's clock deciding liveness, the clock that
+/// wrote it may be ahead. An hour is far past any synchronised skew and
+/// still refuses positions no session can have.
+const CURSOR_SKEW_MS: Millis = 3_600_000;
+
+/// The position in a cursor this endpoint issued, read at `now`.
+///
+/// # Errors
+/// 400 `invalid_query` for anything [`encode_cursor`] would not have
+/// written: another spelling of the same JSON (spaces, `1.0`, escapes,
+/// more or fewer fields), an invalid id, or a `lastSeen` before the epoch
+/// or more than an hour past `now`.
+fn decode_cursor(s: &str, now: Millis) -> Result<Cursor, ApiError> {
     let bad = || ApiError::InvalidQuery("cursor is not a nextCursor from this endpoint".into());
     let bytes = URL_SAFE_NO_PAD.decode(s).map_err(|_| bad())?;
     let (last_seen, user, client): (Millis, String, Option<String>) =
         serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    Ok(Cursor {
+    if !(0..=now.saturating_add(CURSOR_SKEW_MS)).contains(&last_seen) {
+        return Err(bad());
+    }
+    let cursor = Cursor {
         last_seen,
         user: UserId::parse(&user).ok_or_else(bad)?,
         client: client
             .map(|c| ClientId::parse(&c).ok_or_else(bad))
             .transpose()?,
-    })
+    };
+    if encode_cursor(&cursor) != s {
+        return Err(bad());
+    }
+    Ok(cursor)
 }
 
 #[cfg(test)]
@@ -156,7 +184,11 @@ mod tests {
             user: UserId::parse("42").unwrap(),
             client: ClientId::parse("tab-1"),
         };
-        assert_eq!(decode_cursor(&encode_cursor(&cursor)).unwrap(), cursor);
+        let now = 1_768_383_000_123;
+        assert_eq!(decode_cursor(&encode_cursor(&cursor), now).unwrap(), cursor);
+        // An hour of skew between clocks is allowed, not more.
+        assert!(decode_cursor(&encode_cursor(&cursor), now - 3_600_000).is_ok());
+        assert!(decode_cursor(&encode_cursor(&cursor), now - 3_600_001).is_err());
     }
 
     #[test]
@@ -166,9 +198,12 @@ mod tests {
             "!!",
             "bm90IGpzb24",
             &URL_SAFE_NO_PAD.encode("[1, \"\", null]"),
+            &URL_SAFE_NO_PAD.encode("[1, \"42\", null]"),
+            &URL_SAFE_NO_PAD.encode("[1,\"42\",null,null]"),
+            &URL_SAFE_NO_PAD.encode("[-1,\"42\",null]"),
         ] {
             assert_eq!(
-                decode_cursor(bad).unwrap_err().code(),
+                decode_cursor(bad, 1_768_383_000_123).unwrap_err().code(),
                 "invalid_query",
                 "{bad}"
             );

@@ -17,19 +17,28 @@
 //! least once a second (so a test that moves the clock is seen at once),
 //! and re-reads that resource.
 //!
-//! Events reach the response through a bounded queue ([`QUEUE`]); a reader
-//! that lets it fill is dropped rather than buffered without bound.
+//! What the task has to send waits in an [`Outbox`] that holds, per
+//! resource, only the latest read not yet sent, and the response pulls
+//! from it: a reader that falls behind gets each resource's latest state
+//! when it catches up, never a backlog (issue 27: a queue of 64 whole
+//! documents per stream let 40 streams that never read grow the process
+//! by hundreds of MB). What one stream holds is thus at most one document
+//! per resource, and those are the reads its resource's other streams
+//! share ([`SharedReads`]), not copies; besides them, only the event being
+//! written, which hyper buffers up to its write buffer's cap (about
+//! 400 KiB) while the client does not read, until the write watchdog
+//! closes the connection.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use axum::response::sse::Event;
-use futures_util::stream::{Stream, StreamExt as _};
-use tokio::sync::mpsc;
+use futures_util::stream::Stream;
+use tokio::sync::Notify;
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::clock::{Clock, Millis, duration_ms};
 use crate::domain::{Activity, Profile, ResourceId, UserId};
@@ -44,9 +53,6 @@ use crate::store::{ResourceViewers, SessionStore, Store, Ttl};
 pub(crate) const MAX_RESOURCES: usize = 20;
 /// At most one event per resource per this long.
 const COALESCE: Duration = Duration::from_millis(250);
-/// Events waiting for a slow reader before it is dropped: room for the
-/// first event of every resource and then some.
-const QUEUE: usize = 64;
 /// How often, at most, the task looks at the clock for an expiry.
 const EXPIRY_CHECK: Duration = Duration::from_secs(1);
 /// When to look again for the expiry a read showed: at it, or, when it has
@@ -96,20 +102,102 @@ pub(crate) async fn start(
     // missed.
     let inbox = Arc::new(Inbox::default());
     let registration = sources.store.watchers().watch(&resources, &inbox);
-    let (sender, receiver) = mpsc::channel(QUEUE);
+    let outbox = Arc::new(Outbox::new(resources.len()));
     let mut feed = Feed::new(sources, resources, inbox);
     for i in 0..feed.resources.len() {
         let read = feed.read(i).await?;
-        let event = feed.event(i, &read, Instant::now());
-        // The queue has room for every first event.
-        let _ = sender.try_send(event);
+        feed.sent(i, &read, Instant::now());
+        outbox.offer(i, read);
     }
+    let stop = CancellationToken::new();
+    let task_outbox = Arc::clone(&outbox);
+    let task_stop = stop.clone();
     tokio::spawn(async move {
         let _registered = registration;
-        feed.run(&sender).await;
+        feed.run(&task_outbox, &task_stop).await;
     });
-    // The stream ends when the task drops a slow reader's sender.
-    Ok(ReceiverStream::new(receiver).map(Ok))
+    // The task stops when the response (and with it this guard) is dropped.
+    let reader = (outbox, stop.drop_guard());
+    Ok(futures_util::stream::unfold(
+        reader,
+        |reader: (Arc<Outbox>, DropGuard)| async move {
+            let read = reader.0.next().await;
+            let event = Event::default().event("presence").data(read.json.as_str());
+            Some((Ok(event), reader))
+        },
+    ))
+}
+
+/// What a stream has still to send, per resource only the latest read:
+/// a read replaces the one its resource has waiting.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    waiting: Mutex<Waiting>,
+    ready: Notify,
+}
+
+#[derive(Debug)]
+struct Waiting {
+    /// Per resource, the read to send next, if any.
+    reads: Vec<Option<Arc<Read>>>,
+    /// The resources with a read waiting, the longest waiting first.
+    order: VecDeque<usize>,
+}
+
+impl Outbox {
+    fn new(resources: usize) -> Self {
+        Self {
+            waiting: Mutex::new(Waiting {
+                reads: vec![None; resources],
+                order: VecDeque::with_capacity(resources),
+            }),
+            ready: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
+        // Every change under the lock is a single assignment or push, so a
+        // panic elsewhere leaves it whole. Never held across `.await`.
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Resource `i`'s next read to send, replacing any still waiting.
+    fn offer(&self, i: usize, read: Arc<Read>) {
+        {
+            let mut waiting = self.lock();
+            if waiting.reads[i].replace(read).is_none() {
+                waiting.order.push_back(i);
+            }
+        }
+        self.ready.notify_one();
+    }
+
+    /// The read that has waited longest, when one is waiting.
+    fn take(&self) -> Option<Arc<Read>> {
+        let mut waiting = self.lock();
+        let i = waiting.order.pop_front()?;
+        waiting.reads[i].take()
+    }
+
+    /// The next read to send, waiting for one.
+    async fn next(&self) -> Arc<Read> {
+        loop {
+            if let Some(read) = self.take() {
+                return read;
+            }
+            // `notify_one` keeps a permit when nobody waits, so an offer
+            // between `take` and here is not missed.
+            self.ready.notified().await;
+        }
+    }
+
+    /// The reads waiting, and the bytes of their documents.
+    #[cfg(test)]
+    fn held(&self) -> (usize, usize) {
+        let waiting = self.lock();
+        let reads = waiting.reads.iter().flatten();
+        (reads.clone().count(), reads.map(|r| r.json.len()).sum())
+    }
 }
 
 /// What a viewer of the stream can tell apart: everything in the event but
@@ -260,17 +348,16 @@ impl Feed {
         Ok(read)
     }
 
-    /// The event for resource `i` from `read`, noting what it shows.
-    fn event(&mut self, i: usize, read: &Read, now: Instant) -> Event {
+    /// Notes that `read` of resource `i` is what the stream shows next.
+    fn sent(&mut self, i: usize, read: &Read, now: Instant) {
         let w = &mut self.watched[i];
         w.last = Some(read.seen.clone());
         w.not_before = now + COALESCE;
         w.expires = recheck_at(read.expires, self.sources.clock.now_ms());
-        Event::default().event("presence").data(read.json.as_str())
     }
 
-    /// Sends changes until the client goes, or lets the queue fill.
-    async fn run(&mut self, sender: &mpsc::Sender<Event>) {
+    /// Offers changes to `outbox` until `stop` (the client went).
+    async fn run(&mut self, outbox: &Outbox, stop: &CancellationToken) {
         let mut pending: u32 = 0;
         loop {
             let now = Instant::now();
@@ -284,7 +371,7 @@ impl Feed {
                 Duration::from_millis(u64::try_from(left).unwrap_or(0)).min(EXPIRY_CHECK)
             });
             let marked = tokio::select! {
-                () = sender.closed() => return,
+                () = stop.cancelled() => return,
                 bits = self.inbox.changed() => bits,
                 () = tokio::time::sleep_until(due.unwrap_or(now)), if due.is_some() => 0,
                 () = tokio::time::sleep(expiry_wait.unwrap_or_default()), if expiry_wait.is_some() => {
@@ -317,13 +404,8 @@ impl Feed {
                     self.watched[i].expires = recheck_at(read.expires, self.sources.clock.now_ms());
                     continue;
                 }
-                let event = self.event(i, &read, now);
-                if sender.try_send(event).is_err() {
-                    // Full (a reader that does not read) or closed: either
-                    // way this stream ends here.
-                    tracing::debug!("presence stream dropped: its reader fell behind");
-                    return;
-                }
+                self.sent(i, &read, now);
+                outbox.offer(i, read);
             }
         }
     }
@@ -340,5 +422,161 @@ impl Feed {
             }
         }
         bits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::response::IntoResponse as _;
+    use axum::response::sse::{Event, Sse};
+    use chrono::{TimeZone as _, Utc};
+    use futures_util::stream::{Stream, StreamExt as _};
+
+    use super::{MAX_RESOURCES, Outbox, Read, SharedReads, Sources, start};
+    use crate::clock::ManualClock;
+    use crate::domain::{Modules, ResourceId, UserId};
+    use crate::metrics::Metrics;
+    use crate::store::memory::{MemoryConfig, MemoryStore};
+    use crate::store::{Heartbeat, NoObserver, ResourceViewers, SessionStore as _, Store, Ttl};
+
+    fn sources() -> (Sources, Modules) {
+        let clock = Arc::new(ManualClock::new(
+            Utc.timestamp_opt(1_700_000_000, 0).unwrap(),
+        ));
+        let modules = Modules::default();
+        let store = Store::Memory(MemoryStore::new(
+            &MemoryConfig {
+                modules: modules.clone(),
+                session_ttl: Duration::from_secs(30),
+                timezone: chrono_tz::UTC,
+                max_sessions_per_user: 16,
+                profile_claims: crate::config::ProfileClaims::parse("name,picture")
+                    .expect("claims"),
+            },
+            clock.clone(),
+            Arc::new(NoObserver),
+        ));
+        let sources = Sources {
+            store,
+            clock,
+            metrics: Arc::new(Metrics::new()),
+            session_ttl: Duration::from_secs(30),
+            reads: Arc::new(SharedReads::default()),
+        };
+        (sources, modules)
+    }
+
+    /// The `data` of every event the stream's body has ready now (each
+    /// within `gap` of the one before), and whether the body is still open.
+    async fn ready(
+        events: impl Stream<Item = Result<Event, Infallible>> + Send + 'static,
+        gap: Duration,
+    ) -> (Vec<serde_json::Value>, bool) {
+        let mut body = Sse::new(events)
+            .into_response()
+            .into_body()
+            .into_data_stream();
+        let mut out = Vec::new();
+        loop {
+            match tokio::time::timeout(gap, body.next()).await {
+                Err(_) => return (out, true),
+                Ok(None) => return (out, false),
+                Ok(Some(chunk)) => {
+                    let chunk = chunk.unwrap();
+                    let text = std::str::from_utf8(&chunk).unwrap();
+                    for line in text.lines() {
+                        if let Some(data) = line.strip_prefix("data: ") {
+                            out.push(serde_json::from_str(data).unwrap());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_is_not_read_keeps_only_the_latest_document_of_each_resource() {
+        let (sources, modules) = sources();
+        let store = sources.store.clone();
+        let resources: Vec<ResourceId> = (0..MAX_RESOURCES)
+            .map(|i| ResourceId::parse(&format!("r{i}")).unwrap())
+            .collect();
+        let events = start(sources, resources.clone()).await.unwrap();
+        // Five rounds of changes to every resource, each past the coalescing
+        // window: a hundred events' worth, none read.
+        let rounds = 5;
+        for round in 0..rounds {
+            for resource in &resources {
+                let beat = Heartbeat {
+                    resource: Some(resource.clone()),
+                    ..Heartbeat::new(
+                        UserId::parse(&format!("{}-{round}", resource.as_str())).unwrap(),
+                        modules.by_code("pms").unwrap(),
+                    )
+                };
+                store.heartbeat(beat).await.unwrap();
+            }
+            tokio::time::sleep(super::COALESCE + Duration::from_millis(100)).await;
+        }
+        let (got, open) = ready(events, Duration::from_millis(300)).await;
+        let counts: Vec<_> = got
+            .iter()
+            .map(|d| format!("{}={}", d["resource"].as_str().unwrap(), d["count"]))
+            .collect();
+        assert!(open, "the stream is still open; it sent {counts:?}");
+        assert_eq!(
+            got.len(),
+            MAX_RESOURCES,
+            "one document per resource: {counts:?}"
+        );
+        for (doc, resource) in got.iter().zip(&resources) {
+            assert_eq!(doc["resource"], resource.as_str(), "{counts:?}");
+            assert_eq!(doc["count"], rounds, "the latest state: {counts:?}");
+        }
+    }
+
+    /// A read of `resource` with `count` viewers and a document padded to
+    /// about `bytes`.
+    fn read(resource: &str, count: u64, bytes: usize) -> Arc<Read> {
+        let resource = ResourceId::parse(resource).unwrap();
+        let found = ResourceViewers::ordered(Vec::new(), count, 0);
+        let mut read = Read::new(
+            &resource,
+            found,
+            Ttl::from(Duration::from_secs(30)),
+            tokio::time::Instant::now(),
+        );
+        read.json.push_str(&" ".repeat(bytes));
+        Arc::new(read)
+    }
+
+    #[test]
+    fn an_outbox_holds_one_read_per_resource_whatever_is_offered() {
+        let outbox = Outbox::new(MAX_RESOURCES);
+        // A thousand changes of 20 resources, 100 KiB each, none taken.
+        for n in 0..1000 {
+            for i in 0..MAX_RESOURCES {
+                outbox.offer(i, read(&format!("r{i}"), n, 100 * 1024));
+            }
+        }
+        let (reads, bytes) = outbox.held();
+        assert_eq!(reads, MAX_RESOURCES);
+        assert!(bytes < MAX_RESOURCES * 101 * 1024, "{bytes} bytes held");
+        // Taken in the order first offered, each the latest.
+        for i in 0..MAX_RESOURCES {
+            let next = outbox.take().unwrap();
+            assert!(
+                next.json.contains(&format!("\"r{i}\"")),
+                "{}",
+                &next.json[..60]
+            );
+            assert_eq!(next.seen.0, 999);
+        }
+        assert!(outbox.take().is_none());
+        assert_eq!(outbox.held(), (0, 0));
     }
 }

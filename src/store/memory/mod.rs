@@ -34,6 +34,7 @@ use super::{
     UsersStatus, Viewer,
 };
 use crate::clock::{Clock, Millis};
+use crate::config::ProfileClaims;
 use crate::domain::{Activity, Modules, ResourceId, UserId};
 use crate::events::Reason;
 use crate::webhooks::MemoryOutbox;
@@ -69,6 +70,9 @@ pub struct MemoryConfig {
     /// The most sessions one user may hold; a new one beyond it replaces the
     /// user's least recently seen session.
     pub max_sessions_per_user: usize,
+    /// `PROFILE_CLAIMS`: a restored profile keeps only these (heartbeats
+    /// bring profiles made with them already).
+    pub profile_claims: ProfileClaims,
 }
 
 impl MemoryConfig {
@@ -78,6 +82,7 @@ impl MemoryConfig {
             session_ttl: args.session_ttl,
             timezone: args.stats_timezone,
             max_sessions_per_user: usize::from(args.max_sessions_per_user),
+            profile_claims: args.jwt.profile_claims.clone(),
         }
     }
 }
@@ -99,6 +104,7 @@ struct Shared {
     ttl: Ttl,
     timezone: Tz,
     max_sessions_per_user: usize,
+    profile_claims: ProfileClaims,
 }
 
 /// The state under its lock, with the instant the operation runs at.
@@ -133,6 +139,7 @@ impl MemoryStore {
                 ttl: Ttl::from(config.session_ttl),
                 timezone: config.timezone,
                 max_sessions_per_user: config.max_sessions_per_user.max(1),
+                profile_claims: config.profile_claims.clone(),
             }),
         }
     }
@@ -217,7 +224,12 @@ impl MemoryStore {
         );
         fresh.tracking = !self.shared.watchers.is_empty();
         let webhooks = image.webhooks.clone();
-        let restored = fresh.restore(image, now, self.shared.max_sessions_per_user);
+        let restored = fresh.restore(
+            image,
+            now,
+            self.shared.max_sessions_per_user,
+            &self.shared.profile_claims.0,
+        );
         let mut state = self
             .shared
             .state
@@ -479,7 +491,7 @@ impl MemoryStore {
                 since,
                 last_seen,
                 state: state_here,
-                profile: state.profiles.get(&uid).cloned(),
+                profile: state.profile_of(uid, now),
             })
             .collect();
         ResourceViewers::ordered(viewers, count, now)
@@ -506,7 +518,7 @@ impl MemoryStore {
                             state: state_now,
                             modules: live.present.ids(&self.shared.modules),
                             last_seen: state.last_seen_of(uid),
-                            profile: state.profiles.get(&uid).cloned(),
+                            profile: state.profile_of(uid, now),
                         }
                     }
                     _ => UserStatus::default(),
@@ -588,7 +600,8 @@ impl SessionStore for MemoryStore {
     }
 
     async fn sweep(&self) -> Result<usize, StoreError> {
-        let (Locked { state, .. }, removed) = self.lock_expiring_all().await;
+        let (Locked { mut state, now, .. }, removed) = self.lock_expiring_all().await;
+        state.forget_profiles(now);
         self.notify(state);
         Ok(removed)
     }

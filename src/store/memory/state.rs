@@ -159,7 +159,15 @@ impl State {
     }
 
     /// Fills an empty state from `image` (see [`super::MemoryStore::restore`]).
-    pub(super) fn restore(&mut self, image: MemoryImage, now: Millis, cap: usize) -> Restored {
+    /// Profiles keep only `claims` (the current `PROFILE_CLAIMS`), and
+    /// only while [`State::profile_of`] would serve them.
+    pub(super) fn restore(
+        &mut self,
+        image: MemoryImage,
+        now: Millis,
+        cap: usize,
+        claims: &[String],
+    ) -> Restored {
         let cutoff = self.ttl.cutoff(now);
         let modules = self.today.len();
         let mut restored = Restored::default();
@@ -240,7 +248,8 @@ impl State {
             if let Some(t) = last_seen {
                 self.remember_seen(uid, t.min(now));
             }
-            if let Some(p) = profile {
+            let recent = last_seen.is_some_and(|t| t.min(now) > self.ttl.profile_cutoff(now));
+            if let Some(p) = profile.filter(|_| recent).and_then(|p| p.within(claims)) {
                 self.profiles.insert(uid, p);
             }
             if hidden {
@@ -369,6 +378,27 @@ impl State {
                 .collect();
             self.touched.extend(resources);
         }
+    }
+
+    /// `uid`'s profile as served at `now`: kept until
+    /// [`PROFILE_KEEP`](crate::store::PROFILE_KEEP) after their last
+    /// session, whether or not the sweeper has removed it yet.
+    pub(super) fn profile_of(&self, uid: Uid, now: Millis) -> Option<Profile> {
+        let cutoff = self.ttl.profile_cutoff(now);
+        self.profiles
+            .get(&uid)
+            .filter(|_| self.last_seen_of(uid).is_some_and(|t| t > cutoff))
+            .cloned()
+    }
+
+    /// Removes the profiles [`State::profile_of`] no longer serves, so a
+    /// user who is gone is not remembered by name (the sweeper's work,
+    /// one pass over the users with a profile).
+    pub(super) fn forget_profiles(&mut self, now: Millis) {
+        let cutoff = self.ttl.profile_cutoff(now);
+        let last_seen = &self.last_seen;
+        self.profiles
+            .retain(|&uid, _| last_seen.get(uid as usize).is_some_and(|&t| t > cutoff));
     }
 
     /// `uid`'s latest heartbeat, if known.

@@ -6,6 +6,8 @@
 //! so ([`malformed`]); a Redis error becomes an outage or a backend error
 //! ([`store_error`]).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use redis::Value;
 use serde::Deserialize;
 
@@ -28,6 +30,15 @@ pub(super) fn store_error(e: redis::RedisError) -> StoreError {
         e.code(),
         Some("READONLY" | "MASTERDOWN" | "LOADING" | "CLUSTERDOWN" | "TRYAGAIN")
     ) || e.is_cluster_error();
+    // A key holding another type than the scripts write (a hand edit,
+    // another program under REDIS_KEY_PREFIX): no request can succeed on
+    // it until it is removed, so an outage (503), said loudly, not a 500.
+    if e.code() == Some("WRONGTYPE") || e.to_string().contains("WRONGTYPE") {
+        wrong_type_seen(&e);
+        return StoreError::Unavailable(format!(
+            "a key under REDIS_KEY_PREFIX holds another type than the store writes: {e}"
+        ));
+    }
     if full
         || failing_over
         || e.is_io_error()
@@ -38,6 +49,28 @@ pub(super) fn store_error(e: redis::RedisError) -> StoreError {
         StoreError::Unavailable(e.to_string())
     } else {
         StoreError::Backend(e.to_string())
+    }
+}
+
+/// Logs a WRONGTYPE reply at error, at most once a minute: every request
+/// meets it, the log must not.
+fn wrong_type_seen(e: &redis::RedisError) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    if now >= last + 60
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::error!(
+            error = %e,
+            "a Redis key under REDIS_KEY_PREFIX holds another type than the store writes (a hand \
+             edit, or another program using the prefix); requests that need it answer 503 until \
+             it is deleted"
+        );
     }
 }
 
@@ -69,14 +102,15 @@ pub(super) fn activity(idle: bool) -> Activity {
     }
 }
 
-/// A profile as the scripts return it: JSON text, `""` for none. What does
-/// not pass [`Profile::from_json`] (a hand edit) is no profile.
-pub(super) fn profile(v: Value) -> Result<Option<Profile>, StoreError> {
+/// A profile as the scripts return it: JSON text, `""` for none, with
+/// only `claims` (the current `PROFILE_CLAIMS`). What does not pass
+/// [`Profile::from_json_within`] (a hand edit) is no profile.
+pub(super) fn profile(v: Value, claims: &[String]) -> Result<Option<Profile>, StoreError> {
     let text = text(v)?;
     Ok(if text.is_empty() {
         None
     } else {
-        Profile::from_json(&text)
+        Profile::from_json_within(&text, claims)
     })
 }
 
@@ -134,12 +168,20 @@ pub(super) fn parse_history(
             let Some(id) = modules.by_code(code) else {
                 continue; // a module no longer in the registry
             };
-            let n: u64 = value.parse().map_err(|_| malformed("history value"))?;
+            // A value the scripts did not write (a hand edit) is ignored:
+            // not a count, or a peak outside its own minute.
+            let Ok(n) = value.parse::<u64>() else {
+                continue;
+            };
             let minute = &mut bucket.modules[id.index()];
             match field {
                 "s" => minute.sample = Some(n),
                 "p" => minute.peak = n,
-                "pa" => minute.peak_at = Millis::try_from(n).ok(),
+                "pa" => {
+                    minute.peak_at = Millis::try_from(n)
+                        .ok()
+                        .filter(|at| (bucket.start..bucket.start + 60_000).contains(at));
+                }
                 "st" => minute.started = n,
                 "e" => minute.ended = n,
                 "ems" => minute.ended_ms = n,

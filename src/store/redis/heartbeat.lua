@@ -2,7 +2,8 @@
 -- [9] page ("" = none), [10] resource ("" = none), [11] sessions per user cap,
 -- [12] "1" idle / "0" active, [13] profile JSON ("" = none), [14] "1" hidden,
 -- [15] events bound (0: events off; see events.lua)
--- Returns {activeUsers, now, ended sessions (code, length ms, expired)...}.
+-- Returns {activeUsers, now, 1 if the shard held no day yet (see roll_day),
+-- ended sessions (code, length ms, expired)...}.
 local user, field, code, page, resource = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 local cap = tonumber(ARGV[11])
 local idle = ARGV[12] == '1' and 1 or nil
@@ -105,8 +106,10 @@ if old_profile ~= profile or was_hidden ~= hidden then
 end
 if profile ~= '' then
   redis.call('HSET', PROFILE_KEY, user, profile)
+  redis.call('ZADD', PROFILE_TIME_KEY, NOW, user)
 else
   redis.call('HDEL', PROFILE_KEY, user)
+  redis.call('ZREM', PROFILE_TIME_KEY, user)
 end
 if hidden then
   redis.call('SADD', HIDDEN_KEY, user)
@@ -116,4 +119,4 @@ end
 see_peak(code, live_count(pres_key(code)))
 publish_changes()
 if EVENTS then events_flush() end
-return { live_count(ANY_KEY), NOW, unpack(ENDED) }
+return { live_count(ANY_KEY), NOW, FRESH and 1 or 0, unpack(ENDED) }

@@ -1,6 +1,6 @@
 -- ARGV[6] user, [7] "all", or "one" with [8] the client field, [9] events
 -- bound (0: events off; see events.lua).
--- Returns {sessions that were live, now, ended sessions (code, length ms,
+-- Returns {sessions that were live, now, 0, ended sessions (code, length ms,
 -- expired)...}.
 local user, mode, which = ARGV[6], ARGV[7], ARGV[8]
 local EVENTS = events_on(ARGV[9])
@@ -31,4 +31,4 @@ if view and left then ev_step(user, view, sessions, was_hidden, NOW, 'left') end
 if next(touched) then refresh_presence(user, sessions, touched) end
 publish_changes()
 if EVENTS then events_flush() end
-return { ended, NOW, unpack(ENDED) }
+return { ended, NOW, 0, unpack(ENDED) }

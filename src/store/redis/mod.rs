@@ -10,6 +10,10 @@
 //! masters.
 //! - `{REDIS_KEY_PREFIX}:shards`: the shard count in use, recorded by the
 //!   first instance; an instance configured with another refuses to start.
+//!   Running instances read it again at every sweep and whenever a shard
+//!   is found without its day (its data lost), recording it again if
+//!   missing; one that finds another count refuses every call (503) until
+//!   it matches again.
 //! - `{p}:sess:<user>` hash: client id (`""` for the default session) to the
 //!   session as JSON (module, startedAt, resourceSince, lastSeen, page,
 //!   resource); the source of truth. Expires `SESSION_TTL` + 1 h after the
@@ -28,7 +32,10 @@
 //! - `{p}:awake:<code>` sorted sets: each user's latest live heartbeat of an
 //!   active session in the module; `idleNow` is `activeNow` less its count.
 //! - Per user, not per session: `{p}:seen` (sorted set, latest heartbeat,
-//!   for user status), `{p}:prof` (hash, the latest token's profile JSON)
+//!   for user status), `{p}:prof` (hash, the latest token's profile JSON,
+//!   served with the current `PROFILE_CLAIMS` only) and `{p}:proftime`
+//!   (sorted set, when each kept profile was last written: the sweeper
+//!   removes a profile `PROFILE_KEEP` after the user's last session)
 //!   and `{p}:hidden` (set, users whose latest token hid them).
 //! - With webhooks on, `{p}:events` (stream): the shard's presence events,
 //!   appended by the script that makes the change; see `outbox.rs` for it
@@ -92,7 +99,7 @@ mod scripts;
 mod session_store;
 mod shards;
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -107,6 +114,7 @@ use shards::Shard;
 use super::SessionObserver;
 use super::watch::Watchers;
 use crate::clock::Clock;
+use crate::config::ProfileClaims;
 use crate::domain::Modules;
 
 /// Connection and response timeout for Redis calls.
@@ -134,6 +142,10 @@ pub struct RedisConfig {
     /// (`WEBHOOK_QUEUE_MAX`); 0: webhooks are off and the scripts write no
     /// events.
     pub events_max: usize,
+    /// `PROFILE_CLAIMS`: a profile is served with only these, whatever
+    /// the instance that wrote it kept (another version, a restart with
+    /// other settings).
+    pub profile_claims: ProfileClaims,
 }
 
 impl RedisConfig {
@@ -147,6 +159,7 @@ impl RedisConfig {
             timezone: args.stats_timezone,
             max_sessions_per_user: usize::from(args.max_sessions_per_user),
             events_max: 0,
+            profile_claims: args.jwt.profile_claims.clone(),
         }
     }
 }
@@ -171,8 +184,9 @@ pub struct RedisStore {
     /// Each shard's users active anywhere, as its latest answer said: the
     /// other shards' part of a heartbeat's `activeUsers`.
     anywhere: Arc<[AtomicU64]>,
-    /// Set once Redis is known to hold as many shards as configured.
-    layout_checked: Arc<tokio::sync::OnceCell<()>>,
+    /// The shard count Redis recorded when last read, plus one; 0 before
+    /// the first read. Calls are refused while it differs from ours.
+    layout_seen: Arc<AtomicU32>,
     codes: String,
     config: Arc<RedisConfig>,
     time: TimeSource,
@@ -221,7 +235,7 @@ impl RedisStore {
             anywhere: shards.iter().map(|_| AtomicU64::new(0)).collect(),
             shards,
             base_tag,
-            layout_checked: Arc::default(),
+            layout_seen: Arc::default(),
             codes,
             config: Arc::new(config),
             time,

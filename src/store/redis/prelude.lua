@@ -17,6 +17,15 @@ if not NOW then
   NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local CUTOFF = NOW - TTL
+-- A user last seen at or before this has no profile any more: one day
+-- (PROFILE_KEEP) after their last session expired; Ttl::profile_cutoff in
+-- src/store/ttl.rs says the same. Change them together.
+local PROFILE_CUTOFF = CUTOFF - 24 * 3600 * 1000
+-- Every score these scripts write is a NOW, so a live one lies in
+-- (CUTOFF, NOW]; SKEW allows for Redis's clock stepping back a little.
+-- Anything later (+inf, year 10000: a hand edit) is never counted.
+local SKEW = 60000
+local LATEST = NOW + SKEW
 local SEP = '\31'
 local DAY_KEEP_S = 2 * 24 * 3600
 
@@ -57,9 +66,11 @@ end
 local TIME_KEY = P .. ':time'
 local ANY_KEY = P .. ':any'
 -- Per user, not per session: latest heartbeat (sorted set), profile JSON
--- (hash) and whether the latest token hid them (set).
+-- (hash) with when it was last written (sorted set, for the sweeper), and
+-- whether the latest token hid them (set).
 local SEEN_KEY = P .. ':seen'
 local PROFILE_KEY = P .. ':prof'
+local PROFILE_TIME_KEY = P .. ':proftime'
 local HIDDEN_KEY = P .. ':hidden'
 
 -- Whether string a sorts before b byte by byte (Lua's `<` on strings
@@ -79,12 +90,19 @@ local function sadd_all(key, members)
   end
 end
 
+-- Set by roll_day when this shard held no day yet: new, or its data lost
+-- (FLUSHALL, a restart without persistence). The instance then checks the
+-- recorded shard count again (see shards.rs), at no cost to other calls.
+local FRESH = false
+
 -- At the first call of a new local day, today becomes the users live at its
 -- midnight (they are here today, and activeNow <= today must hold). Days
--- only move forward.
+-- only move forward. A day that is not a date (a hand edit) is replaced.
 local function roll_day()
   if not DAY then return end
   local current = redis.call('GET', P .. ':day')
+  if not current then FRESH = true end
+  if current and not string.match(current, '^%d%d%d%d%-%d%d%-%d%d$') then current = nil end
   if current and current >= DAY then return end
   redis.call('SET', P .. ':day', DAY)
   for _, code in ipairs(CODES) do
@@ -160,9 +178,15 @@ end
 local HIST_KEEP_S = 25 * 3600
 local function hist_key(t) return P .. ':hist:' .. string.format('%d', t - (t % 60000)) end
 
+-- A count that is not an integer (a hand edit) starts again from `by`; a
+-- key that is not a hash fails the call (WRONGTYPE, an outage: 503).
 local function hist_incr(t, field, by)
   local key = hist_key(t)
-  redis.call('HINCRBY', key, field, by)
+  local r = redis.pcall('HINCRBY', key, field, by)
+  if type(r) == 'table' and r.err then
+    if string.find(r.err, 'WRONGTYPE', 1, true) then redis.call('HINCRBY', key, field, by) end
+    redis.call('HSET', key, field, by)
+  end
   redis.call('EXPIRE', key, HIST_KEEP_S)
 end
 
@@ -183,7 +207,7 @@ end
 -- Raises this minute's peak of a module to n if higher.
 local function see_peak(code, n)
   local key = hist_key(NOW)
-  local peak = tonumber(redis.call('HGET', key, code .. ':p') or '0')
+  local peak = tonumber(redis.call('HGET', key, code .. ':p') or '0') or 0
   if n > peak then
     redis.call('HSET', key, code .. ':p', n, code .. ':pa', string.format('%d', NOW))
     redis.call('EXPIRE', key, HIST_KEEP_S)
@@ -239,5 +263,5 @@ local function repair_presence(user)
 end
 
 local function live_count(key)
-  return redis.call('ZCOUNT', key, '(' .. CUTOFF, '+inf')
+  return redis.call('ZCOUNT', key, '(' .. CUTOFF, LATEST)
 end

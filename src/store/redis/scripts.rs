@@ -79,22 +79,29 @@ pub(super) struct DayWindow {
 }
 
 impl RedisStore {
-    /// Calls a script whose reply is two integers followed by the sessions
-    /// it ended (code, length ms, expired), tells the observer of those, and
-    /// returns the two integers.
+    /// Calls a script whose reply is three integers (a count, "now", and 1
+    /// when the shard held no day yet) followed by the sessions it ended
+    /// (code, length ms, expired), tells the observer of those, and returns
+    /// the count and "now". A shard without a day may have lost its data,
+    /// the recorded shard count with it: that is checked again, and
+    /// recorded again when missing, before the answer counts.
     pub(super) async fn call_ending(
         &self,
         inv: &ScriptInvocation<'_>,
     ) -> Result<(i64, Millis), StoreError> {
         let flat: Vec<Value> = self.call(inv).await?;
-        self.ending(flat)
+        let (first, at, fresh) = self.ending(flat)?;
+        if fresh {
+            self.verify_layout().await?;
+        }
+        Ok((first, at))
     }
 
     /// Reads a reply of two integers followed by ended sessions; see
     /// [`call_ending`](Self::call_ending).
-    pub(super) fn ending(&self, flat: Vec<Value>) -> Result<(i64, Millis), StoreError> {
+    pub(super) fn ending(&self, flat: Vec<Value>) -> Result<(i64, Millis, bool), StoreError> {
         let mut it = flat.into_iter();
-        let (Some(first), Some(at)) = (it.next(), it.next()) else {
+        let (Some(first), Some(at), Some(fresh)) = (it.next(), it.next(), it.next()) else {
             return Err(malformed("short reply"));
         };
         while let (Some(code), Some(length), Some(expired)) = (it.next(), it.next(), it.next()) {
@@ -106,7 +113,7 @@ impl RedisStore {
             self.observer
                 .sessions_ended(&text(code)?, int(&expired)? == 1, &[seconds]);
         }
-        Ok((int(&first)?, int(&at)?))
+        Ok((int(&first)?, int(&at)?, int(&fresh)? == 1))
     }
 
     /// Yesterday's, today's and tomorrow's local start as the instance's

@@ -126,7 +126,7 @@ impl SessionStore for RedisStore {
                     since: int(&since)?,
                     last_seen: int(&last)?,
                     state: activity(int(&idle)? == 1),
-                    profile: profile(prof)?,
+                    profile: profile(prof, &self.config.profile_claims.0)?,
                 });
             }
         }
@@ -181,7 +181,7 @@ impl SessionStore for RedisStore {
                         ids
                     },
                     last_seen: text(seen)?.parse().ok(),
-                    profile: profile(prof)?,
+                    profile: profile(prof, &self.config.profile_claims.0)?,
                 };
                 found.insert(*user, status);
             }
@@ -262,6 +262,9 @@ impl SessionStore for RedisStore {
     }
 
     async fn sweep(&self) -> Result<usize, StoreError> {
+        // Periodically, then: the shard count recorded in Redis is read
+        // again, and recorded again if Redis lost it.
+        self.verify_layout().await?;
         let batch = SWEEP_BATCH.to_string();
         let events_max = self.config.events_max.to_string();
         let mut total = 0;
@@ -271,7 +274,7 @@ impl SessionStore for RedisStore {
                 .await?;
             let mut full = false;
             for flat in replies {
-                let (removed, _at) = self.ending(flat)?;
+                let (removed, _at, _) = self.ending(flat)?;
                 total += usize::try_from(removed).unwrap_or(0);
                 full |= removed >= SWEEP_BATCH;
             }
@@ -318,6 +321,8 @@ impl SessionStore for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        // Not ready while Redis records another shard count.
+        self.layout_refusal()?;
         let mut conn = self.conn.clone();
         redis::cmd("PING")
             .query_async::<String>(&mut conn)

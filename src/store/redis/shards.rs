@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use futures_util::future::try_join_all;
 use redis::{FromRedisValue, Script, Value};
@@ -88,7 +89,7 @@ impl RedisStore {
 
     /// The shard count recorded in Redis for this key prefix, recording the
     /// configured one when there is none yet (1 when data from before shards
-    /// is there).
+    /// is there): at start-up, and again when Redis lost it.
     ///
     /// # Errors
     /// Redis cannot be reached.
@@ -108,23 +109,61 @@ impl RedisStore {
     }
 
     /// Refuses every call until Redis is known to hold as many shards as
-    /// configured: with another count, users would be looked for in the
-    /// wrong shards. Checked once; start-up exits on a mismatch.
+    /// configured, and while it records another count: users would be
+    /// looked for in the wrong shards. Read once here; read again by
+    /// [`verify_layout`](Self::verify_layout). Start-up exits on a mismatch.
     pub(super) async fn check_layout(&self) -> Result<(), StoreError> {
-        if self.layout_checked.initialized() {
-            return Ok(());
+        if self.layout_seen.load(Ordering::Relaxed) == 0 {
+            return self.verify_layout().await;
         }
-        self.layout_checked
-            .get_or_try_init(|| async {
-                let recorded = self.recorded_shards().await?;
-                if usize::from(recorded) == self.shards.len() {
-                    Ok(())
-                } else {
-                    Err(StoreError::Backend(self.shard_mismatch(recorded)))
-                }
-            })
-            .await
-            .map(|_| ())
+        self.layout_refusal()
+    }
+
+    /// The refusal while the count Redis recorded, when last read, is not
+    /// ours: an outage to the clients (503 `store_unavailable`).
+    pub(super) fn layout_refusal(&self) -> Result<(), StoreError> {
+        match self.layout_seen.load(Ordering::Relaxed) {
+            0 => Ok(()),
+            seen if usize::try_from(seen - 1).ok() == Some(self.shards.len()) => Ok(()),
+            seen => Err(StoreError::Unavailable(format!(
+                "REDIS_SHARDS {}",
+                self.shard_mismatch(u16::try_from(seen - 1).unwrap_or(u16::MAX))
+            ))),
+        }
+    }
+
+    /// Reads the shard count recorded in Redis again (recording ours when
+    /// Redis lost it), remembers it, and says so when it changed: an error
+    /// naming `REDIS_SHARDS` and both counts when it is not ours, once per
+    /// change, and when it is ours again.
+    ///
+    /// # Errors
+    /// Redis cannot be reached, or records another count.
+    pub(super) async fn verify_layout(&self) -> Result<(), StoreError> {
+        let recorded = self.recorded_shards().await?;
+        let before = self
+            .layout_seen
+            .swap(u32::from(recorded) + 1, Ordering::Relaxed);
+        let ours = usize::from(recorded) == self.shards.len();
+        // The first read is start-up's to report (it exits on a mismatch).
+        if before != 0 && before != u32::from(recorded) + 1 {
+            if ours {
+                tracing::info!(
+                    shards = recorded,
+                    "REDIS_SHARDS: Redis records {recorded} shard(s) again, as configured; serving"
+                );
+            } else {
+                tracing::error!(
+                    configured = self.shards.len(),
+                    recorded,
+                    "REDIS_SHARDS: {}; another instance with REDIS_SHARDS={recorded} recorded its \
+                     count (after Redis lost its data?), so this one answers 503 until the two \
+                     agree",
+                    self.shard_mismatch(recorded)
+                );
+            }
+        }
+        self.layout_refusal()
     }
 
     /// What is wrong when Redis holds `recorded` shards.

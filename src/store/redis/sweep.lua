@@ -1,6 +1,6 @@
 -- ARGV[6] batch size, [7] events bound (0: events off; see events.lua).
 -- Removes up to a batch of expired sessions and prunes the presence sets.
--- Returns {removed, now, ended sessions (code, length ms, expired)...}.
+-- Returns {removed, now, 0, ended sessions (code, length ms, expired)...}.
 local batch = tonumber(ARGV[6])
 local EVENTS = events_on(ARGV[7])
 -- With events on, per user met: their sessions, whether hidden, and their
@@ -40,6 +40,14 @@ for _, code in ipairs(CODES) do
   redis.call('ZREMRANGEBYSCORE', msess_key(code), '-inf', CUTOFF)
 end
 redis.call('ZREMRANGEBYSCORE', ANY_KEY, '-inf', CUTOFF)
+-- Profiles a day past their user's last session: forgotten, a batch at a
+-- time (profiles written before `proftime` existed are not served past
+-- PROFILE_CUTOFF either, and join it at the user's next heartbeat).
+local stale = redis.call('ZRANGE', PROFILE_TIME_KEY, '-inf', PROFILE_CUTOFF, 'BYSCORE', 'LIMIT', 0, batch)
+for _, user in ipairs(stale) do
+  redis.call('HDEL', PROFILE_KEY, user)
+  redis.call('ZREM', PROFILE_TIME_KEY, user)
+end
 publish_changes()
 if EVENTS then events_flush() end
-return { #expired, NOW, unpack(ENDED) }
+return { #expired, NOW, 0, unpack(ENDED) }

@@ -29,8 +29,17 @@ for i = 6, #ARGV do
     out[#out + 1] = state
     out[#out + 1] = table.concat(modules, ',')
     local seen = redis.call('ZSCORE', SEEN_KEY, user)
-    out[#out + 1] = seen and string.format('%d', tonumber(seen)) or ''
-    out[#out + 1] = redis.call('HGET', PROFILE_KEY, user) or ''
+    -- A score no heartbeat wrote (before 2000, after now: a hand edit)
+    -- is unknown, never shown as 1970 or year 10000.
+    seen = tonumber(seen)
+    local plausible = seen and seen >= 946684800000 and seen <= LATEST
+    out[#out + 1] = plausible and string.format('%d', seen) or ''
+    -- A profile is served until PROFILE_CUTOFF, swept or not.
+    local profile = ''
+    if seen and seen > PROFILE_CUTOFF then
+      profile = redis.call('HGET', PROFILE_KEY, user) or ''
+    end
+    out[#out + 1] = profile
   end
 end
 return out
