@@ -346,3 +346,77 @@ impl MemoryLog {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Kind;
+
+    fn event(user: &str) -> Event {
+        Event {
+            kind: Kind::UserOnline,
+            at: 1_000,
+            user: user.to_owned(),
+            module: Some("pms".into()),
+            resource: None,
+            reason: None,
+            state: None,
+            hidden: false,
+        }
+    }
+
+    fn users(entries: &[Entry]) -> Vec<&str> {
+        entries.iter().map(|e| e.event.user.as_str()).collect()
+    }
+
+    #[test]
+    fn a_full_queue_drops_its_oldest_events_and_counts_them() {
+        let outbox = MemoryOutbox::new(["a".to_owned()], 3);
+        outbox.append(1_000, ["1", "2", "3", "4", "5"].map(event));
+        assert_eq!(users(&outbox.read(&Cursor::default(), 10)), ["3", "4", "5"]);
+        assert_eq!(outbox.lock().dropped, 2);
+    }
+
+    #[test]
+    fn each_endpoint_reads_from_its_cursor_and_what_all_are_past_is_trimmed() {
+        let outbox = MemoryOutbox::new(["a".to_owned(), "b".to_owned()], 100);
+        outbox.append(1_000, ["1", "2"].map(event));
+        outbox.append(1_000, ["3"].map(event));
+        let all = outbox.read(&outbox.committed("a"), 10);
+        assert_eq!(users(&all), ["1", "2", "3"]);
+        // Ids go up within a millisecond, and are the events' stable ids.
+        assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+        assert_eq!(all[1].event_id(), "evt_0_1000-1");
+        let mut past_two = Cursor::default();
+        past_two.advance(&all[1]);
+        outbox.commit("a", &past_two);
+        assert_eq!(users(&outbox.read(&outbox.committed("a"), 10)), ["3"]);
+        assert_eq!(outbox.backlog("a").events, 1);
+        assert_eq!(outbox.backlog("b").events, 3, "b has read nothing");
+        assert_eq!(outbox.lock().entries.len(), 3, "b still needs them");
+        outbox.commit("b", &past_two);
+        assert_eq!(outbox.lock().entries.len(), 1, "both are past two");
+    }
+
+    #[test]
+    fn a_restored_log_keeps_the_cursors_of_the_endpoints_still_configured() {
+        let before = MemoryOutbox::new(["a".to_owned(), "gone".to_owned()], 100);
+        before.append(1_000, ["1", "2"].map(event));
+        let first = before.read(&Cursor::default(), 1);
+        let mut past_one = Cursor::default();
+        past_one.advance(&first[0]);
+        before.commit("a", &past_one);
+        let saved = before.lock().clone();
+
+        let after = MemoryOutbox::new(["a".to_owned(), "new".to_owned()], 100);
+        after.restore(saved);
+        assert_eq!(users(&after.read(&after.committed("a"), 10)), ["2"]);
+        assert_eq!(
+            after.backlog("new").events,
+            0,
+            "a new endpoint starts after what was saved"
+        );
+        after.append(2_000, ["3"].map(event));
+        assert_eq!(users(&after.read(&after.committed("new"), 10)), ["3"]);
+    }
+}
