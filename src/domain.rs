@@ -416,6 +416,86 @@ fn json_len(s: &str) -> usize {
     serde_json::to_string(s).map_or(usize::MAX / 4, |q| q.len())
 }
 
+/// A presence event's type (contract section 9), as `WEBHOOK_EVENTS`
+/// names it and a webhook delivery sends it (`events::Kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum EventKind {
+    /// A user with no session starts one.
+    #[serde(rename = "user.online")]
+    UserOnline,
+    /// A user's last session ends.
+    #[serde(rename = "user.offline")]
+    UserOffline,
+    /// A user's first session in a module.
+    #[serde(rename = "module.enter")]
+    ModuleEnter,
+    /// A user's last session in a module ends or moves away.
+    #[serde(rename = "module.leave")]
+    ModuleLeave,
+    /// A user's first session on a resource.
+    #[serde(rename = "resource.join")]
+    ResourceJoin,
+    /// A user's last session on a resource ends or moves away.
+    #[serde(rename = "resource.leave")]
+    ResourceLeave,
+    /// A resource's first viewer.
+    #[serde(rename = "resource.occupied")]
+    ResourceOccupied,
+    /// A resource's last viewer left.
+    #[serde(rename = "resource.vacated")]
+    ResourceVacated,
+    /// A user's state turned active or idle.
+    #[serde(rename = "user.state")]
+    UserState,
+}
+
+impl EventKind {
+    /// Every type, in the contract's order.
+    pub const ALL: [Self; 9] = [
+        Self::UserOnline,
+        Self::UserOffline,
+        Self::ModuleEnter,
+        Self::ModuleLeave,
+        Self::ResourceJoin,
+        Self::ResourceLeave,
+        Self::ResourceOccupied,
+        Self::ResourceVacated,
+        Self::UserState,
+    ];
+
+    /// The type as the contract names it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::UserOnline => "user.online",
+            Self::UserOffline => "user.offline",
+            Self::ModuleEnter => "module.enter",
+            Self::ModuleLeave => "module.leave",
+            Self::ResourceJoin => "resource.join",
+            Self::ResourceLeave => "resource.leave",
+            Self::ResourceOccupied => "resource.occupied",
+            Self::ResourceVacated => "resource.vacated",
+            Self::UserState => "user.state",
+        }
+    }
+
+    /// The type named `name`, if any.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// The event that cancels this leave-type event within the leave
+    /// grace; `None` for the others.
+    pub const fn counterpart(self) -> Option<Self> {
+        match self {
+            Self::UserOffline => Some(Self::UserOnline),
+            Self::ModuleLeave => Some(Self::ModuleEnter),
+            Self::ResourceLeave => Some(Self::ResourceJoin),
+            Self::ResourceVacated => Some(Self::ResourceOccupied),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -178,18 +178,12 @@ pub async fn serve(
         store::Store::Memory(_) => None,
     };
     let deliverers = match &state.webhooks {
-        Some(w) => webhooks::spawn_all(
-            &w.settings,
-            &w.outbox,
-            &w.board,
-            &state.clock,
-            &state.metrics,
-            &cancel,
-        )
-        .unwrap_or_else(|e| {
-            tracing::error!(error = %e, "cannot start webhook delivery: no HTTP client");
-            Vec::new()
-        }),
+        Some(w) => {
+            webhooks::spawn_all(w, &state.clock, &state.metrics, &cancel).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot start webhook delivery: no HTTP client");
+                Vec::new()
+            })
+        }
         None => Vec::new(),
     };
     let signal = cancel.clone();

@@ -38,7 +38,7 @@ pub use redis::{DEFAULT_REDIS_URL, RedisTopology};
 pub use serve::{LogFormat, RateLimit, ServeArgs, StoreKind};
 use state_file::check_state_file;
 pub(crate) use state_file::directory_of;
-pub use webhooks::{EVENT_TYPES, WebhookArgs, WebhookEndpoint, WebhookSecret, Webhooks};
+pub use webhooks::{WebhookArgs, WebhookEndpoint, WebhookSecret, Webhooks};
 
 /// Live presence for a web product: who is active in which module, now,
 /// today and ever.

@@ -16,21 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::ConfigError;
 use super::parse::parse_duration;
-
-/// The event types, as the contract names them. The event model
-/// (`events::Kind`) lives in a higher layer; its tests check that both
-/// lists agree.
-pub const EVENT_TYPES: [&str; 9] = [
-    "user.online",
-    "user.offline",
-    "module.enter",
-    "module.leave",
-    "resource.join",
-    "resource.leave",
-    "resource.occupied",
-    "resource.vacated",
-    "user.state",
-];
+use crate::domain::EventKind;
 
 /// The webhook settings of `presence serve`.
 #[derive(Clone, Args)]
@@ -102,7 +88,7 @@ pub struct Webhooks {
     /// The signing key.
     pub secret: WebhookSecret,
     /// The event types sent (contract names); `None`: all of them.
-    pub events: Option<Vec<String>>,
+    pub events: Option<Vec<EventKind>>,
     /// `WEBHOOK_LEAVE_GRACE` (zero: off).
     pub leave_grace: Duration,
     /// `WEBHOOK_TIMEOUT`, per attempt.
@@ -115,10 +101,10 @@ pub struct Webhooks {
 
 impl Webhooks {
     /// Whether events of type `name` (a contract name) are sent.
-    pub fn sends(&self, name: &str) -> bool {
+    pub fn sends(&self, kind: EventKind) -> bool {
         self.events
             .as_ref()
-            .is_none_or(|events| events.iter().any(|e| e == name))
+            .is_none_or(|events| events.contains(&kind))
     }
 }
 
@@ -281,21 +267,24 @@ impl WebhookArgs {
             }
             endpoints.push(endpoint);
         }
-        let mut events: Vec<String> = Vec::new();
+        let mut events: Vec<EventKind> = Vec::new();
         for name in self.webhook_events.iter().map(|e| e.trim()) {
-            if name.is_empty() || events.iter().any(|e| e == name) {
+            if name.is_empty() {
                 continue;
             }
-            if !EVENT_TYPES.contains(&name) {
-                return Err(ConfigError::new(
+            let kind = EventKind::parse(name).ok_or_else(|| {
+                let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+                ConfigError::new(
                     "WEBHOOK_EVENTS",
                     format!(
                         "`{name}` is not an event type; expected some of {}",
-                        EVENT_TYPES.join(", ")
+                        known.join(", ")
                     ),
-                ));
+                )
+            })?;
+            if !events.contains(&kind) {
+                events.push(kind);
             }
-            events.push(name.to_owned());
         }
         if self.webhook_timeout.is_zero() {
             return Err(ConfigError::new("WEBHOOK_TIMEOUT", "must be above zero"));
@@ -353,7 +342,7 @@ mod tests {
         assert_ne!(first.key, w.endpoints[1].key);
         assert_eq!(w.endpoints[1].display, "http://127.0.0.1:9000/h");
         assert_eq!(w.secret.expose().len(), 24);
-        assert!(w.events.is_none() && w.sends("user.state"));
+        assert!(w.events.is_none() && w.sends(EventKind::UserState));
         assert_eq!(w.leave_grace, Duration::from_secs(5));
         assert_eq!(w.timeout, Duration::from_secs(5));
         assert_eq!(w.retry_for, Duration::from_secs(3600));
@@ -473,9 +462,9 @@ mod tests {
         let w = webhooks(&args).unwrap().unwrap();
         assert_eq!(
             w.events.as_deref(),
-            Some(&["user.online".to_owned(), "resource.leave".to_owned()][..])
+            Some(&[EventKind::UserOnline, EventKind::ResourceLeave][..])
         );
-        assert!(w.sends("resource.leave") && !w.sends("user.state"));
+        assert!(w.sends(EventKind::ResourceLeave) && !w.sends(EventKind::UserState));
         let mut args = base.to_vec();
         args.extend(["--webhook-events", "user.online,user.away"]);
         let err = error(&args);

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{DemoKeys, KeySource, Verifier};
 use crate::clock::Clock;
-use crate::config::{Config, ConfigError, Visibility, Webhooks};
+use crate::config::{Config, ConfigError, Visibility};
 use crate::domain::Modules;
 use crate::http::server::Limits;
 use crate::http::sse::Streams;
@@ -18,7 +18,7 @@ use crate::limiter::UserRateLimiter;
 use crate::metrics::Metrics;
 use crate::store::memory::snapshot::Snapshots;
 use crate::store::{Store, TimeSource};
-use crate::webhooks::{MemoryOutbox, Outbox, StatusBoard};
+use crate::webhooks::Webhooking;
 
 /// Shared by every request. One `Arc`: axum's extractors and middleware
 /// clone the state for every request, and a clone of the fields one by one
@@ -144,37 +144,5 @@ impl AppState {
             limits: Arc::new(Limits::from_args(&config.args)),
             webhooks,
         })))
-    }
-}
-
-/// With `WEBHOOK_URL`: what the deliverers read and what they report.
-#[derive(Debug)]
-pub struct Webhooking {
-    /// The `WEBHOOK_*` settings.
-    pub settings: Webhooks,
-    /// Where the store's events wait.
-    pub outbox: Outbox,
-    /// What each endpoint's deliverer reports.
-    pub board: StatusBoard,
-}
-
-impl Webhooking {
-    /// Events on for `store` (on Redis, its scripts write them as
-    /// `Store::open` was told), into an outbox for `settings`' endpoints.
-    fn open(settings: &Webhooks, store: &Store) -> Self {
-        let keys = settings.endpoints.iter().map(|e| e.key.clone());
-        let outbox = match store {
-            Store::Memory(memory) => {
-                let outbox = Arc::new(MemoryOutbox::new(keys, settings.queue_max));
-                memory.send_events_to(outbox.clone());
-                Outbox::Memory(outbox)
-            }
-            Store::Redis(redis) => Outbox::Redis(redis.outbox(keys)),
-        };
-        Self {
-            settings: settings.clone(),
-            outbox,
-            board: StatusBoard::new(&settings.endpoints),
-        }
     }
 }

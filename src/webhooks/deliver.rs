@@ -436,7 +436,7 @@ impl Deliverer {
         }
     }
 
-    /// Counts the backlog for the status and the metrics, every
+    /// Counts the backlog for the metrics, every
     /// [`Settings::report_every`], and the events dropped from full queues.
     async fn report(&mut self) {
         if self
@@ -450,7 +450,6 @@ impl Deliverer {
             Ok(backlog) => {
                 let now = self.clock.now_ms();
                 let age = backlog.oldest_at.map(|at| age_of(at, now));
-                self.status.set_backlog(backlog.events, backlog.oldest_at);
                 self.metrics
                     .webhook_backlog(&self.endpoint.display, backlog.events, age);
             }

@@ -27,37 +27,70 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::config::Webhooks;
 use crate::metrics::Metrics;
+use crate::store::Store;
 
 pub use deliver::Settings;
 pub use outbox::{Backlog, Cursor, Entry, MemoryLog, MemoryOutbox, Outbox, StreamId};
 pub use status::{EndpointStatus, Failure, StatusBoard, WebhookStatus};
 
-/// Starts one deliverer per endpoint of `webhooks`, reading `outbox` and
-/// reporting into `board` (made with [`StatusBoard::new`] for the same
-/// endpoints) until `cancel` fires; their handles, to await at shutdown.
+/// With `WEBHOOK_URL`: what the deliverers read and what they report.
+#[derive(Debug)]
+pub struct Webhooking {
+    /// The `WEBHOOK_*` settings.
+    pub settings: Webhooks,
+    /// Where the store's events wait.
+    pub outbox: Outbox,
+    /// What each endpoint's deliverer reports.
+    pub board: StatusBoard,
+}
+
+impl Webhooking {
+    /// Events on for `store` (on Redis, its scripts write them as
+    /// `Store::open` was told), into an outbox for `settings`' endpoints.
+    pub fn open(settings: &Webhooks, store: &Store) -> Self {
+        let keys = settings.endpoints.iter().map(|e| e.key.clone());
+        let outbox = match store {
+            Store::Memory(memory) => {
+                let outbox = Arc::new(MemoryOutbox::new(keys, settings.queue_max));
+                memory.send_events_to(outbox.clone());
+                Outbox::Memory(outbox)
+            }
+            Store::Redis(redis) => Outbox::Redis(redis.outbox(keys)),
+        };
+        Self {
+            settings: settings.clone(),
+            outbox,
+            board: StatusBoard::new(&settings.endpoints),
+        }
+    }
+}
+
+/// Starts one deliverer per endpoint of `webhooks`, reporting into its
+/// board, until `cancel` fires; their handles, to await at shutdown.
 ///
 /// # Errors
 /// When the HTTP client cannot be built (its TLS back end).
 pub fn spawn_all(
-    webhooks: &crate::config::Webhooks,
-    outbox: &Outbox,
-    board: &StatusBoard,
+    webhooks: &Webhooking,
     clock: &Arc<dyn Clock>,
     metrics: &Arc<Metrics>,
     cancel: &CancellationToken,
 ) -> Result<Vec<JoinHandle<()>>, reqwest::Error> {
-    let settings = Arc::new(Settings::new(webhooks)?);
+    let settings = Arc::new(Settings::new(&webhooks.settings)?);
     Ok(webhooks
+        .settings
         .endpoints
         .iter()
         .map(|endpoint| {
-            let status = board
+            let status = webhooks
+                .board
                 .endpoint(&endpoint.key)
                 .unwrap_or_else(|| EndpointStatus::detached(endpoint));
             tokio::spawn(deliver::run(
                 endpoint.clone(),
-                outbox.clone(),
+                webhooks.outbox.clone(),
                 settings.clone(),
                 clock.clone(),
                 metrics.clone(),

@@ -29,10 +29,9 @@ pub(super) const MAX_BATCH: usize = 100;
 pub(super) struct Filter([bool; Kind::ALL.len()]);
 
 impl Filter {
-    /// Every type, or only those named (contract names; unknown names are
-    /// ignored, the configuration has refused them).
-    pub(super) fn new(names: Option<&[String]>) -> Self {
-        Self(Kind::ALL.map(|k| names.is_none_or(|n| n.iter().any(|n| n == k.as_str()))))
+    /// Every type, or only `kinds`.
+    pub(super) fn new(kinds: Option<&[Kind]>) -> Self {
+        Self(Kind::ALL.map(|k| kinds.is_none_or(|n| n.contains(&k))))
     }
 
     fn sends(self, kind: Kind) -> bool {
@@ -347,8 +346,8 @@ mod tests {
 
     #[test]
     fn filtered_events_are_skipped_but_still_cancel_a_leave() {
-        let names = ["user.offline".to_owned(), "module.leave".to_owned()];
-        let mut q = Queue::new(Cursor::default(), Filter::new(Some(&names)), GRACE, LINGER);
+        let kinds = [Kind::UserOffline, Kind::ModuleLeave];
+        let mut q = Queue::new(Cursor::default(), Filter::new(Some(&kinds)), GRACE, LINGER);
         q.push(
             entries(
                 &[

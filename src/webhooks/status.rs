@@ -1,7 +1,8 @@
-//! What each endpoint's deliverer reports about itself, for
-//! `GET /api/admin/webhooks` and the dashboard: a [`StatusBoard`] that the
-//! deliverers write and the HTTP layer reads, never holding its lock
-//! across an `.await`.
+//! What each endpoint's deliverer reports about itself (its claim, its
+//! last delivery and failure; the backlog is the outbox's, counted when
+//! asked), for `GET /api/admin/webhooks` and the dashboard: a
+//! [`StatusBoard`] that the deliverers write and the HTTP layer reads,
+//! never holding its lock across an `.await`.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -20,21 +21,10 @@ pub struct WebhookStatus {
     /// Whether this instance delivers to it now (holds its claim); with
     /// several instances on one Redis, one of them does.
     pub delivering: bool,
-    /// Events waiting for it (as last counted, every few seconds).
-    pub events_waiting: u64,
-    /// When the oldest of them happened.
-    pub oldest_event_at: Option<Millis>,
     /// When a batch was last delivered by this instance.
     pub last_delivery_at: Option<Millis>,
     /// The last failed attempt of this instance.
     pub last_failure: Option<Failure>,
-}
-
-impl WebhookStatus {
-    /// The oldest waiting event's age at `now`, in milliseconds.
-    pub fn oldest_event_age_ms(&self, now: Millis) -> Option<Millis> {
-        self.oldest_event_at.map(|at| (now - at).max(0))
-    }
 }
 
 /// A failed delivery attempt.
@@ -109,12 +99,6 @@ impl EndpointStatus {
 
     pub(super) fn set_delivering(&self, delivering: bool) {
         self.lock().delivering = delivering;
-    }
-
-    pub(super) fn set_backlog(&self, events: u64, oldest_at: Option<Millis>) {
-        let mut s = self.lock();
-        s.events_waiting = events;
-        s.oldest_event_at = oldest_at;
     }
 
     pub(super) fn delivered(&self, at: Millis) {

@@ -369,6 +369,17 @@ async fn a_full_redis_is_503_until_it_has_room() {
     app.beat_ok("2", json!({"module": "pms"})).await;
 }
 
+/// A heartbeat of `user` answers 503 `store_unavailable`.
+async fn assert_beat_unavailable(app: &super::helpers::TestApp, user: &str) {
+    let response = app.beat(&app.token(user), json!({"module": "pms"})).await;
+    assert_error(
+        response,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+    )
+    .await;
+}
+
 /// The shard count recorded in Redis is checked by a running instance, not
 /// only at its start: after Redis lost its data (a `FLUSHALL`, a restart
 /// without persistence) the instance records its count again, and one that
@@ -389,13 +400,7 @@ async fn a_running_instance_that_finds_another_shard_count_refuses_writes() {
     // the meantime: the next heartbeat notices.
     redis_cmd(&server, &["FLUSHALL"]);
     redis_cmd(&server, &["SET", &record, "2"]);
-    let response = app.beat(&app.token("2"), json!({"module": "pms"})).await;
-    assert_error(
-        response,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "store_unavailable",
-    )
-    .await;
+    assert_beat_unavailable(&app, "2").await;
     let (status, _) = app.get("/readyz", "").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "/readyz");
 
@@ -412,13 +417,7 @@ async fn a_running_instance_that_finds_another_shard_count_refuses_writes() {
         matches!(swept, Err(presence::store::StoreError::Unavailable(_))),
         "{swept:?}"
     );
-    let response = app.beat(&app.token("2"), json!({"module": "pms"})).await;
-    assert_error(
-        response,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "store_unavailable",
-    )
-    .await;
+    assert_beat_unavailable(&app, "2").await;
 
     // Lost again, record and all: the sweep records this instance's count.
     redis_cmd(&server, &["FLUSHALL"]);
@@ -450,13 +449,7 @@ async fn garbage_in_redis_values_is_503_or_ignored_never_a_500() {
     // A string where this minute's history hash belongs.
     redis_cmd(&server, &["DEL", &hist]);
     redis_cmd(&server, &["SET", &hist, "garbage"]);
-    let response = app.beat(&app.token("2"), json!({"module": "pms"})).await;
-    assert_error(
-        response,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "store_unavailable",
-    )
-    .await;
+    assert_beat_unavailable(&app, "2").await;
     let (status, body) = app.get("/api/admin/history?window=1h", &admin).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     redis_cmd(&server, &["DEL", &hist]);

@@ -396,6 +396,18 @@ fn a_redis_that_may_evict_keys_is_warned_about() {
     );
 }
 
+/// The settings of an instance on `url` with `shards` shards under `prefix`.
+fn sharded<'a>(url: &'a str, shards: &'a str, prefix: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("JWT_SECRET", SECRET),
+        ("JWT_AUDIENCE", "presence"),
+        ("STORE", "redis"),
+        ("REDIS_URL", url),
+        ("REDIS_SHARDS", shards),
+        ("REDIS_KEY_PREFIX", prefix),
+    ]
+}
+
 // The shard count is recorded in Redis by the first instance to start; an
 // instance configured with another exits with status 2, naming
 // REDIS_SHARDS. Data from before shards counts as one shard's.
@@ -405,16 +417,7 @@ fn another_shard_count_than_redis_records_stops_start_up() {
         return;
     };
     let url = server.url();
-    let vars = |shards: &'static str, prefix: &'static str| {
-        vec![
-            ("JWT_SECRET", SECRET),
-            ("JWT_AUDIENCE", "presence"),
-            ("STORE", "redis"),
-            ("REDIS_URL", url.as_str()),
-            ("REDIS_SHARDS", shards),
-            ("REDIS_KEY_PREFIX", prefix),
-        ]
-    };
+    let vars = |shards, prefix| sharded(&url, shards, prefix);
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = presence(&dir);
     cmd.envs(vars("2", "sharded"));
@@ -453,16 +456,10 @@ fn after_redis_loses_its_data_the_running_instance_records_its_shard_count_again
         return;
     };
     let url = server.url();
-    let vars = |shards: &'static str| {
-        vec![
-            ("JWT_SECRET", SECRET),
-            ("JWT_AUDIENCE", "presence"),
-            ("STORE", "redis"),
-            ("REDIS_URL", url.as_str()),
-            ("REDIS_SHARDS", shards),
-            ("REDIS_KEY_PREFIX", "flushed"),
-            ("SWEEP_INTERVAL", "1s"),
-        ]
+    let vars = |shards| {
+        let mut vars = sharded(&url, shards, "flushed");
+        vars.push(("SWEEP_INTERVAL", "1s"));
+        vars
     };
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = presence(&dir);
@@ -473,8 +470,20 @@ fn after_redis_loses_its_data_the_running_instance_records_its_shard_count_again
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut conn = client.get_connection().unwrap();
     redis::cmd("FLUSHALL").query::<()>(&mut conn).unwrap();
-    // A sweep or two later.
-    std::thread::sleep(Duration::from_millis(2500));
+    // The running instance's next sweep writes its count back.
+    let waited = std::time::Instant::now();
+    while redis::cmd("GET")
+        .arg("{flushed}:shards")
+        .query::<Option<String>>(&mut conn)
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "the shard count was not recorded again"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let (code, stderr) = refused(&vars("3"), &[]);
     assert_eq!(code, Some(2), "{stderr}");
