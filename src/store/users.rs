@@ -64,6 +64,11 @@ impl Users {
         }
     }
 
+    /// How many users are numbered: every `Uid` is below it.
+    pub(crate) fn len(&self) -> Uid {
+        self.names.len()
+    }
+
     /// The id numbered `uid`. Panics if `uid` was never handed out.
     pub(crate) fn name(&self, uid: Uid) -> &str {
         self.names.get(uid)

@@ -53,6 +53,9 @@ use state::State;
 /// lock acquisition.
 const SWEEP_BATCH: usize = 1024;
 
+/// How many users' profiles the sweeper looks at per lock acquisition.
+const PROFILE_BATCH: Uid = 4096;
+
 /// How many expired sessions every other operation removes first: enough
 /// to keep up with any realistic expiry rate, small enough that a mass
 /// expiry adds microseconds, not milliseconds, to a heartbeat.
@@ -375,6 +378,14 @@ impl MemoryStore {
         locked.state.events.as_ref().map(|e| e.outbox.clone())
     }
 
+    /// One batch of the sweeper's pass over profiles, from user `from`.
+    fn forget_profiles_from(&self, from: Uid) -> Option<Uid> {
+        let Locked { mut state, now, .. } = self.lock_without_expiry();
+        let next = state.forget_profiles(now, from, PROFILE_BATCH);
+        self.notify(state);
+        next
+    }
+
     /// The registry of presence streams this store notifies.
     pub fn watchers(&self) -> &Arc<Watchers> {
         &self.shared.watchers
@@ -600,9 +611,16 @@ impl SessionStore for MemoryStore {
     }
 
     async fn sweep(&self) -> Result<usize, StoreError> {
-        let (Locked { mut state, now, .. }, removed) = self.lock_expiring_all().await;
-        state.forget_profiles(now);
-        self.notify(state);
+        let (removed, mut next) = {
+            let (Locked { mut state, now, .. }, removed) = self.lock_expiring_all().await;
+            let next = state.forget_profiles(now, 0, PROFILE_BATCH);
+            self.notify(state);
+            (removed, next)
+        };
+        while let Some(from) = next {
+            tokio::task::yield_now().await;
+            next = self.forget_profiles_from(from);
+        }
         Ok(removed)
     }
 
@@ -630,5 +648,72 @@ impl SessionStore for MemoryStore {
             minutes: state.history.window(now, minutes),
             at: now,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone as _;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::ProfileClaims;
+    use crate::domain::Profile;
+    use crate::store::NoObserver;
+
+    #[tokio::test]
+    async fn the_sweeper_forgets_every_gone_users_profile_past_one_batch() {
+        let clock = Arc::new(ManualClock::new(
+            chrono::Utc.timestamp_opt(1_700_000_000, 0).unwrap(),
+        ));
+        let modules = Modules::default();
+        let store = MemoryStore::new(
+            &MemoryConfig {
+                modules: modules.clone(),
+                session_ttl: Duration::from_secs(300),
+                timezone: chrono_tz::UTC,
+                max_sessions_per_user: 16,
+                profile_claims: ProfileClaims::parse("name").unwrap(),
+            },
+            clock.clone(),
+            Arc::new(NoObserver),
+        );
+        let pms = modules.by_code("pms").unwrap();
+        let users = PROFILE_BATCH * 2 + 10;
+        for i in 0..users {
+            let name = format!("User {i}");
+            store.heartbeat_sync(Heartbeat {
+                profile: Profile::build([("name", name.as_str())]),
+                ..Heartbeat::new(UserId::parse(&format!("u{i}")).unwrap(), pms)
+            });
+        }
+        let named = |store: &MemoryStore| {
+            store
+                .image()
+                .users
+                .iter()
+                .filter(|u| u.profile.is_some())
+                .count()
+        };
+        assert_eq!(named(&store), users as usize);
+        // A day after their sessions expired, one user comes back.
+        clock.advance(Duration::from_secs(300 + 24 * 3600 + 1));
+        store.heartbeat_sync(Heartbeat {
+            profile: Profile::build([("name", "Back")]),
+            ..Heartbeat::new(UserId::parse("u7").unwrap(), pms)
+        });
+        store.sweep().await.unwrap();
+        let image = store.image();
+        let kept: Vec<&str> = image
+            .users
+            .iter()
+            .filter(|u| u.profile.is_some())
+            .map(|u| u.user.as_str())
+            .collect();
+        assert_eq!(
+            (kept.len(), kept.first().copied()),
+            (1, Some("u7")),
+            "only the user who came back keeps a profile: the sweep went past its first batch"
+        );
     }
 }

@@ -391,14 +391,23 @@ impl State {
             .cloned()
     }
 
-    /// Removes the profiles [`State::profile_of`] no longer serves, so a
-    /// user who is gone is not remembered by name (the sweeper's work,
-    /// one pass over the users with a profile).
-    pub(super) fn forget_profiles(&mut self, now: Millis) {
+    /// Removes, among the users numbered from `from` (at most `max` of
+    /// them), the profiles [`State::profile_of`] no longer serves, so a
+    /// user who is gone is not remembered by name. Returns where the next
+    /// batch starts, or `None` past the last user: the sweeper works through
+    /// every user in batches, letting requests in between, as it does
+    /// expired sessions.
+    pub(super) fn forget_profiles(&mut self, now: Millis, from: Uid, max: Uid) -> Option<Uid> {
         let cutoff = self.ttl.profile_cutoff(now);
-        let last_seen = &self.last_seen;
-        self.profiles
-            .retain(|&uid, _| last_seen.get(uid as usize).is_some_and(|&t| t > cutoff));
+        let end = from.saturating_add(max).min(self.users.len());
+        for uid in from..end {
+            if self.profiles.contains_key(&uid)
+                && self.last_seen_of(uid).is_none_or(|t| t <= cutoff)
+            {
+                self.profiles.remove(&uid);
+            }
+        }
+        (end < self.users.len()).then_some(end)
     }
 
     /// `uid`'s latest heartbeat, if known.
